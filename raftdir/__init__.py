@@ -1,0 +1,2 @@
+"""raftdir: a Raft-replicated cluster membership directory."""
+__version__ = "0.1.0"
