@@ -1,2 +1,53 @@
-"""raftdir: a Raft-replicated cluster membership directory."""
+"""raftdir: a Raft-replicated cluster membership directory.
+
+Worker leases with adaptive TTLs, worker profiles and a log of assignment revisions, kept
+identical on every control-plane peer by Raft (PySyncObj). The wire and config types match
+ZLayer's ``zlayer-types`` cluster module.
+
+The public names are listed in ``__all__``; everything else is internal.
+"""
+
+from .codec import (
+    from_dict, from_json, from_msgpack, loads_json, loads_msgpack, to_dict, to_json,
+    to_msgpack,
+)
+from .config import load_cluster_mode
+from .errors import (
+    BadRequest, ConfigError, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader,
+    PayloadTooLarge, RaftdirError, Reregister, Stale, TimeoutOutcomeUnknown, TokenExhausted,
+    TokenInvalid, Unauthorized, UnknownNode, UnknownService, error_from_body,
+)
+from .model import (
+    AdaptiveTtlConfig, ClusterContainerSummary, ClusterMode, DeleteEvent, DrainEvent,
+    InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
+    SingleNodeMode, StaticMode, StaticPeer, WorkerAssignmentEvent, WorkerContainerStatus,
+    WorkerLease, WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
+    WorkerRegisterResponse, WorkerResourceUsage, WorkerStatusAck, WorkerStatusReport,
+    WorkerTierMode, WorkerTierRole, container_name,
+)
+
 __version__ = "0.1.0"
+
+encode = to_msgpack
+decode = from_msgpack
+
+__all__ = [
+    # configuration
+    "load_cluster_mode", "ClusterMode", "SingleNodeMode", "RaftMode", "StaticMode",
+    "WorkerTierMode", "WorkerTierRole", "RaftPeer", "StaticPeer", "AdaptiveTtlConfig",
+    # wire types
+    "WorkerProfile", "WorkerLease", "WorkerRegisterRequest", "WorkerRegisterResponse",
+    "WorkerPollRequest", "WorkerPollResponse", "WorkerAssignmentEvent", "SetEvent",
+    "DeleteEvent", "DrainEvent", "WorkerStatusReport", "WorkerContainerStatus",
+    "WorkerResourceUsage", "WorkerStatusAck", "InternalScaleRequest", "ScaleAssignment",
+    "NodeServiceState", "ClusterContainerSummary", "container_name",
+    # codec
+    "encode", "decode", "to_dict", "from_dict", "to_msgpack", "from_msgpack", "to_json",
+    "from_json", "loads_msgpack", "loads_json",
+    # errors
+    "RaftdirError", "BadRequest", "ConfigError", "PayloadTooLarge", "Unauthorized",
+    "TokenInvalid", "Forbidden", "TokenExhausted", "UnknownNode", "UnknownService",
+    "Conflict", "NodeNotReady", "Stale", "Reregister", "NotLeader", "NoLeader",
+    "TimeoutOutcomeUnknown", "error_from_body",
+    "__version__",
+]

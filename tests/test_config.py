@@ -1,0 +1,180 @@
+"""Cluster-mode files: loading, the error format, and ``raftdir config check``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from raftdir import ConfigError, SingleNodeMode, WorkerTierMode, load_cluster_mode
+from raftdir.cli import cli
+from raftdir.config import load_with_warnings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml")) + sorted(EXAMPLES.glob("three-peers/*/*.yaml"))
+
+# ZLayer's own worker-tier documents, unchanged (wire-types.md §2.4, §22).
+ZLAYER_SERVER = """\
+mode: worker-tier
+role: server
+node_id: 1
+peers:
+  - id: 1
+    raft_addr: 10.0.0.1:9000
+    api_addr: 10.0.0.1:3669
+  - id: 2
+    raft_addr: 10.0.0.2:9000
+    api_addr: 10.0.0.2:3669
+  - id: 3
+    raft_addr: 10.0.0.3:9000
+    api_addr: 10.0.0.3:3669
+worker_grpc_addr: 0.0.0.0:3670
+heartbeat_min_ttl: 10
+heartbeat_max_ttl: 600
+heartbeat_grace: 10
+max_heartbeats_per_second: 50
+failover_heartbeat_ttl: 300
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_cluster_mode(path)
+    return info.value.message
+
+
+def test_examples_exist_for_every_mode_and_role():
+    modes = set()
+    for path in EXAMPLE_FILES:
+        mode = load_cluster_mode(path)
+        modes.add((mode.TAG, getattr(mode, "role", None) and mode.role.value))
+    assert modes == {("single-node", None), ("raft", None), ("static", None),
+                     ("worker-tier", "server"), ("worker-tier", "worker")}
+    assert len(list(EXAMPLES.glob("three-peers/*/cluster_mode.yaml"))) == 3
+
+
+def test_three_peer_configs_agree_on_peers_and_use_loopback():
+    modes = [load_cluster_mode(p) for p in sorted(EXAMPLES.glob("three-peers/*/*.yaml"))]
+    assert sorted(m.node_id for m in modes) == [1, 2, 3]
+    assert len({m.peers for m in modes}) == 1
+    for peer in modes[0].peers:
+        assert peer.raft_addr.startswith("127.0.0.1:")
+        assert peer.api_addr.startswith("127.0.0.1:")
+
+
+def test_missing_file_is_single_node(tmp_path):
+    assert load_cluster_mode(tmp_path / "cluster_mode.yaml") == SingleNodeMode()
+
+
+def test_zlayer_document_is_accepted_unchanged(tmp_path):
+    mode = load_cluster_mode(write(tmp_path, "cluster_mode.yaml", ZLAYER_SERVER))
+    assert isinstance(mode, WorkerTierMode) and mode.is_worker_tier_server()
+    assert mode.adaptive_ttl_config().compute_ttl(1000) == 20
+
+
+def test_json_config_is_read_by_extension(tmp_path):
+    path = write(tmp_path, "mode.json", json.dumps(yaml.safe_load(ZLAYER_SERVER)))
+    assert load_cluster_mode(path) == load_cluster_mode(
+        write(tmp_path, "cluster_mode.yaml", ZLAYER_SERVER))
+
+
+@pytest.mark.parametrize("name,text,expected", [
+    ("cluster_mode.yaml", ZLAYER_SERVER.replace("    raft_addr: 10.0.0.2:9000\n", ""),
+     "peers[1].raft_addr: required field missing"),
+    ("cluster_mode.yaml", ZLAYER_SERVER.replace("raft_addr: 10.0.0.2", "raftaddr: 10.0.0.2"),
+     "peers[1].raftaddr: unknown key; did you mean 'raft_addr'?"),
+    ("cluster_mode.yaml", "mode: single-node\nmode: raft\n", "line 2: duplicate key 'mode'"),
+    ("cluster_mode.yaml", "", "the file is empty"),
+    ("cluster_mode.yaml", "mode: [unclosed\n", "invalid YAML"),
+    ("cluster_mode.yaml", "mode: clustered\n",
+     "mode: unknown variant 'clustered'; expected single-node, raft, static, worker-tier"),
+    ("cluster_mode.yaml", "mode: single-node\nnode_id: 1\n", "node_id: unknown key"),
+    ("cluster_mode.yaml", ZLAYER_SERVER.replace("node_id: 1", "node_id: 7"),
+     "node_id: 7 is not the id of any entry in peers"),
+    ("cluster_mode.yaml",
+     "mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nlabels: {ssd: yes}\n",
+     'labels["ssd"]: expected a string, got bool'),
+    ("cluster_mode.yaml",
+     "mode: static\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 'fd00::1:3669'}\n",
+     "peers[0].api_addr: 'fd00::1:3669': an IPv6 address must be in brackets"),
+    ("cluster_mode.toml", "mode = 'raft'\n", "unsupported extension '.toml'"),
+    ("cluster_mode.json", '{"mode": "single-node", "mode": "raft"}', "duplicate key 'mode'"),
+])
+def test_invalid_files_name_the_file_and_the_field(tmp_path, name, text, expected):
+    path = write(tmp_path, name, text)
+    message = load_error(path)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_unreadable_and_non_utf8_files(tmp_path):
+    directory = tmp_path / "cluster_mode.yaml"
+    directory.mkdir()
+    assert "cannot read" in load_error(directory)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"mode: \xff\xfe\n")
+    assert "not UTF-8" in load_error(binary)
+
+
+def test_other_role_fields_are_accepted_with_a_warning(tmp_path):
+    text = "mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nnode_id: 4\n"
+    mode, warnings = load_with_warnings(write(tmp_path, "w.yaml", text))
+    assert mode.is_worker_tier_worker()
+    assert warnings == ["node_id: only used by a server; ignored for role worker"]
+
+
+# ---------------------------------------------------------------- raftdir config check
+
+def test_check_accepts_every_example():
+    result = CliRunner().invoke(cli, ["config", "check", *map(str, EXAMPLE_FILES)])
+    assert result.exit_code == 0, result.output
+    documents = [d for d in yaml.safe_load_all(result.output) if d is not None]
+    assert len(documents) == len(EXAMPLE_FILES)
+
+
+def test_check_json_prints_one_document_per_file():
+    files = [str(EXAMPLES / "static.yaml"), str(EXAMPLES / "worker-tier-server.yaml")]
+    result = CliRunner().invoke(cli, ["config", "check", "--json", *files])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert [json.loads(line)["mode"] for line in lines] == ["static", "worker-tier"]
+    static = json.loads(lines[0])
+    assert static["peers"][2] == {"id": 3, "api_addr": "[fd00::3]:3669", "os": "windows"}
+
+
+def test_check_output_round_trips_to_the_same_config(tmp_path):
+    result = CliRunner().invoke(cli, ["config", "check", str(EXAMPLES / "static.yaml")])
+    assert result.exit_code == 0
+    again = write(tmp_path, "again.yaml", result.output)
+    assert load_cluster_mode(again) == load_cluster_mode(EXAMPLES / "static.yaml")
+
+
+def test_check_stops_at_the_first_invalid_file_with_exit_2(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "mode: raft\nnode_id: 1\npeers:\n  - {id: 1}\n")
+    result = CliRunner().invoke(cli, ["config", "check", str(EXAMPLES / "raft.yaml"),
+                                      str(bad), str(EXAMPLES / "static.yaml")])
+    assert result.exit_code == 2
+    assert f"{bad}: peers[0].raft_addr: required field missing" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert "mode: static" not in result.stdout  # the third file was not reached
+
+
+def test_check_without_files_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["config", "check"])
+    assert result.exit_code == 2
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for args in (["--help"], ["config", "--help"], ["config", "check", "--help"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0 and "Usage:" in result.output
