@@ -1,0 +1,623 @@
+"""``PySyncObjNode``: the ``RaftNode`` backed by PySyncObj 0.3.17 (one peer of a cluster).
+
+Owns: the pinned PySyncObj configuration (pysyncobj.md §5.1, knobs in ``RaftTuning``), the
+one replicated entry point ``_apply(data: bytes)``, the msgpack snapshot file, the mapping of
+PySyncObj's ``FAIL_REASON`` onto raftdir errors, barriers, leadership and apply listeners,
+dynamic membership (one change at a time) and ``status()`` for the CLI.
+
+Threads: PySyncObj runs one tick thread per node. It calls ``_on_apply`` (and through it the
+state machine and the apply listeners), the snapshot serializer/deserializer and
+``onStateChanged`` (leadership listeners). ``propose``/``barrier``/``add_peer``/
+``remove_peer`` block and may be called from any other thread; ``propose_async`` and
+``barrier_async`` are completed through ``loop.call_soon_threadsafe``. Calling a blocking
+method from the tick thread (i.e. from a listener) raises ``RuntimeError``: it would
+deadlock.
+
+Rules enforced here (pysyncobj.md): nothing raised inside ``_apply`` reaches PySyncObj
+(finding 2: it would re-apply the entry forever), callbacks never raise (finding 3), the
+journal always has a full dump file next to it (finding 4), writes are refused on followers
+with ``NotLeader(leader=...)`` instead of being forwarded, the bind address is the peer's
+own address (never 0.0.0.0, finding 8) and a non-loopback address needs the cluster secret.
+
+Snapshots: PySyncObj's custom serializer hook writes ``raft.dump`` as msgpack of
+``{"format": 1, "state": sm.to_snapshot(), "revision": ..., "raft": {"last": entry,
+"prev": entry, "cluster": [addr, ...]}}`` where an entry is ``[command bytes, index,
+term]``. We never unpickle anything; the command bytes are PySyncObj's own log entries,
+kept opaque (PySyncObj itself pickles log entries and frames, so the Raft port and the data
+directory stay trust boundaries, directory.md §11).
+
+Must not import: ``raftdir.api``, ``raftdir.agent``, ``raftdir.cli``, the concrete directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets as _secrets
+import threading
+from typing import Any, Callable
+
+import msgpack
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import SyncObjException
+
+from raftdir.core.result import Result
+from raftdir.errors import (
+    ConfigError,
+    Conflict,
+    NoLeader,
+    NotLeader,
+    RaftdirError,
+    TimeoutOutcomeUnknown,
+)
+from raftdir.replication.base import (
+    BARRIER_PREFIX,
+    ApplyListener,
+    LeadershipListener,
+    StateMachine,
+    apply_safely,
+    call_listeners,
+    is_barrier,
+)
+from raftdir.replication.secret import check_raft_security, raft_password
+from raftdir.replication.tuning import RaftTuning
+
+__all__ = ["PySyncObjNode", "RaftTuning", "SNAPSHOT_FORMAT", "JOURNAL_FILE", "DUMP_FILE",
+           "build_conf", "read_snapshot_file"]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+JOURNAL_FILE = "raft.journal"
+DUMP_FILE = "raft.dump"
+_LEADER_STATE = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
+_STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+_PARTNER_KEY = "partner_node_status_server_"
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+
+def build_conf(self_addr: str, data_dir: str, tuning: RaftTuning, *, password: str | None,
+               serializer: Callable[[str, Any], None] | None,
+               deserializer: Callable[[str], Any] | None,
+               on_state_changed: Callable[[int, int], None] | None,
+               on_ready: Callable[[], None] | None = None) -> SyncObjConf:
+    """The pinned ``SyncObjConf`` (pysyncobj.md §5.1)."""
+    conf = SyncObjConf(
+        bindAddress=self_addr,                      # never the 0.0.0.0 default (finding 8)
+        password=password,
+        journalFile=os.path.join(data_dir, JOURNAL_FILE),
+        fullDumpFile=os.path.join(data_dir, DUMP_FILE),  # mandatory with a journal (finding 4)
+        serializer=serializer,                      # msgpack, synchronous (no fork)
+        deserializer=deserializer,
+        appendEntriesUseBatch=False,                # ~0.5 ms instead of ~100 ms (finding 1)
+        raftMinTimeout=tuning.raft_min_timeout,
+        raftMaxTimeout=tuning.raft_max_timeout,
+        appendEntriesPeriod=tuning.append_entries_period,
+        autoTickPeriod=tuning.auto_tick_period,
+        connectionTimeout=tuning.connection_timeout,
+        connectionRetryTime=tuning.connection_retry_time,
+        leaderFallbackTimeout=tuning.leader_fallback_timeout,
+        commandsWaitLeader=False,                   # fail fast: MISSING_LEADER -> NoLeader
+        commandsQueueSize=tuning.commands_queue_size,
+        dynamicMembershipChange=True,
+        bindRetryTime=tuning.bind_retry_time,
+        maxBindRetries=tuning.max_bind_retries,     # then waitBinded() raises
+        logCompactionMinEntries=tuning.log_compaction_min_entries,
+        logCompactionMinTime=tuning.log_compaction_min_time,
+        onStateChanged=on_state_changed,
+        onReady=on_ready,
+    )
+    try:
+        conf.validate()
+    except AssertionError as exc:  # RaftTuning.validate should have caught it
+        raise ConfigError(f"raft: PySyncObj rejected the configuration: {exc!r}",
+                          field="raft") from None
+    return conf
+
+
+def _check_addr(addr: str, field: str) -> None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{field}: {addr!r} is not host:port", field=field)
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if ip.is_unspecified:
+        raise ConfigError(f"{field}: {addr!r}: bind to this peer's own address, never to "
+                          "the wildcard address (peers identify each other by host:port)",
+                          field=field)
+
+
+# --------------------------------------------------------------------------------------
+# snapshots
+
+def _entry_out(entry: Any) -> list[Any]:
+    command, idx, term = entry
+    return [bytes(command), int(idx), int(term)]
+
+
+def _entry_in(value: Any, where: str) -> tuple[bytes, int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not isinstance(value[0], bytes) or not isinstance(value[1], int)
+            or not isinstance(value[2], int)):
+        raise ValueError(f"snapshot: raft.{where}: not [bytes, int, int]")
+    # PySyncObj compares these with its journal's tuples: they must be tuples too, or it
+    # clears the journal on every restart.
+    return (value[0], value[1], value[2])
+
+
+def read_snapshot_file(path: str) -> dict[str, Any]:
+    """Decode and check a ``raft.dump`` file; raises ``ValueError`` on anything unexpected.
+    Also useful for inspecting a data dir by hand."""
+    with open(path, "rb") as f:
+        doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+    if not isinstance(doc, dict):
+        raise ValueError("snapshot: top level is not a map")
+    if doc.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"snapshot: format {doc.get('format')!r} is not {SNAPSHOT_FORMAT}")
+    raft = doc.get("raft")
+    if not isinstance(raft, dict) or not isinstance(doc.get("state"), dict):
+        raise ValueError("snapshot: missing raft or state")
+    cluster = raft.get("cluster")
+    if not isinstance(cluster, list) or not all(isinstance(a, str) for a in cluster):
+        raise ValueError("snapshot: raft.cluster is not a list of addresses")
+    doc["raft"] = {"last": _entry_in(raft.get("last"), "last"),
+                   "prev": _entry_in(raft.get("prev"), "prev"), "cluster": cluster}
+    return doc
+
+
+# --------------------------------------------------------------------------------------
+# the SyncObj subclass: one replicated method, forever method id 0 (finding 10)
+
+class _RaftdirSyncObj(SyncObj):
+    def __init__(self, owner: "PySyncObjNode", self_addr: str, partners: list[str],
+                 conf: SyncObjConf) -> None:
+        self._raftdir_owner = owner
+        super().__init__(self_addr, partners, conf)
+
+    @replicated
+    def _apply(self, data: bytes) -> Result:
+        return self._raftdir_owner._on_apply(data)
+
+
+def _fail_reason_name(err: Any) -> str:
+    for name, value in vars(FAIL_REASON).items():
+        if not name.startswith("_") and value == err:
+            return name
+    return repr(err)
+
+
+# --------------------------------------------------------------------------------------
+
+class PySyncObjNode:
+    """One Raft peer. ``self_addr`` and ``partners`` are ``host:port`` Raft addresses
+    (the peer's identity, so they must be stable); ``data_dir`` holds the journal, the
+    dump and (by convention) ``cluster.secret``. ``secret`` is the cluster secret's value:
+    it keys the Raft password; without it ``self_addr`` must be loopback.
+
+    The constructor does no I/O; ``start()`` binds the port and starts PySyncObj's tick
+    thread, ``stop()`` ends it."""
+
+    def __init__(self, self_addr: str, partners: list[str] | tuple[str, ...], data_dir: str,
+                 state_machine: StateMachine, *, secret: str | None = None,
+                 tuning: RaftTuning | None = None) -> None:
+        _check_addr(self_addr, "raft_addr")
+        for p in partners:
+            _check_addr(p, "raft_peers")
+        check_raft_security(self_addr, secret)
+        self._self_addr = self_addr
+        self._partners = [p for p in partners if p != self_addr]
+        self._data_dir = str(data_dir)
+        self._sm = state_machine
+        self._secret = secret
+        self._tuning = tuning if tuning is not None else RaftTuning()
+        self._so: _RaftdirSyncObj | None = None
+        self._lock = threading.Lock()
+        self._leadership_listeners: list[LeadershipListener] = []
+        self._apply_listeners: list[ApplyListener] = []
+        self._reported_leader = False
+        self._barriers: dict[bytes, Callable[[], None]] = {}
+        self.snapshot_error: str | None = None
+        self.internal_errors = 0   # entries whose apply raised (bugs), since start
+
+    @property
+    def address(self) -> str:
+        return self._self_addr
+
+    @property
+    def state_machine(self) -> StateMachine:
+        return self._sm
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the data dir, bind the Raft port and start the tick thread. Raises
+        ``ConfigError`` (field ``raft_addr``) when the port cannot be bound."""
+        if self._so is not None:
+            return
+        os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
+        conf = build_conf(
+            self._self_addr, self._data_dir, self._tuning,
+            password=raft_password(self._secret) if self._secret else None,
+            serializer=self._write_snapshot, deserializer=self._read_snapshot,
+            on_state_changed=self._on_state_changed)
+        so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf)
+        # PySyncObj's tick thread stops when the thread that built the SyncObj ends; bind its
+        # life to the interpreter's main thread instead, so start() may run anywhere.
+        if hasattr(so, "_SyncObj__mainThread"):
+            so._SyncObj__mainThread = threading.main_thread()
+        try:
+            so.waitBinded()
+        except SyncObjException:
+            so.destroy()
+            self._join(so, 2.0)
+            raise ConfigError(f"raft_addr: cannot bind {self._self_addr} after "
+                              f"{self._tuning.max_bind_retries} attempts", field="raft_addr")
+        self._so = so
+        logger.info("raft peer %s started (partners %s, data %s, password %s)",
+                    self._self_addr, self._partners, self._data_dir,
+                    "set" if self._secret else "none (loopback)")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        so, self._so = self._so, None
+        if so is None:
+            return
+        so.destroy()
+        self._join(so, timeout)
+        with self._lock:
+            was_leader, self._reported_leader = self._reported_leader, False
+        if was_leader:
+            call_listeners(self._leadership_listeners, False, so.raftCurrentTerm)
+
+    @staticmethod
+    def _join(so: SyncObj, timeout: float) -> None:
+        thread = getattr(so, "_SyncObj__thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def __enter__(self) -> "PySyncObjNode":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _started(self) -> _RaftdirSyncObj:
+        so = self._so
+        if so is None:
+            raise NoLeader(f"raft peer {self._self_addr} is not running")
+        if threading.current_thread() is getattr(so, "_SyncObj__thread", None):
+            raise RuntimeError("blocking raft call from the tick thread (a listener?) "
+                               "would deadlock")
+        return so
+
+    # the replicated entry point (tick thread) -----------------------------------------
+    def _on_apply(self, data: bytes) -> Result:
+        try:
+            if is_barrier(data):
+                token = bytes(data[len(BARRIER_PREFIX):])
+                with self._lock:
+                    waiter = self._barriers.pop(token, None)
+                if waiter is not None:
+                    call_listeners([waiter])
+                return Result.applied(None, revision=self._sm.revision)
+            result = apply_safely(self._sm, data)
+            if result.code == "internal":
+                self.internal_errors += 1
+            call_listeners(self._apply_listeners, self._sm.revision, result)
+            return result
+        except Exception as exc:  # noqa: BLE001 - must never reach PySyncObj (finding 2)
+            logger.exception("BUG: raft apply wrapper raised")
+            return Result.refused("internal", f"apply wrapper raised {exc!r}"[:500])
+
+    # snapshots (tick thread) -----------------------------------------------------------
+    def _write_snapshot(self, filename: str, data: Any) -> None:
+        # ``data`` is (entry at last_applied, the entry before it, set of cluster Nodes);
+        # called synchronously in the tick thread, so the state is exactly at last_applied.
+        last, prev, cluster = data
+        doc = {
+            "format": SNAPSHOT_FORMAT,
+            "revision": int(self._sm.revision),
+            "state": self._sm.to_snapshot(),
+            "raft": {"last": _entry_out(last), "prev": _entry_out(prev),
+                     "cluster": sorted(str(getattr(n, "id", n)) for n in cluster)},
+        }
+        packed = msgpack.packb(doc, use_bin_type=True)
+        with open(filename, "wb") as f:
+            f.write(packed)
+            f.flush()
+            os.fsync(f.fileno())
+        logger.info("raft snapshot written: %d bytes at index %d (revision %d)",
+                    len(packed), last[1], doc["revision"])
+
+    def _read_snapshot(self, filename: str) -> tuple[Any, Any, list[TCPNode]]:
+        # Called at start-up (our own dump) and when the leader streamed us its dump.
+        # PySyncObj logs and swallows an exception here, so record it loudly too.
+        try:
+            doc = read_snapshot_file(filename)
+            raft = doc["raft"]
+            self._sm.restore(doc["state"])
+        except Exception as exc:
+            self.snapshot_error = f"{filename}: {exc!r}"
+            logger.critical("raft snapshot %s could not be loaded; this peer's state is "
+                            "NOT the cluster's: %r", filename, exc)
+            raise
+        self.snapshot_error = None
+        logger.info("raft snapshot loaded: index %d, revision %d",
+                    raft["last"][1], self._sm.revision)
+        call_listeners(self._apply_listeners, self._sm.revision, None)
+        return raft["last"], raft["prev"], [TCPNode(a) for a in raft["cluster"]]
+
+    # leadership (tick thread) ----------------------------------------------------------
+    def _on_state_changed(self, old: int, new: int) -> None:
+        try:
+            is_leader = new == _LEADER_STATE
+            with self._lock:
+                if is_leader == self._reported_leader:
+                    return
+                self._reported_leader = is_leader
+            so = self._so
+            term = int(getattr(so, "raftCurrentTerm", 0)) if so is not None else 0
+            logger.info("raft peer %s %s leadership (term %d)", self._self_addr,
+                        "gained" if is_leader else "lost", term)
+            call_listeners(self._leadership_listeners, is_leader, term)
+        except Exception:  # noqa: BLE001 - finding 3
+            logger.exception("leadership change handling failed")
+
+    # writes ----------------------------------------------------------------------------
+    def _check_leader(self, so: _RaftdirSyncObj) -> None:
+        if so._isLeader():
+            return
+        leader = self.leader()
+        if leader is None:
+            raise NoLeader(f"raft peer {self._self_addr} knows no leader (election?)")
+        raise NotLeader(f"raft peer {self._self_addr} does not lead; the leader is {leader}",
+                        leader=leader)
+
+    def _outcome(self, res: Any, err: Any, what: str) -> Result:
+        if err == FAIL_REASON.SUCCESS:
+            if isinstance(res, Result):
+                return res
+            return Result.refused("internal", f"{what}: apply returned {res!r}")
+        name = _fail_reason_name(err)
+        if err == FAIL_REASON.MISSING_LEADER:
+            raise NoLeader(f"{what}: no leader (MISSING_LEADER)")
+        if err == FAIL_REASON.QUEUE_FULL:
+            raise NoLeader(f"{what}: the raft command queue is full (overloaded); "
+                           "retry with backoff")
+        if err in (FAIL_REASON.NOT_LEADER, FAIL_REASON.DISCARDED):
+            # Not committed (DISCARDED: another entry won that log index): safe to resend.
+            leader = self.leader()
+            if leader is None or leader == self._self_addr:
+                raise NoLeader(f"{what}: leadership lost before commit ({name})")
+            raise NotLeader(f"{what}: leadership lost before commit ({name}); "
+                            f"the leader is {leader}", leader=leader)
+        if err == FAIL_REASON.REQUEST_DENIED:
+            raise Conflict(f"{what}: refused by raft ({name}): another membership change "
+                           "is in progress, or the peer is already (not) a member")
+        # LEADER_CHANGED, UNKNOWN_OUTCOME and anything new: the entry may still commit.
+        raise TimeoutOutcomeUnknown(f"{what}: outcome unknown ({name}); retry with the "
+                                    "same request id")
+
+    def _submit(self, so: _RaftdirSyncObj, data: bytes,
+                on_done: Callable[[Any, Any], None]) -> None:
+        def callback(res: Any, err: Any) -> None:
+            try:
+                on_done(res, err)
+            except Exception:  # noqa: BLE001 - finding 3
+                logger.exception("raft completion callback raised")
+        so._apply(data, callback=callback)
+
+    def propose(self, data: bytes, timeout: float = 5.0) -> Result:
+        """Replicate ``data`` and return the state machine's ``Result`` once the entry is
+        committed and applied here. Raises ``NotLeader``/``NoLeader``/
+        ``TimeoutOutcomeUnknown``."""
+        so = self._started()
+        self._check_leader(so)
+        done = threading.Event()
+        box: list[tuple[Any, Any]] = []
+
+        def on_done(res: Any, err: Any) -> None:
+            box.append((res, err))
+            done.set()
+
+        self._submit(so, bytes(data), on_done)
+        if not done.wait(timeout):
+            raise TimeoutOutcomeUnknown(f"propose: no outcome within {timeout:g} s; the write "
+                                        "may still commit: retry with the same request id")
+        return self._outcome(*box[0], "propose")
+
+    async def propose_async(self, data: bytes, timeout: float = 5.0) -> Result:
+        so = self._started()
+        self._check_leader(so)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[Any, Any]] = loop.create_future()
+
+        def on_done(res: Any, err: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, (res, err))
+            except RuntimeError:  # the loop is closed: nobody waits
+                pass
+
+        self._submit(so, bytes(data), on_done)
+        try:
+            res, err = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutOutcomeUnknown(f"propose: no outcome within {timeout:g} s; the write "
+                                        "may still commit: retry with the same request id"
+                                        ) from None
+        return self._outcome(res, err, "propose")
+
+    # barriers --------------------------------------------------------------------------
+    def _new_barrier(self, on_applied: Callable[[], None]) -> bytes:
+        token = _secrets.token_bytes(16)
+        with self._lock:
+            self._barriers[token] = on_applied
+        return token
+
+    def _drop_barrier(self, token: bytes) -> None:
+        with self._lock:
+            self._barriers.pop(token, None)
+
+    def barrier(self, timeout: float = 5.0) -> None:
+        """Commit a no-op through the log and return once THIS peer applied it. Works on a
+        follower too (PySyncObj forwards the no-op to the leader): a local read after it
+        sees every write acknowledged before the call."""
+        so = self._started()
+        applied = threading.Event()
+        failed: list[Any] = []
+
+        def on_done(res: Any, err: Any) -> None:
+            if err != FAIL_REASON.SUCCESS:
+                failed.append(err)
+                applied.set()
+
+        token = self._new_barrier(applied.set)
+        try:
+            self._submit(so, BARRIER_PREFIX + token, on_done)
+            if not applied.wait(timeout):
+                raise TimeoutOutcomeUnknown(f"barrier: not applied within {timeout:g} s")
+            if failed:
+                self._outcome(None, failed[0], "barrier")
+        finally:
+            self._drop_barrier(token)
+
+    async def barrier_async(self, timeout: float = 5.0) -> None:
+        so = self._started()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(err: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, err)
+            except RuntimeError:
+                pass
+
+        def on_done(res: Any, err: Any) -> None:
+            if err != FAIL_REASON.SUCCESS:
+                settle(err)
+
+        token = self._new_barrier(lambda: settle(FAIL_REASON.SUCCESS))
+        try:
+            self._submit(so, BARRIER_PREFIX + token, on_done)
+            try:
+                err = await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutOutcomeUnknown(f"barrier: not applied within {timeout:g} s"
+                                            ) from None
+            if err != FAIL_REASON.SUCCESS:
+                self._outcome(None, err, "barrier")
+        finally:
+            self._drop_barrier(token)
+
+    # membership ------------------------------------------------------------------------
+    def _membership(self, op: str, addr: str, timeout: float) -> None:
+        _check_addr(addr, "peer")
+        so = self._started()
+        self._check_leader(so)
+        done = threading.Event()
+        box: list[Any] = []
+
+        def callback(res: Any, err: Any) -> None:
+            try:
+                box.append(err)
+                done.set()
+            except Exception:  # noqa: BLE001
+                logger.exception("membership callback raised")
+
+        if op == "add":
+            so.addNodeToCluster(addr, callback=callback)
+        else:
+            so.removeNodeFromCluster(addr, callback=callback)
+        if not done.wait(timeout):
+            raise TimeoutOutcomeUnknown(f"{op}_peer {addr}: no outcome within {timeout:g} s")
+        self._outcome(Result.applied(), box[0], f"{op}_peer {addr}")
+
+    def add_peer(self, addr: str, timeout: float = 10.0) -> None:
+        """Add one voting peer (on the leader; wait for it before the next change). Start
+        the new peer with the full new peer list only after this returned."""
+        self._membership("add", addr, timeout)
+
+    def remove_peer(self, addr: str, timeout: float = 10.0) -> None:
+        """Remove one peer (stop it first). Not this peer itself: transfer leadership."""
+        if addr == self._self_addr:
+            raise Conflict("remove_peer: a peer cannot remove itself; remove it from "
+                           "another peer after leadership moved")
+        self._membership("rem", addr, timeout)
+
+    # who leads -------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        so = self._so
+        return bool(so is not None and so._isLeader())
+
+    def leader(self) -> str | None:
+        so = self._so
+        node = so._getLeader() if so is not None else None
+        if node is None:
+            return None
+        return str(getattr(node, "address", None) or node.id)
+
+    def term(self) -> int:
+        so = self._so
+        return int(so.raftCurrentTerm) if so is not None else 0
+
+    def status(self) -> dict[str, Any]:
+        so = self._so
+        base: dict[str, Any] = {
+            "self": self._self_addr, "leader": None, "is_leader": False, "state": "stopped",
+            "term": 0, "commit_index": 0, "last_applied": 0, "log_len": 0,
+            "partners": {p: False for p in self._partners}, "is_ready": False,
+            "has_quorum": False, "revision": self._sm.revision,
+            "snapshot_error": self.snapshot_error, "internal_errors": self.internal_errors,
+        }
+        if so is None:
+            return base
+        raw: dict[str, Any] | None = None
+        for _ in range(5):  # getStatus iterates sets the tick thread may be changing
+            try:
+                raw = so.getStatus()
+                break
+            except RuntimeError:
+                continue
+        if raw is None:
+            raise RaftdirError("raft status unavailable (concurrent change); retry")
+        base.update({
+            "leader": self.leader(),
+            "is_leader": raw["state"] == _LEADER_STATE,
+            "state": _STATE_NAMES.get(raw["state"], str(raw["state"])),
+            "term": raw["raft_term"],
+            "commit_index": raw["commit_idx"],
+            "last_applied": raw["last_applied"],
+            "log_len": raw["log_len"],
+            "partners": {k[len(_PARTNER_KEY):]: v == 2 for k, v in raw.items()
+                         if k.startswith(_PARTNER_KEY)},
+            "is_ready": bool(so.isReady()),
+            "has_quorum": bool(raw["has_quorum"]),
+        })
+        return base
+
+    # listeners -------------------------------------------------------------------------
+    def add_leadership_listener(self, cb: LeadershipListener) -> None:
+        """Register ``cb(is_leader, term)`` (tick thread). If this peer already leads, it is
+        called at once with the current term."""
+        with self._lock:
+            self._leadership_listeners.append(cb)
+            leading = self._reported_leader
+        if leading:
+            call_listeners([cb], True, self.term())
+
+    def add_apply_listener(self, cb: ApplyListener) -> None:
+        """Register ``cb(revision, result)``, called on this peer after every applied entry
+        and (with ``result=None``) after a snapshot replaced the state."""
+        with self._lock:
+            self._apply_listeners.append(cb)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
