@@ -1,0 +1,141 @@
+"""Credentials: join tokens, per-node secrets and the admin token (directory.md §4, §11).
+
+Owns: the join-token format and its checks, node-secret issue and hashing, the admin
+token. All keys derive from the cluster secret (``raftdir.replication.secret.derive_key``),
+which itself never travels. Pure functions (``secrets`` is the only randomness, and only
+in the ``new_*`` functions); any thread. Must not import the API, agent or CLI.
+
+A join token is ``rdj1.<payload>.<mac>``: ``payload`` is base64url of the msgpack map
+``{cid, tid, exp, max}`` (cluster id, token id, expiry in Unix seconds, max uses; 0 = no
+limit) and ``mac`` is base64url HMAC-SHA256 of ``rdj1.<payload>`` under the join-token key.
+The use count is hard state (``Directory.token_uses``), so ``max`` holds across leader
+changes; checking it is the state machine's job, at registration.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import msgpack
+
+from .errors import TokenInvalid, Unauthorized
+from .replication.secret import derive_key
+
+__all__ = [
+    "JoinToken", "issue_join_token", "verify_join_token", "new_node_secret",
+    "hash_node_secret", "node_secret_matches", "admin_token", "check_admin_token",
+    "bearer_token",
+]
+
+_PREFIX = "rdj1"
+
+
+@dataclass(frozen=True)
+class JoinToken:
+    """The claims of a verified join token."""
+
+    cluster_id: str
+    token_id: str
+    expires_unix_secs: int
+    max_uses: int  # 0: no limit
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, signed: str) -> bytes:
+    return hmac.new(derive_key(secret, "join-token"), signed.encode("ascii"),
+                    hashlib.sha256).digest()
+
+
+def issue_join_token(secret: str, cluster_id: str, *, valid_for_secs: int, max_uses: int,
+                     now_unix_secs: int, token_id: str | None = None) -> tuple[str, JoinToken]:
+    """A new signed join token and its claims."""
+    if valid_for_secs <= 0:
+        raise ValueError("valid_for_secs must be positive")
+    if max_uses < 0:
+        raise ValueError("max_uses must not be negative")
+    claims = JoinToken(cluster_id, token_id or secrets.token_hex(8),
+                       now_unix_secs + valid_for_secs, max_uses)
+    payload = _b64(msgpack.packb({"cid": claims.cluster_id, "tid": claims.token_id,
+                                  "exp": claims.expires_unix_secs, "max": claims.max_uses},
+                                 use_bin_type=True))
+    signed = f"{_PREFIX}.{payload}"
+    return f"{signed}.{_b64(_mac(secret, signed))}", claims
+
+
+def verify_join_token(token: str, secret: str, cluster_id: str, now_unix_secs: int
+                      ) -> JoinToken:
+    """Check the signature, the cluster and the expiry, in that order; raises
+    ``TokenInvalid`` whose message names the check that failed."""
+    parts = token.strip().split(".")
+    if len(parts) != 3 or parts[0] != _PREFIX:
+        raise TokenInvalid("join token is malformed (expected rdj1.<payload>.<mac>)",
+                           field="token")
+    signed = f"{parts[0]}.{parts[1]}"
+    try:
+        mac = _unb64(parts[2])
+    except ValueError:
+        raise TokenInvalid("join token signature is not base64url", field="token") from None
+    if not hmac.compare_digest(mac, _mac(secret, signed)):
+        raise TokenInvalid("join token signature does not match this cluster's secret",
+                           field="token")
+    try:
+        claims = msgpack.unpackb(_unb64(parts[1]), raw=False, strict_map_key=True)
+        parsed = JoinToken(str(claims["cid"]), str(claims["tid"]), int(claims["exp"]),
+                           int(claims["max"]))
+    except Exception:  # noqa: BLE001 - a signed but unreadable payload: our own bug
+        raise TokenInvalid("join token payload is unreadable", field="token") from None
+    if parsed.cluster_id != cluster_id:
+        raise TokenInvalid(f"join token is for cluster {parsed.cluster_id!r}, not "
+                           f"{cluster_id!r}", field="token")
+    if now_unix_secs >= parsed.expires_unix_secs:
+        raise TokenInvalid(f"join token expired at {parsed.expires_unix_secs} (now "
+                           f"{now_unix_secs})", field="token")
+    return parsed
+
+
+def new_node_secret() -> str:
+    """A fresh per-node secret, handed to the node once at registration."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_node_secret(node_secret: str) -> str:
+    """What the directory stores instead of the secret (hex SHA-256; the secret is 256
+    random bits, so no slow hash is needed)."""
+    return hashlib.sha256(node_secret.encode("utf-8")).hexdigest()
+
+
+def node_secret_matches(node_secret: str | None, stored_hash: str | None) -> bool:
+    if not node_secret or not stored_hash:
+        return False
+    return hmac.compare_digest(hash_node_secret(node_secret), stored_hash)
+
+
+def admin_token(secret: str) -> str:
+    """The admin token: derived from the cluster secret, so every server accepts it."""
+    return derive_key(secret, "admin-token").hex()
+
+
+def check_admin_token(presented: str | None, secret: str) -> None:
+    if not presented or not hmac.compare_digest(presented.encode("utf-8"),
+                                                admin_token(secret).encode("utf-8")):
+        raise Unauthorized("this operation needs the admin token "
+                           "(Authorization: Bearer <token>)")
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
