@@ -1,0 +1,103 @@
+"""What the HTTP API needs from the server it fronts: the ``ControlPlane`` protocol.
+
+Owns: the seam between the HTTP layer (``raftdir.api.server``: decoding, auth headers,
+status codes, forwarding) and the directory server (``raftdir.server.DirectoryServer``:
+Raft, leader services, soft state). The API is tested against a fake that implements this
+protocol; the real server implements it too. Imports only ``raftdir.model`` and errors.
+
+Errors are raised as ``raftdir.errors`` classes; the API maps them to status codes. A
+write on a follower raises ``NotLeader(leader=<leader's API endpoint>)`` (or ``NoLeader``);
+the API then forwards the request to that leader or answers 421.
+
+Every coroutine runs on the API's event loop; none may block it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..model import (
+    InternalScaleRequest, WorkerLease, WorkerPollRequest, WorkerPollResponse,
+    WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck, WorkerStatusReport,
+)
+
+__all__ = ["ControlPlane"]
+
+
+class ControlPlane(Protocol):
+    node_id: int
+
+    # -- who leads -------------------------------------------------------------------
+    def is_leader(self) -> bool: ...
+
+    def leader_endpoint(self) -> str | None:
+        """The leader's API endpoint (``http://host:port``), when known."""
+        ...
+
+    def servers(self) -> list[str]:
+        """Every control-plane server's API endpoint."""
+        ...
+
+    # -- worker protocol -------------------------------------------------------------
+    async def register(self, req: WorkerRegisterRequest, request_id: str | None
+                       ) -> WorkerRegisterResponse:
+        """Leader only. Raises TokenInvalid, TokenExhausted, NotLeader, NoLeader,
+        TimeoutOutcomeUnknown."""
+        ...
+
+    async def report(self, report: WorkerStatusReport, node_secret: str | None
+                     ) -> WorkerStatusAck:
+        """Leader only. Raises Unauthorized (bad secret), Forbidden (another node's id),
+        Reregister (no such node any more), NotLeader."""
+        ...
+
+    async def poll(self, req: WorkerPollRequest, node_secret: str | None
+                   ) -> WorkerPollResponse:
+        """Any server, from its own applied state; parks up to min(max_wait, 60) s."""
+        ...
+
+    # -- admin (leader only) ---------------------------------------------------------
+    def check_admin(self, token: str | None) -> None:
+        """Raises Unauthorized unless ``token`` is the admin token."""
+        ...
+
+    async def scale(self, req: InternalScaleRequest, request_id: str | None
+                    ) -> dict[int, InternalScaleRequest]:
+        """Place the service and commit it; returns the per-node split."""
+        ...
+
+    async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]: ...
+
+    async def deregister(self, node_id: int, request_id: str | None) -> dict[str, Any]: ...
+
+    async def create_token(self, valid_for_secs: int, max_uses: int) -> dict[str, Any]:
+        """``{"token": str, "token_id": str, "expires_unix_secs": int, "max_uses": int}``"""
+        ...
+
+    # -- reads (any server; ``consistent`` commits a barrier first) -------------------
+    async def barrier(self) -> None: ...
+
+    def service_state(self, service: str) -> dict[str, Any]:
+        """``{"service", "running", "healthy", "nodes": [NodeServiceState dict...],
+        "unknown": [node ids]}``; leader only (reports are leader soft state)."""
+        ...
+
+    def service_containers(self, service: str) -> list[dict[str, Any]]:
+        """ClusterContainerSummary dicts across the cluster; leader only."""
+        ...
+
+    def peer_status(self) -> dict[str, Any]:
+        """This peer's Raft status (self, leader, term, commit_index, ...)."""
+        ...
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every node: ``{node_id, kind, state, profile, ...}``."""
+        ...
+
+    def leases(self) -> list[tuple[WorkerLease, float | None]]:
+        """Every worker's lease and its seconds left (None when unknown here)."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Gauges and counters for ``/metrics`` (name -> value)."""
+        ...
