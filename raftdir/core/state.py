@@ -1,0 +1,324 @@
+"""The hard state of the directory and its compact records.
+
+Owns: ``HardState`` (everything replicated through Raft and saved in snapshots), the
+per-node ``NodeRecord`` and per-service ``ServiceRecord``, the constants of node kinds and
+states, and the snapshot form (``state_to_snapshot`` / ``state_from_snapshot``).
+
+Only ``Directory`` (``raftdir.core.directory``) mutates these objects, from the Raft apply
+thread (or the local node's caller). Must not import anything from raftdir but
+``raftdir.errors`` and ``raftdir.core``.
+
+Memory: a registered worker costs one ``NodeRecord`` (``__slots__``, no per-instance dict),
+its profile strings (OS, arch and label keys and values are ``sys.intern``-ed so repeated
+values are shared) and one dict entry. Assignment events are tuples shared by the global
+log and the node's index; a spec is stored once as msgpack bytes and shared by reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_right
+from collections import OrderedDict, deque
+from operator import itemgetter
+from typing import Any
+
+import msgpack
+
+from raftdir.errors import BadRequest
+
+__all__ = [
+    "HardState", "NodeRecord", "ServiceRecord", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
+    "SERVER", "WORKER", "KINDS", "READY", "DRAINING", "DOWN", "STATES", "SNAPSHOT_FORMAT",
+    "state_to_snapshot", "state_from_snapshot", "share_to_plain", "pack_spec",
+    "unpack_spec",
+]
+
+WORKER_ID_BASE = 1_000_000
+DEFAULT_MAX_REQUEST_IDS = 10_000
+SNAPSHOT_FORMAT = 1
+
+SERVER = sys.intern("server")
+WORKER = sys.intern("worker")
+KINDS = (SERVER, WORKER)
+READY = sys.intern("ready")
+DRAINING = sys.intern("draining")
+DOWN = sys.intern("down")
+STATES = (READY, DRAINING, DOWN)
+
+SET, DELETE, DRAIN = sys.intern("set"), sys.intern("delete"), sys.intern("drain")
+
+#: An event is a tuple ``(revision, node_id, kind, service, share, spec)``: ``share`` is a
+#: tuple of ``(role, (index, ...))`` sorted by role, ``spec`` msgpack bytes or None.
+#: ``delete`` has share and spec None; ``drain`` has service, share and spec None.
+EV_REV = itemgetter(0)
+
+_EMPTY_LABELS: tuple = ()
+
+
+class NodeRecord:
+    """One node of the directory (hard state, except the two derived indices).
+
+    ``labels`` is a tuple of ``(key, value)`` pairs in the profile's order. ``drain_rev``
+    is the revision of the node's ``drain`` event (0: never drained; draining survives a
+    down/ready cycle). ``resync_rev``: a poll with a ``last_revision`` below it gets a full
+    resync (set when a ``down`` node comes back). ``reg_rev`` is the revision when the
+    record was created: events of an earlier record under the same id are not its own.
+
+    Derived indices, rebuilt from the rest on restore and never snapshotted: ``holds``
+    (service name -> None, the services it has a share of, or None) and ``events`` (its
+    events in the log, ascending, or None)."""
+
+    __slots__ = ("node_id", "kind", "state", "registered_ms", "reg_rev", "ttl_secs",
+                 "grace_secs", "renewed_ms", "secret_hash", "api_addr", "os", "arch",
+                 "labels", "cpu_total", "memory_total_bytes", "drain_rev", "resync_rev",
+                 "holds", "events")
+
+    #: The hard fields in snapshot order.
+    FIELDS = ("node_id", "kind", "state", "registered_ms", "reg_rev", "ttl_secs",
+              "grace_secs", "renewed_ms", "secret_hash", "api_addr", "os", "arch", "labels",
+              "cpu_total", "memory_total_bytes", "drain_rev", "resync_rev")
+
+    def __init__(self, node_id: int, kind: str, state: str, registered_ms: int, reg_rev: int,
+                 ttl_secs: int, grace_secs: int, renewed_ms: int, secret_hash: str,
+                 api_addr: str, os: str, arch: str, labels: tuple, cpu_total: int,
+                 memory_total_bytes: int, drain_rev: int = 0, resync_rev: int = 0) -> None:
+        self.node_id = node_id
+        self.kind = sys.intern(kind)
+        self.state = sys.intern(state)
+        self.registered_ms = registered_ms
+        self.reg_rev = reg_rev
+        self.ttl_secs = ttl_secs
+        self.grace_secs = grace_secs
+        self.renewed_ms = renewed_ms
+        self.secret_hash = secret_hash
+        self.api_addr = api_addr
+        self.os = sys.intern(os)
+        self.arch = sys.intern(arch)
+        self.labels = labels or _EMPTY_LABELS
+        self.cpu_total = cpu_total
+        self.memory_total_bytes = memory_total_bytes
+        self.drain_rev = drain_rev
+        self.resync_rev = resync_rev
+        self.holds: dict[str, None] | None = None
+        self.events: list[tuple] | None = None
+
+    @staticmethod
+    def labels_from(mapping: dict[str, str]) -> tuple:
+        if not mapping:
+            return _EMPTY_LABELS
+        return tuple((sys.intern(k), sys.intern(v)) for k, v in mapping.items())
+
+    def profile_dict(self) -> dict[str, Any]:
+        """The ``WorkerProfile`` wire dict (every field written)."""
+        return {"api_addr": self.api_addr, "os": self.os, "arch": self.arch,
+                "labels": dict(self.labels), "cpu_total": self.cpu_total,
+                "memory_total_bytes": self.memory_total_bytes}
+
+    def events_after(self, revision: int) -> list[tuple]:
+        evs = self.events
+        if not evs:
+            return []
+        return evs[bisect_right(evs, revision, key=EV_REV):]
+
+
+class ServiceRecord:
+    """One service (hard state): ``groups`` is a tuple of ``(role, (index, ...))`` sorted by
+    role; ``spec`` msgpack bytes or None; ``placement`` node id -> ``(share, revision)``
+    where ``share`` has the form of ``groups`` and ``revision`` is when the node's share
+    last changed (its ``set`` event)."""
+
+    __slots__ = ("name", "replicas", "groups", "spec", "placement")
+
+    def __init__(self, name: str, replicas: int, groups: tuple, spec: bytes | None,
+                 placement: dict[int, tuple[tuple, int]]) -> None:
+        self.name = name
+        self.replicas = replicas
+        self.groups = groups
+        self.spec = spec
+        self.placement = placement
+
+
+class HardState:
+    """The hard state of the directory (directory.md §2): replicated through Raft, in every
+    snapshot, the same on every peer once applied. Soft state (deadlines, status reports,
+    parked polls) lives outside the core.
+
+    - ``cluster_id``: str or None until bootstrapped;
+    - ``nodes``: node id -> ``NodeRecord``; ``next_node_id``: the next worker id to try;
+    - ``token_uses``: join-token id -> uses;
+    - ``services``: name -> ``ServiceRecord``;
+    - ``revision``: the global assignment revision; ``log``: every event not yet compacted,
+      ascending (a deque of event tuples); ``compacted_revision``;
+    - ``max_term``: the highest leader term seen; ``now_ms``: the largest proposer time
+      seen (never goes backwards);
+    - ``request_ids``: applied request id -> its first ``Result``, oldest first, at most
+      ``max_request_ids`` (the oldest is evicted first). ``max_request_ids`` is hard state
+      too: eviction must be the same on every peer.
+
+    ``counts`` ((kind, state) -> number of nodes) is a derived index."""
+
+    __slots__ = ("cluster_id", "nodes", "next_node_id", "token_uses", "services", "revision",
+                 "log", "compacted_revision", "max_term", "now_ms", "request_ids",
+                 "max_request_ids", "counts")
+
+    def __init__(self, max_request_ids: int = DEFAULT_MAX_REQUEST_IDS) -> None:
+        if isinstance(max_request_ids, bool) or not isinstance(max_request_ids, int) \
+                or max_request_ids < 1:
+            raise BadRequest(f"max_request_ids: {max_request_ids!r} must be an integer >= 1",
+                             field="max_request_ids")
+        self.cluster_id: str | None = None
+        self.nodes: dict[int, NodeRecord] = {}
+        self.next_node_id = WORKER_ID_BASE
+        self.token_uses: dict[str, int] = {}
+        self.services: dict[str, ServiceRecord] = {}
+        self.revision = 0
+        self.log: deque[tuple] = deque()
+        self.compacted_revision = 0
+        self.max_term = 0
+        self.now_ms = 0
+        self.request_ids: OrderedDict[str, Any] = OrderedDict()
+        self.max_request_ids = max_request_ids
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def count(self, kind: str, state: str, delta: int) -> None:
+        key = (kind, state)
+        self.counts[key] = self.counts.get(key, 0) + delta
+
+
+# ---------------------------------------------------------------------------- plain forms
+
+def share_to_plain(share: tuple) -> list:
+    return [[role, list(indices)] for role, indices in share]
+
+
+def _share_from_plain(data: Any) -> tuple:
+    return tuple((sys.intern(role), tuple(indices)) for role, indices in data)
+
+
+def pack_spec(spec: dict | None) -> bytes | None:
+    return None if spec is None else msgpack.packb(spec, use_bin_type=True)
+
+
+def unpack_spec(spec: bytes | None) -> dict | None:
+    return None if spec is None else msgpack.unpackb(spec, raw=False, strict_map_key=True)
+
+
+def _event_to_plain(ev: tuple) -> list:
+    rev, nid, kind, service, share, spec = ev
+    if kind == SET:
+        return [rev, nid, kind, service, share_to_plain(share), unpack_spec(spec)]
+    if kind == DELETE:
+        return [rev, nid, kind, service]
+    return [rev, nid, kind]
+
+
+def _result_to_plain(result: Any) -> list:
+    return [result.ok, result.value, result.code, result.message, result.revision]
+
+
+def state_to_snapshot(hs: HardState) -> dict[str, Any]:
+    """Plain data (dicts, lists, str, int, bool, None), canonical: two equal states give
+    equal snapshots."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "cluster_id": hs.cluster_id,
+        "revision": hs.revision,
+        "compacted_revision": hs.compacted_revision,
+        "max_term": hs.max_term,
+        "now_ms": hs.now_ms,
+        "next_node_id": hs.next_node_id,
+        "max_request_ids": hs.max_request_ids,
+        "node_fields": list(NodeRecord.FIELDS),
+        "nodes": [[getattr(rec, f) if f != "labels" else [list(p) for p in rec.labels]
+                   for f in NodeRecord.FIELDS]
+                  for _nid, rec in sorted(hs.nodes.items())],
+        "token_uses": [[tid, n] for tid, n in sorted(hs.token_uses.items())],
+        "services": [[svc.name, svc.replicas, share_to_plain(svc.groups),
+                      unpack_spec(svc.spec),
+                      [[nid, share_to_plain(share), rev]
+                       for nid, (share, rev) in sorted(svc.placement.items())]]
+                     for _name, svc in sorted(hs.services.items())],
+        "log": [_event_to_plain(ev) for ev in hs.log],
+        "request_ids": [[rid, _result_to_plain(res)] for rid, res in hs.request_ids.items()],
+    }
+
+
+_SNAPSHOT_KEYS = ("format", "cluster_id", "revision", "compacted_revision", "max_term",
+                  "now_ms", "next_node_id", "max_request_ids", "node_fields", "nodes",
+                  "token_uses", "services", "log", "request_ids")
+
+
+def state_from_snapshot(data: Any) -> HardState:
+    """Rebuild a ``HardState`` (and its derived indices) from ``state_to_snapshot`` output.
+    Raises ``BadRequest`` for an unknown format or a malformed snapshot."""
+    if not isinstance(data, dict):
+        raise BadRequest("snapshot: expected a map", field="snapshot")
+    fmt = data.get("format")
+    if isinstance(fmt, bool) or fmt != SNAPSHOT_FORMAT:
+        raise BadRequest(f"format: unknown snapshot format {fmt!r}; expected "
+                         f"{SNAPSHOT_FORMAT}", field="format")
+    unknown = sorted(set(data) - set(_SNAPSHOT_KEYS))
+    missing = [k for k in _SNAPSHOT_KEYS if k not in data]
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown key in snapshot", field=str(unknown[0]))
+    if missing:
+        raise BadRequest(f"{missing[0]}: required field missing", field=missing[0])
+    if list(data["node_fields"]) != list(NodeRecord.FIELDS):
+        raise BadRequest("node_fields: does not match this version's node record",
+                         field="node_fields")
+    from raftdir.core.result import Result  # noqa: PLC0415 - avoid a cycle at import
+
+    try:
+        hs = HardState(data["max_request_ids"])
+        hs.cluster_id = data["cluster_id"]
+        hs.revision = data["revision"]
+        hs.compacted_revision = data["compacted_revision"]
+        hs.max_term = data["max_term"]
+        hs.now_ms = data["now_ms"]
+        hs.next_node_id = data["next_node_id"]
+        for row in data["nodes"]:
+            kw = dict(zip(NodeRecord.FIELDS, row, strict=True))
+            kw["labels"] = tuple((sys.intern(k), sys.intern(v)) for k, v in kw["labels"])
+            rec = NodeRecord(**kw)
+            hs.nodes[rec.node_id] = rec
+            hs.count(rec.kind, rec.state, 1)
+        for tid, n in data["token_uses"]:
+            hs.token_uses[tid] = n
+        specs: dict[bytes, bytes] = {}
+
+        def spec_of(plain: Any) -> bytes | None:
+            packed = pack_spec(plain)
+            return None if packed is None else specs.setdefault(packed, packed)
+
+        for name, replicas, groups, spec, placement in data["services"]:
+            svc = ServiceRecord(name, replicas, _share_from_plain(groups), spec_of(spec), {})
+            for nid, share, rev in placement:
+                svc.placement[nid] = (_share_from_plain(share), rev)
+                rec = hs.nodes[nid]
+                if rec.holds is None:
+                    rec.holds = {}
+                rec.holds[name] = None
+            hs.services[name] = svc
+        for row in data["log"]:
+            rev, nid, kind = row[0], row[1], sys.intern(row[2])
+            if kind == SET:
+                ev = (rev, nid, SET, row[3], _share_from_plain(row[4]), spec_of(row[5]))
+            elif kind == DELETE:
+                ev = (rev, nid, DELETE, row[3], None, None)
+            elif kind == DRAIN:
+                ev = (rev, nid, DRAIN, None, None, None)
+            else:
+                raise ValueError(f"unknown event kind {kind!r}")
+            hs.log.append(ev)
+            rec = hs.nodes.get(nid)
+            if rec is not None and rev > rec.reg_rev:
+                if rec.events is None:
+                    rec.events = []
+                rec.events.append(ev)
+        for rid, (ok, value, code, message, revision) in data["request_ids"]:
+            hs.request_ids[rid] = Result(ok, value, code, message, revision)
+    except BadRequest:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise BadRequest(f"snapshot: malformed: {exc!r}", field="snapshot") from None
+    return hs
