@@ -215,14 +215,16 @@ def make_cluster(tmp_path):
     clusters: list[Cluster] = []
 
     def make(n: int = 3, sm: str = "toy", tuning: dict[str, Any] | None = None,
-             secret: str | None = None) -> Cluster:
+             secret: str | None = None, peer_secrets: list[str | None] | None = None,
+             ) -> Cluster:
         tun = {**TEST_TUNING, **(tuning or {})}
         for attempt in range(3):
             root = tmp_path / f"cluster{len(clusters)}-{attempt}"
             root.mkdir()
             addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+            secrets_ = peer_secrets or [secret] * n
             peers = [Peer(a, [b for b in addrs if b != a], root / f"peer{i}",
-                          root / f"peer{i}.log", tun, secret, sm)
+                          root / f"peer{i}.log", tun, secrets_[i], sm)
                      for i, a in enumerate(addrs)]
             cluster = Cluster(peers)
             clusters.append(cluster)

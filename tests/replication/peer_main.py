@@ -62,6 +62,8 @@ def main() -> None:
         notifier.notify(revision)
 
     node.add_apply_listener(on_apply)
+    leadership: list[list[Any]] = []
+    node.add_leadership_listener(lambda is_leader, term: leadership.append([is_leader, term]))
     out_lock = threading.Lock()
 
     def say(msg: dict[str, Any]) -> None:
@@ -98,6 +100,7 @@ def main() -> None:
             elif op == "status":
                 reply["status"] = plain(node.status())
                 reply["notified"] = dict(notified)
+                reply["leadership"] = list(leadership)
             elif op == "state":
                 reply["state"] = plain(sm.to_snapshot())
                 reply["revision"] = sm.revision

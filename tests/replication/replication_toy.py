@@ -1,12 +1,13 @@
 """A toy state machine for the replication tests: a KV map with a revision counter.
 
 Commands are msgpack maps: ``{"op": "set", "k": str, "v": any}`` (revision + 1),
-``{"op": "refuse"}`` (a refusal with code ``stale``), ``{"op": "boom"}`` (raises: a bug the
+``{"op": "refuse"}`` (a refusal with code ``stale``), ``{"op": "sleep", "secs": s}`` (a slow apply), ``{"op": "boom"}`` (raises: a bug the
 node must contain). Snapshot: ``{"format": 1, "kv": {...}, "revision": n}``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgpack
@@ -38,6 +39,9 @@ class ToyKV:
             return Result.applied({"k": c["k"]}, revision=self._revision)
         if op == "refuse":
             return Result.refused("stale", "refused on purpose", revision=self._revision)
+        if op == "sleep":  # a slow apply, to provoke proposer timeouts
+            time.sleep(c["secs"])
+            return Result.applied(None, revision=self._revision)
         if op == "boom":
             raise ValueError("boom on purpose")
         return Result.refused("bad_request", f"unknown op {op!r}", revision=self._revision)

@@ -85,6 +85,9 @@ def test_kill_leader_new_leader_accepts_writes_within_5s_and_keeps_acked_writes(
     assert {k: state.get(k) for k in acked} == acked and state["after"] == 1
     other = next(p for p in survivors if p is not new_leader)
     assert other.call("barrier")["state"]["kv"] == state
+    # the leadership listener told the new leader, with the term it leads in
+    reply = new_leader.call("status")
+    assert reply["leadership"][-1] == [True, reply["status"]["term"]]
 
 
 def test_peer_restarted_from_its_data_dir_recovers_and_catches_up(make_cluster):
@@ -157,6 +160,18 @@ def test_cluster_with_a_secret_replicates(make_cluster):
     write(leader, "s", 1)
     for f in cluster.followers(leader):
         assert f.call("barrier")["state"]["kv"] == {"s": 1}
+
+
+def test_a_peer_with_another_secret_cannot_take_part(make_cluster):
+    cluster = make_cluster(peer_secrets=[SECRET, SECRET, "77" * 32])
+    good, outsider = cluster.peers[:2], cluster.peers[2]
+    leader = cluster.leader(among=good)
+    write(leader, "s", 1)
+    follower = next(p for p in good if p is not leader)
+    assert follower.call("barrier")["state"]["kv"] == {"s": 1}
+    assert leader.status()["partners"] == {follower.addr: True, outsider.addr: False}
+    st = outsider.status()
+    assert st["leader"] is None and outsider.call("state")["state"]["kv"] == {}
 
 
 def test_membership_add_and_remove_one_at_a_time(make_cluster):

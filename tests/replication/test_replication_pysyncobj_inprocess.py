@@ -162,3 +162,62 @@ def test_bind_clash_is_a_config_error(tmp_path, single):
 def test_with_secret_the_single_peer_works(single):
     node = single(secret="ab" * 32)
     assert node.propose(cmd("set", k="s", v=1), 5).ok
+
+
+def test_concurrent_proposals_from_threads_and_asyncio(single):
+    import threading
+
+    sm = ToyKV()
+    node = single(sm)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(50):
+                assert node.propose(cmd("set", k=f"t{t}-{i}", v=i), 5).ok
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+
+    async def burst():
+        results = await asyncio.gather(*(node.propose_async(cmd("set", k=f"a{i}", v=i), 5)
+                                         for i in range(200)))
+        assert all(r.ok for r in results)
+        await asyncio.gather(*(node.barrier_async(5) for _ in range(20)))
+
+    asyncio.run(burst())
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    assert not errors, errors
+    assert sm.revision == len(sm.kv) == 8 * 50 + 200
+
+
+def test_blocking_call_from_a_listener_is_refused_not_deadlocked(single):
+    node = single(ToyKV())
+    seen: list[BaseException] = []
+
+    def listener(rev, res):
+        try:
+            node.propose(cmd("set", k="nested", v=1), 1)
+        except RuntimeError as exc:
+            seen.append(exc)
+
+    node.add_apply_listener(listener)
+    assert node.propose(cmd("set", k="a", v=1), 5).ok
+    assert len(seen) == 1 and "tick thread" in str(seen[0])
+
+
+def test_async_propose_timeout_is_outcome_unknown(single):
+    from raftdir.errors import TimeoutOutcomeUnknown
+
+    node = single(ToyKV())
+    with pytest.raises(TimeoutOutcomeUnknown):
+        asyncio.run(node.propose_async(cmd("sleep", secs=0.3), 0.05))
+    with pytest.raises(TimeoutOutcomeUnknown):
+        node.propose(cmd("sleep", secs=0.3), 0.05)
+    node.barrier(5)  # the timed-out writes did commit; the node is fine
+    assert node.state_machine.applied == 2
