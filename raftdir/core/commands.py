@@ -313,7 +313,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise _fail(path, f"expected a list of [key, value] pairs, got {_type_name(value)}")
         out = {}
         for k, v in pairs:
-            key = _convert(k, ktp, f"{path}[{k!r}]")
+            key = _convert(k, ktp, f'{path}["{k}"]' if isinstance(k, str) else f"{path}[{k}]")
             if key in out:
                 raise _fail(f"{path}[{key}]", "duplicate key")
             out[key] = _convert(v, vtp, f"{path}[{key}]")
@@ -411,7 +411,7 @@ def decode_command(data: bytes) -> Command:
     except BadRequest:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise BadRequest(f"command: malformed msgpack: {exc}") from None
+        raise BadRequest(f"command: malformed msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"command: expected a map, got {_type_name(obj)}")
     for key in obj:

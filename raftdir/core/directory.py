@@ -347,8 +347,8 @@ class Directory:
                 del rec.holds[name]  # type: ignore[union-attr]
                 if not rec.holds:
                     rec.holds = None
-        deleted = not groups
-        if deleted:
+        deleted = svc is not None and not groups
+        if not groups:
             hs.services.pop(name, None)
         else:
             hs.services[name] = ServiceRecord(name, cmd.replicas, tuple(groups.items()), spec,
