@@ -1,0 +1,244 @@
+"""Leader services: what only the leader does, for one term (directory.md §5, §7).
+
+Owns: the lifecycle of one leadership term (barrier, bootstrap, arming deadlines from the
+checkpoints), the periodic work (expiry, renewal checkpoints, re-placement, compaction) and
+the leader-side writes that need placement (scale, drain, evict). Runs on the server's
+event loop; started when this peer gains leadership, stopped when it loses it. Changes
+hard state only by proposing commands through ``server.propose``.
+
+Must not import the API, agent or CLI. Talks to the directory through ``DirectoryServer``
+(``raftdir.server``), never to PySyncObj.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from ..core.commands import (
+    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, RegisterNode, RenewCheckpoint,
+    SetPlacement,
+)
+from ..errors import BadRequest, Conflict, NoLeader, NotLeader, RaftdirError, UnknownNode
+from ..model import InternalScaleRequest, ScaleAssignment
+from .leases import LeaseTable
+from .placement import Candidate, constraints_from_spec, eligible, place
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..server import DirectoryServer
+
+__all__ = ["LeaderServices"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaderServices:
+    """Everything this peer does as leader in ``term``. ``ready`` once the barrier and
+    the arming are done; until then leader-only requests get ``no_leader``."""
+
+    def __init__(self, server: "DirectoryServer", term: int) -> None:
+        self.server = server
+        self.term = term
+        self.leases = LeaseTable(server.settings.expiry)
+        self.ready = asyncio.Event()
+        self.expired_total = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._placement_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks.append(asyncio.ensure_future(self._run()))
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        self._tasks.clear()
+
+    async def _run(self) -> None:
+        try:
+            await self._take_office()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged; the next leadership change retries
+            log.exception("term %d: taking office failed; leader services not started",
+                          self.term)
+            return
+        self.ready.set()
+        log.info("term %d: leader services ready on node %d", self.term,
+                 self.server.settings.node_id)
+        settings = self.server.settings
+        self._tasks.append(asyncio.ensure_future(self._every(settings.expiry_tick,
+                                                             self.expire_once)))
+        self._tasks.append(asyncio.ensure_future(self._every(settings.checkpoint_interval,
+                                                             self.checkpoint_once)))
+        self._tasks.append(asyncio.ensure_future(self._every(settings.reconcile_interval,
+                                                             self.maintain_once)))
+
+    async def _every(self, period: float, work: Any) -> None:
+        clock = self.server.clock
+        while not self._stopped:
+            await clock.sleep(period)
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except (NotLeader, NoLeader):
+                return  # leadership is going; the listener will stop us
+            except RaftdirError as exc:
+                log.warning("term %d: %s failed: %s", self.term, work.__name__, exc)
+            except Exception:  # noqa: BLE001 - a bug must not end the leader's timers
+                log.exception("term %d: %s raised", self.term, work.__name__)
+
+    async def _take_office(self) -> None:
+        """Barrier in this term, bootstrap, register the peers, arm every deadline."""
+        server = self.server
+        settings = server.settings
+        await server.propose(Barrier(term=self.term))
+        if server.read(lambda d: d.cluster_id) is None:
+            try:
+                await server.propose(Bootstrap(cluster_id=settings.cluster_id
+                                               or f"rd-{secrets.token_hex(8)}"))
+            except Conflict:
+                pass  # another leader bootstrapped it first
+        for peer in settings.server_nodes:
+            if server.read(lambda d, p=peer: d.node(p.node_id)) is None:
+                await server.propose(RegisterNode(
+                    desired_node_id=peer.node_id, kind="server", profile=peer.profile,
+                    ttl_secs=0, grace_secs=0, secret_hash="0"))
+        now_mono, now_wall = server.clock.monotonic(), server.clock.wall_ms()
+        ttl = settings.ttl
+        for node in server.read(lambda d: d.nodes(kind="worker")):
+            if node["state"] == "down":
+                continue
+            self.leases.arm_after_election(
+                node["node_id"], ttl_secs=max(node["ttl_secs"], ttl.min_ttl_secs),
+                grace_secs=node["grace_secs"], checkpointed_ms=node["renewed_ms"],
+                now_mono=now_mono, now_wall_ms=now_wall,
+                checkpoint_interval_secs=settings.checkpoint_interval,
+                failover_ttl_secs=ttl.failover_ttl_secs)
+        await self.reconcile()
+
+    # -- periodic work ---------------------------------------------------------------
+    async def expire_once(self) -> list[int]:
+        """Mark down the nodes whose deadline passed (rate-limited), then move their
+        share. Re-checks leadership before proposing (the propose itself is term-fenced)."""
+        server = self.server
+        total, down = server.read(lambda d: (d.node_count("worker"),
+                                             d.node_count("worker", "down")))
+        due = self.leases.expired(server.clock.monotonic(), workers_total=total,
+                                  workers_down=down)
+        if not due or not server.raft.is_leader():
+            return []
+        result = await server.propose(MarkDown(term=self.term, node_ids=tuple(due)))
+        for node_id in due:
+            self.leases.forget(node_id)
+        went = result.value.get("went_down", [])
+        self.expired_total += len(went)
+        if went:
+            log.info("term %d: leases expired, marked down: %s", self.term, went)
+            await self.reconcile()
+        return went
+
+    async def checkpoint_once(self) -> int:
+        entries = self.leases.pending_checkpoint()
+        if not entries:
+            return 0
+        await self.server.propose(RenewCheckpoint(term=self.term, entries=tuple(entries)))
+        self.leases.checkpointed(entries)
+        return len(entries)
+
+    async def maintain_once(self) -> None:
+        await self.reconcile()
+        settings = self.server.settings
+        rev, compacted = self.server.read(lambda d: (d.revision, d.compacted_revision))
+        if rev - compacted > 2 * settings.keep_revisions:
+            await self.server.propose(Compact(upto_revision=rev - settings.keep_revisions))
+
+    # -- placement -------------------------------------------------------------------
+    def _candidates(self, exclude: frozenset[int] = frozenset()) -> list[Candidate]:
+        kinds = self.server.settings.placement_kinds
+        return [Candidate(n["node_id"], n["profile"]["os"], n["profile"].get("labels", {}))
+                for n in self.server.read(lambda d: d.nodes(state="ready"))
+                if n["kind"] in kinds and n["node_id"] not in exclude]
+
+    async def place_service(self, service: str, groups: tuple[ScaleAssignment, ...],
+                            spec: dict | None, *, request_id: str | None = None,
+                            exclude: frozenset[int] = frozenset()
+                            ) -> dict[int, dict[str, list[int]]]:
+        """Place ``groups`` of ``service`` and commit it; returns the placement."""
+        async with self._placement_lock:
+            stored = self.server.read(lambda d: d.service(service))
+            current = stored["placement"] if stored else {}
+            effective_spec = spec if spec is not None else (stored or {}).get("spec")
+            nodes = eligible(self._candidates(exclude), constraints_from_spec(effective_spec))
+            placement = place(groups, nodes, current)
+            await self.server.propose(SetPlacement(
+                request_id=request_id, service=service,
+                replicas=sum(len(g.indices) for g in groups),
+                groups={g.role: tuple(g.indices) for g in groups}, spec=spec,
+                placement={n: {r: tuple(i) for r, i in roles.items()}
+                           for n, roles in placement.items()}))
+            return placement
+
+    async def scale(self, req: InternalScaleRequest, request_id: str | None
+                    ) -> dict[int, InternalScaleRequest]:
+        constraints_from_spec(req.spec)  # a malformed placement key is the caller's error
+        placement = await self.place_service(req.service, req.groups(), req.spec,
+                                             request_id=request_id)
+        spec = req.spec if req.spec is not None else self.server.read(
+            lambda d: (d.service(req.service) or {}).get("spec"))
+        return {node: InternalScaleRequest.phase2(
+                    req.service, [(r, i) for r, i in sorted(roles.items())], spec)
+                for node, roles in sorted(placement.items())}
+
+    async def reconcile(self, exclude: frozenset[int] = frozenset()) -> list[str]:
+        """Re-place every service with a share on a node that is no longer ready (down,
+        draining, gone) or in ``exclude``. Returns the services moved."""
+        def misplaced(d: Any) -> list[tuple[str, dict]]:
+            ready = {n for n in d.node_ids(state="ready")} - exclude
+            out = []
+            for name in d.services():
+                svc = d.service(name)
+                if any(n not in ready for n in svc["placement"]):
+                    out.append((name, svc))
+            return out
+        moved = []
+        for name, svc in self.server.read(misplaced):
+            groups = tuple(ScaleAssignment(role=r, indices=tuple(i))
+                           for r, i in sorted(svc["groups"].items()))
+            try:
+                await self.place_service(name, groups, None, exclude=exclude)
+                moved.append(name)
+            except RaftdirError as exc:  # no ready node left: it stays where it is
+                log.warning("term %d: cannot re-place %s: %s", self.term, name, exc)
+        return moved
+
+    async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        result = await self.server.propose(Drain(request_id=request_id, node_id=node_id))
+        moved = await self.reconcile()
+        return dict(result.value, moved=moved)
+
+    async def evict(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        node = self.server.read(lambda d: d.node(node_id))
+        if node is None:
+            raise UnknownNode(f"node {node_id} is not registered", field="id")
+        if node["kind"] == "server":
+            raise BadRequest(f"id: node {node_id} is a server; remove it with "
+                             "`raftdir peers remove`", field="id")
+        moved = await self.reconcile(exclude=frozenset({node_id}))
+        if self.server.read(lambda d: d.holdings(node_id)):
+            raise Conflict(f"node {node_id} still holds replicas and no other node can take "
+                           "them", field="id")
+        result = await self.server.propose(Deregister(request_id=request_id,
+                                                      node_id=node_id))
+        self.leases.forget(node_id)
+        return dict(result.value, moved=moved)

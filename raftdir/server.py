@@ -1,0 +1,463 @@
+"""One control-plane server: the replicated directory, its Raft node, the worker protocol.
+
+Owns: composing ``Directory`` + a ``RaftNode`` (``LocalNode`` or ``PySyncObjNode``) + the
+``RevisionNotifier`` + ``LeaderServices`` for the current term, and implementing the
+``ControlPlane`` protocol the HTTP API calls (``raftdir.api.contract``). Runs on one asyncio
+event loop; PySyncObj applies entries on its own tick thread, so every read of the
+directory goes through ``read()``, which holds the same lock as apply.
+
+Heartbeats never write to Raft: a status report moves the node's deadline in the leader's
+``LeaseTable`` (soft state). Raft writes happen on transitions and on the periodic
+checkpoint. Must not import the agent or the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import hashlib
+import logging
+import random
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, TypeVar
+
+from .auth import (
+    check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
+    node_secret_matches, verify_join_token,
+)
+from .clock import Clock, SystemClock
+from .core.commands import Command, MarkReady, RegisterNode, encode_command
+from .core.directory import Directory
+from .core.result import Result
+from .errors import (
+    ERRORS_BY_CODE, Conflict, Forbidden, NoLeader, NotLeader, RaftdirError, Reregister,
+    Unauthorized, UnknownNode,
+)
+from .leader.aggregation import service_view
+from .leader.leases import ExpiryPolicy
+from .leader.services import LeaderServices
+from .model import (
+    AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerLease, WorkerPollRequest,
+    WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
+    WorkerStatusReport,
+)
+from .replication.base import RaftNode
+from .replication.notifier import RevisionNotifier
+from .replication.secret import derive_key
+from .replication.tuning import RaftTuning
+
+__all__ = ["ServerNode", "ServerSettings", "DirectoryServer", "GuardedDirectory",
+           "MAX_POLL_WAIT_SECS"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: A poll never parks longer than this, whatever it asks (directory.md §6).
+MAX_POLL_WAIT_SECS = 60
+
+
+@dataclass(frozen=True)
+class ServerNode:
+    """A control-plane peer as a node of the directory (kind ``server``)."""
+
+    node_id: int
+    api_addr: str
+    os: str = "linux"
+    arch: str = "x86_64"
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return {"api_addr": self.api_addr, "os": self.os, "arch": self.arch}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How one server runs. ``peers`` empty means single-node (a ``LocalNode``)."""
+
+    node_id: int
+    peers: tuple[RaftPeer, ...] = ()
+    data_dir: str | None = None
+    ttl: AdaptiveTtlConfig = field(default_factory=AdaptiveTtlConfig)
+    ttl_jitter: bool = False             # Nomad: add random [0, ttl) to spread heartbeats
+    checkpoint_interval: float = 5.0     # seconds between renewal checkpoints
+    expiry_tick: float = 0.5             # seconds between expiry sweeps
+    reconcile_interval: float = 5.0      # seconds between re-placement/compaction passes
+    keep_revisions: int = 10_000         # assignment events kept before compaction
+    propose_timeout: float = 5.0
+    expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    raft_tuning: RaftTuning | None = None
+    placement_kinds: frozenset[str] = frozenset({"worker", "server"})
+    api_scheme: str = "http"
+    cluster_id: str | None = None        # fixed id for the bootstrap (None: random)
+    self_api_addr: str | None = None     # single-node: this server's API address
+    profile_os: str = "linux"
+    profile_arch: str = "x86_64"
+
+    @property
+    def server_nodes(self) -> list[ServerNode]:
+        if self.peers:
+            return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch)
+                    for p in self.peers]
+        addr = self.self_api_addr or "127.0.0.1:3669"
+        return [ServerNode(self.node_id, addr, self.profile_os, self.profile_arch)]
+
+    def endpoint(self, api_addr: str) -> str:
+        return f"{self.api_scheme}://{api_addr}"
+
+
+class GuardedDirectory:
+    """The ``StateMachine`` handed to the Raft node: the directory behind a lock, so that
+    readers on the event loop never see an apply half done."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.lock = threading.RLock()
+
+    def apply_bytes(self, data: bytes) -> Result:
+        with self.lock:
+            return self.directory.apply_bytes(data)
+
+    def to_snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return self.directory.to_snapshot()
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        with self.lock:
+            self.directory.restore(snapshot)
+
+    @property
+    def revision(self) -> int:
+        return self.directory.revision
+
+
+def error_for(result: Result) -> RaftdirError:
+    cls = ERRORS_BY_CODE.get(result.code or "internal", RaftdirError)
+    field_name = result.message.split(":", 1)[0] if ":" in result.message else None
+    return cls(result.message or str(result.code), field=field_name)
+
+
+class DirectoryServer:
+    """One server of the control plane; implements ``raftdir.api.contract.ControlPlane``.
+
+    The constructor does no I/O; ``await start()`` starts Raft (and so leadership),
+    ``await stop()`` stops everything. ``raft`` may be injected (tests)."""
+
+    def __init__(self, settings: ServerSettings, *, secret: str | None = None,
+                 clock: Clock | None = None, raft: RaftNode | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.secret = secret
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.directory = Directory()
+        self.guard = GuardedDirectory(self.directory)
+        self.raft = raft if raft is not None else self._make_raft()
+        self.notifier = RevisionNotifier()
+        self.leader: LeaderServices | None = None
+        self.heartbeats = 0
+        self.leadership_changes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._leadership_lock = asyncio.Lock()
+        self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
+        self.raft.add_apply_listener(self._on_apply)
+        self.raft.add_leadership_listener(self._on_leadership)
+
+    def _make_raft(self) -> RaftNode:
+        s = self.settings
+        if not s.peers:
+            from .replication.local import LocalNode
+            return LocalNode(self.guard, address=f"node-{s.node_id}")
+        from .replication.pysyncobj_node import PySyncObjNode
+        me = next(p for p in s.peers if p.id == s.node_id)
+        if s.data_dir is None:
+            raise ValueError("a raft server needs a data_dir")
+        return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.peers], s.data_dir,
+                             self.guard, secret=self.secret, tuning=s.raft_tuning)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.notifier = RevisionNotifier(self.directory.revision, self._loop)
+        await self._loop.run_in_executor(None, self.raft.start)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.leader is not None:
+            leader, self.leader = self.leader, None
+            await leader.stop()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.raft.stop)
+        self.notifier.notify(self.directory.revision + 1)  # release parked polls
+
+    async def __aenter__(self) -> "DirectoryServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- listeners (applying thread) ---------------------------------------------------
+    def _on_apply(self, revision: int, result: Result | None) -> None:
+        self.notifier.notify(revision)
+
+    def _on_leadership(self, is_leader: bool, term: int) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(
+            lambda: asyncio.ensure_future(self._change_leadership(is_leader, term)))
+
+    async def _change_leadership(self, is_leader: bool, term: int) -> None:
+        async with self._leadership_lock:
+            old = self.leader
+            if old is not None and (not is_leader or old.term != term):
+                self.leader = None
+                await old.stop()
+                log.info("node %d: leader services of term %d stopped", self.node_id,
+                         old.term)
+            if is_leader and self.leader is None and self.raft.is_leader():
+                self.leadership_changes += 1
+                self.leader = LeaderServices(self, term)
+                self.leader.start()
+
+    # -- the directory -----------------------------------------------------------------
+    def read(self, fn: Callable[[Directory], T]) -> T:
+        """Run a read of the directory under the apply lock (quick reads only)."""
+        with self.guard.lock:
+            return fn(self.directory)
+
+    async def propose(self, cmd: Command) -> Result:
+        """Commit ``cmd`` (stamped with the wall clock); a refusal raises its error class.
+        ``NotLeader`` carries the leader's API endpoint, not its Raft address."""
+        cmd = _stamp(cmd, self.clock.wall_ms())
+        try:
+            result = await self.raft.propose_async(encode_command(cmd),
+                                                   self.settings.propose_timeout)
+        except NotLeader as exc:
+            raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+        if not result.ok:
+            raise error_for(result)
+        return result
+
+    def _endpoint_of_raft(self, raft_addr: str | None) -> str | None:
+        api = self._raft_to_api.get(raft_addr or "")
+        return self.settings.endpoint(api) if api else None
+
+    # -- ControlPlane: who leads ---------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self.leader is not None and self.leader.ready.is_set() and self.raft.is_leader()
+
+    def leader_endpoint(self) -> str | None:
+        if not self.settings.peers:
+            return self.settings.endpoint(self.settings.server_nodes[0].api_addr)
+        return self._endpoint_of_raft(self.raft.leader())
+
+    def servers(self) -> list[str]:
+        return [self.settings.endpoint(n.api_addr) for n in self.settings.server_nodes]
+
+    def _leading(self) -> LeaderServices:
+        leader = self.leader
+        if leader is not None and leader.ready.is_set() and self.raft.is_leader():
+            return leader
+        hint = self.leader_endpoint()
+        if hint is not None and self.raft.leader() not in (None, getattr(
+                self.raft, "address", None)):
+            raise NotLeader(f"node {self.node_id} is not the leader", leader=hint)
+        raise NoLeader(f"node {self.node_id}: no leader is ready yet; retry shortly")
+
+    # -- ControlPlane: worker protocol ---------------------------------------------------
+    def _node_secret_for(self, request_id: str | None) -> str:
+        """A retried registration (same request id) must get the same secret back, so it
+        is derived from the request id when there is one."""
+        if request_id and self.secret:
+            return hmac.new(derive_key(self.secret, "node-secret"),
+                            request_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return new_node_secret()
+
+    async def register(self, req: WorkerRegisterRequest, request_id: str | None,
+                       node_secret: str | None = None) -> WorkerRegisterResponse:
+        leader = self._leading()
+        if not self.secret:
+            raise Conflict("this cluster has no cluster secret, so it cannot check join "
+                           "tokens", field="token")
+        cluster_id = self.read(lambda d: d.cluster_id) or ""
+        claims = verify_join_token(req.token, self.secret, cluster_id,
+                                   self.clock.wall_ms() // 1000)
+        secret = node_secret or self._node_secret_for(request_id)
+        live = self.read(lambda d: d.node_count("worker", "ready"))
+        ttl = self._ttl(live + 1)
+        result = await self.propose(RegisterNode(
+            request_id=request_id, desired_node_id=req.desired_node_id, kind="worker",
+            profile=req.profile.to_dict(), ttl_secs=ttl, grace_secs=self.settings.ttl.grace_secs,
+            secret_hash=hash_node_secret(secret), token_id=claims.token_id,
+            token_max_uses=claims.max_uses or None))
+        value = result.value
+        if leader.leases.entries.get(value["node_id"]) is None:
+            leader.leases.arm_new(value["node_id"], ttl_secs=value["ttl_secs"],
+                                  grace_secs=value["grace_secs"],
+                                  now_mono=self.clock.monotonic(),
+                                  now_wall_ms=self.clock.wall_ms())
+        return WorkerRegisterResponse(
+            node_id=value["node_id"], cluster_id=value["cluster_id"],
+            heartbeat_ttl_secs=value["ttl_secs"], heartbeat_grace_secs=value["grace_secs"],
+            internal_token=secret, servers=tuple(self.servers()))
+
+    def _authenticate(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
+        """The node's record if ``node_secret`` is its secret. Unknown node: ``reregister``;
+        another node's secret: ``forbidden``; anything else: ``unauthorized``."""
+        node = self.read(lambda d: d.node(node_id))
+        stored = self.read(lambda d: d.secret_hash(node_id))
+        if node is None:
+            raise Reregister(f"node {node_id} is not registered (evicted?); register again",
+                             field="node_id")
+        if node_secret_matches(node_secret, stored):
+            return node
+        if node_secret:
+            hashed = hash_node_secret(node_secret)
+            other = self.read(lambda d: next(
+                (n for n in d.node_ids() if d.secret_hash(n) == hashed), None))
+            if other is not None:
+                raise Forbidden(f"this secret belongs to node {other}, not {node_id}",
+                                field="node_id")
+        raise Unauthorized(f"missing or wrong secret for node {node_id}")
+
+    def _ttl(self, live: int) -> int:
+        ttl = self.settings.ttl.compute_ttl(live)
+        if self.settings.ttl_jitter and ttl > 1:
+            ttl = min(ttl + self.rng.randrange(ttl), 2**32 - 1)
+        return ttl
+
+    async def report(self, report: WorkerStatusReport, node_secret: str | None
+                     ) -> WorkerStatusAck:
+        leader = self._leading()
+        node = self._authenticate(report.node_id, node_secret)
+        self.heartbeats += 1
+        live = self.read(lambda d: d.node_count("worker", "ready"))
+        ttl = self._ttl(live)
+        now_mono, now_wall = self.clock.monotonic(), self.clock.wall_ms()
+        entry = leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
+                                    now_wall_ms=now_wall, report=report)
+        if entry is None:  # down (or not armed here): it is back
+            if node["state"] == "down":
+                await self.propose(MarkReady(term=leader.term, node_id=report.node_id,
+                                             renewed_ms=now_wall))
+            leader.leases.arm_new(report.node_id, ttl_secs=ttl, grace_secs=node["grace_secs"],
+                                  now_mono=now_mono, now_wall_ms=now_wall)
+            leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
+                                now_wall_ms=now_wall, report=report)
+        return WorkerStatusAck(next_ttl_secs=ttl, servers=tuple(self.servers()),
+                               leader=self.leader_endpoint())
+
+    async def poll(self, req: WorkerPollRequest, node_secret: str | None
+                   ) -> WorkerPollResponse:
+        self._authenticate(req.node_id, node_secret)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(req.max_wait_secs, MAX_POLL_WAIT_SECS)
+        while True:
+            try:
+                data = self.read(lambda d: d.poll_data(req.node_id, req.last_revision))
+            except UnknownNode:
+                raise Reregister(f"node {req.node_id} was removed; register again",
+                                 field="node_id") from None
+            if data.get("events") or data.get("full"):
+                return WorkerPollResponse.from_dict(data)
+            current = max(data["revision"], req.last_revision)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                return WorkerPollResponse(revision=current)
+            await self.notifier.wait_above(current, remaining)
+
+    # -- ControlPlane: admin -------------------------------------------------------------
+    def check_admin(self, token: str | None) -> None:
+        if not self.secret:
+            raise Unauthorized("this cluster has no cluster secret, so it has no admin token")
+        check_admin_token(token, self.secret)
+
+    async def scale(self, req: InternalScaleRequest, request_id: str | None
+                    ) -> dict[int, InternalScaleRequest]:
+        return await self._leading().scale(req, request_id)
+
+    async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        return await self._leading().drain(node_id, request_id)
+
+    async def deregister(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        return await self._leading().evict(node_id, request_id)
+
+    async def create_token(self, valid_for_secs: int, max_uses: int) -> dict[str, Any]:
+        self._leading()
+        if not self.secret:
+            raise Conflict("this cluster has no cluster secret to sign tokens with")
+        cluster_id = self.read(lambda d: d.cluster_id)
+        token, claims = issue_join_token(self.secret, cluster_id or "",
+                                         valid_for_secs=valid_for_secs, max_uses=max_uses,
+                                         now_unix_secs=self.clock.wall_ms() // 1000)
+        return {"token": token, "token_id": claims.token_id,
+                "expires_unix_secs": claims.expires_unix_secs, "max_uses": claims.max_uses}
+
+    # -- ControlPlane: reads -------------------------------------------------------------
+    async def barrier(self) -> None:
+        try:
+            await self.raft.barrier_async(self.settings.propose_timeout)
+        except NotLeader as exc:
+            raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+
+    def service_state(self, service: str) -> dict[str, Any]:
+        leader = self._leading()
+        holders = list((self.read(lambda d: d.placement(service)) or {}).keys())
+        reports = {n: e.report for n, e in leader.leases.entries.items() if e.report}
+        return service_view(service, reports, holders).to_dict()
+
+    def service_containers(self, service: str) -> list[dict[str, Any]]:
+        return [c for n in self.service_state(service)["nodes"] for c in n["containers"]]
+
+    def peer_status(self) -> dict[str, Any]:
+        status = dict(self.raft.status())
+        status["node_id"] = self.node_id
+        status["leader_api"] = self.leader_endpoint()
+        status["is_leader"] = self.is_leader()
+        status["revision"] = self.directory.revision
+        return status
+
+    def workers(self) -> list[dict[str, Any]]:
+        nodes = self.read(lambda d: d.nodes())
+        leader = self.leader if self.is_leader() else None
+        now = self.clock.monotonic()
+        for node in nodes:
+            entry = leader.leases.entries.get(node["node_id"]) if leader else None
+            node["ttl_left_secs"] = None if entry is None else round(entry.deadline - now, 3)
+            node["last_report_secs_ago"] = (None if entry is None or entry.last_report is None
+                                            else round(now - entry.last_report, 3))
+        return nodes
+
+    def leases(self) -> list[tuple[WorkerLease, float | None]]:
+        leases = self.read(lambda d: d.leases())
+        leader = self.leader if self.is_leader() else None
+        now = self.clock.monotonic()
+        return [(lease, None if leader is None else leader.leases.time_left(lease.node_id, now))
+                for lease in leases]
+
+    def metrics(self) -> dict[str, float]:
+        status = self.raft.status()
+        counts = self.read(lambda d: (d.node_count("worker", "ready"),
+                                      d.node_count("worker", "down"),
+                                      d.node_count("worker", "draining"), d.revision))
+        return {
+            "raftdir_raft_term": status.get("term", 0),
+            "raftdir_raft_is_leader": 1.0 if self.is_leader() else 0.0,
+            "raftdir_raft_commit_index": status.get("commit_index", 0),
+            "raftdir_raft_last_applied": status.get("last_applied", 0),
+            "raftdir_workers_ready": counts[0],
+            "raftdir_workers_down": counts[1],
+            "raftdir_workers_draining": counts[2],
+            "raftdir_assignment_revision": counts[3],
+            "raftdir_heartbeats_received_total": self.heartbeats,
+            "raftdir_lease_expiries_total": self.leader.expired_total if self.leader else 0,
+            "raftdir_parked_polls": self.notifier.waiting,
+        }
+
+
+def _stamp(cmd: Command, now_ms: int) -> Command:
+    return cmd if cmd.ts_ms else replace(cmd, ts_ms=now_ms)
