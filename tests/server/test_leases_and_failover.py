@@ -1,0 +1,193 @@
+"""Leases on a real DirectoryServer (LocalNode, manual clock): expiry boundary, re-placement,
+parked polls woken, a down node coming back, tokens, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftdir import (
+    Forbidden, InternalScaleRequest, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    WorkerPollRequest, WorkerRegisterRequest,
+)
+from raftdir.auth import issue_join_token
+
+from server_harness import PROFILE, SECRET, harness, run, settle, until
+
+
+@run
+async def test_a_silent_worker_is_down_after_ttl_plus_grace_and_not_a_second_before():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        assert (a.heartbeat_ttl_secs, a.heartbeat_grace_secs) == (10, 10)
+        await h.server.scale(InternalScaleRequest.legacy("web", 4), "scale-1")
+        # b keeps reporting every 5 s; a never reports after registering.
+        for _ in range(3):
+            await h.advance(5.0)
+            await h.report(b)
+        await h.advance(4.0)                    # t = 19 s: within ttl + grace
+        assert h.state(a.node_id) == "ready"
+        await h.advance(1.0)                    # t = 20 s exactly: not strictly past
+        assert h.state(a.node_id) == "ready"
+        await h.report(b)
+        await h.advance(0.5)                    # t = 20.5 s: past, at the next sweep
+        await until(lambda: h.state(a.node_id) == "down")
+        assert h.state(b.node_id) == "ready"
+        placement = h.server.read(lambda d: d.placement("web"))
+        assert list(placement) == [b.node_id]
+        assert placement[b.node_id] == {"default": [0, 1, 2, 3]}
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_replicas_move_and_the_survivors_parked_poll_wakes():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        first = await h.server.poll(WorkerPollRequest(node_id=b.node_id, max_wait_secs=0),
+                                    b.internal_token)
+        assert first.full and first.events[0].assignments[0].indices == (1,)
+        parked = asyncio.ensure_future(h.server.poll(
+            WorkerPollRequest(node_id=b.node_id, last_revision=first.revision,
+                              max_wait_secs=60), b.internal_token))
+        await settle()
+        assert not parked.done()
+        for _ in range(5):                      # b reports, a stays silent
+            await h.advance(5.0)
+            await h.report(b)
+        reply = await asyncio.wait_for(parked, 5)
+        assert not reply.full
+        assert [(e.TAG, e.assignments[0].indices) for e in reply.events] == [("set", (0, 1))]
+        assert reply.revision > first.revision
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_a_down_worker_that_reports_again_is_ready_and_resyncs_in_full():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        seen = await h.server.poll(WorkerPollRequest(node_id=a.node_id, max_wait_secs=0),
+                                   a.internal_token)
+        for _ in range(5):
+            await h.advance(5.0)
+            await h.report(b)
+        await until(lambda: h.state(a.node_id) == "down")
+        assert h.server.read(lambda d: d.holdings(a.node_id)) == []
+        ack = await h.report(a)
+        assert h.state(a.node_id) == "ready" and ack.next_ttl_secs == 10
+        reply = await h.server.poll(WorkerPollRequest(node_id=a.node_id,
+                                                      last_revision=seen.revision,
+                                                      max_wait_secs=0), a.internal_token)
+        assert reply.full and reply.events == ()   # run nothing: its share moved away
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_checkpoints_record_renewals_in_hard_state():
+    h = await harness()
+    try:
+        (a,) = await h.register(1)
+        await h.advance(3.0)
+        await h.report(a)
+        reported_ms = h.clock.wall_ms()
+        await h.advance(2.5)                    # the 5 s checkpoint timer fires
+        await until(lambda: h.server.read(lambda d: d.node(a.node_id))["renewed_ms"]
+                    == reported_ms)
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_token_max_uses_and_rejections_name_the_reason():
+    h = await harness()
+    try:
+        token = (await h.server.create_token(600, 2))["token"]
+        for _ in range(2):
+            await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
+        with pytest.raises(TokenExhausted):
+            await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
+        cluster = h.server.read(lambda d: d.cluster_id)
+        now = h.clock.wall_ms() // 1000
+        foreign, _ = issue_join_token(SECRET, "another-cluster", valid_for_secs=60,
+                                      max_uses=1, now_unix_secs=now)
+        expired, _ = issue_join_token(SECRET, cluster, valid_for_secs=60, max_uses=1,
+                                      now_unix_secs=now - 120)
+        forged, _ = issue_join_token("00" * 32, cluster, valid_for_secs=60, max_uses=1,
+                                     now_unix_secs=now)
+        for bad, reason in ((foreign, "for cluster 'another-cluster'"),
+                            (expired, "expired"), (forged, "signature"),
+                            ("not-a-token", "malformed")):
+            with pytest.raises(TokenInvalid, match=reason):
+                await h.server.register(WorkerRegisterRequest(token=bad, profile=PROFILE),
+                                        None)
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_a_retried_registration_gets_the_same_node_and_secret():
+    h = await harness()
+    try:
+        token = (await h.server.create_token(600, 1))["token"]
+        req = WorkerRegisterRequest(token=token, profile=PROFILE)
+        first = await h.server.register(req, "reg-42")
+        again = await h.server.register(req, "reg-42")
+        assert again == first
+        assert h.server.read(lambda d: d.node_count("worker")) == 1
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_secrets_are_checked_per_node():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        poll = WorkerPollRequest(node_id=a.node_id, max_wait_secs=0)
+        with pytest.raises(Forbidden, match=f"belongs to node {b.node_id}"):
+            await h.server.poll(poll, b.internal_token)
+        with pytest.raises(Unauthorized):
+            await h.server.poll(poll, "wrong")
+        with pytest.raises(Unauthorized):
+            await h.server.poll(poll, None)
+        with pytest.raises(Reregister):
+            await h.server.poll(WorkerPollRequest(node_id=4242, max_wait_secs=0), "x")
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_evicted_worker_is_told_to_register_again_and_its_share_moves():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        await h.server.deregister(a.node_id, None)
+        assert h.server.read(lambda d: d.placement("web")) == {b.node_id: {"default": [0, 1]}}
+        with pytest.raises(Reregister):
+            await h.report(a)
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_drain_moves_the_share_and_sends_a_drain_event():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        await h.server.drain(a.node_id, None)
+        assert h.server.read(lambda d: d.placement("web")) == {b.node_id: {"default": [0, 1]}}
+        reply = await h.server.poll(WorkerPollRequest(node_id=a.node_id, last_revision=1,
+                                                      max_wait_secs=0), a.internal_token)
+        assert [e.TAG for e in reply.events] == ["drain", "delete"]   # drain, then moved
+    finally:
+        await h.server.stop()
