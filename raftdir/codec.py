@@ -120,7 +120,10 @@ class _F64(Kind):
     def decode(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(path, f"expected a number, got {type_name(value)}")
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond the float range (JSON allows any digits)
+            raise _fail(path, f"{value} is not a finite number") from None
         if not math.isfinite(out):
             raise _fail(path, f"{value!r} is not a finite number")
         return out
@@ -171,7 +174,7 @@ class _Bool(Kind):
 
 BOOL = _Bool()
 
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")  # \Z: '$' would allow a final "\n"
 
 
 def parse_addr(text: str) -> tuple[str, int]:
@@ -528,22 +531,62 @@ def _no_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not allowed in JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf without passing parse_constant
+        raise BadRequest(f"{text} is not a finite number (Infinity is not allowed in JSON)")
+    return value
+
+
+def _no_timestamp(value: Any) -> None:
+    # msgpack decodes ext type -1 (timestamp) itself, without calling ext_hook.
+    if isinstance(value, msgpack.Timestamp):
+        raise BadRequest("msgpack ext type -1 is not allowed")
+
+
+def _msgpack_pairs(pairs: list[tuple[Any, Any]]) -> dict:
+    for _key, value in pairs:
+        _no_timestamp(value)
+    return _no_duplicates(pairs)
+
+
+def _msgpack_list(items: list) -> list:
+    for value in items:
+        _no_timestamp(value)
+    return items
+
+
 def loads_msgpack(data: bytes) -> Any:
     """Strict msgpack: str keys, str as str, no ext types, no duplicate keys, one object."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
-                               object_pairs_hook=_no_duplicates, use_list=True)
+        out = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
+                              object_pairs_hook=_msgpack_pairs, list_hook=_msgpack_list,
+                              use_list=True)
+        _no_timestamp(out)
+        return out
     except BadRequest:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise BadRequest(f"malformed msgpack: {exc}") from None
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def loads_json(data: bytes | str) -> Any:
     """Strict JSON: UTF-8, no NaN or Infinity, no duplicate keys."""
     try:
-        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        if isinstance(data, (bytes, bytearray)):
+            text = data.decode("utf-8")
+        else:
+            text = data
+            text.encode("utf-8")  # a str holding a lone surrogate is not UTF-8 text
+        out = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(text):
+            # "\ud800" without its pair decodes to a str that no encoder can write back.
+            json.dumps(out, ensure_ascii=False).encode("utf-8")
+        return out
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:

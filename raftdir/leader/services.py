@@ -116,11 +116,16 @@ class LeaderServices:
                     ttl_secs=0, grace_secs=0, secret_hash="0"))
         now_mono, now_wall = server.clock.monotonic(), server.clock.wall_ms()
         ttl = settings.ttl
+        # The hard state holds the TTL granted at registration; heartbeats since may have
+        # been granted a longer one (the fleet grew, or jitter). The longest TTL any worker
+        # could hold now bounds them all.
+        live = server.read(lambda d: d.node_count("worker", "ready"))
+        longest = ttl.compute_ttl(live) * (2 if settings.ttl_jitter else 1)
         for node in server.read(lambda d: d.nodes(kind="worker")):
             if node["state"] == "down":
                 continue
             self.leases.arm_after_election(
-                node["node_id"], ttl_secs=max(node["ttl_secs"], ttl.min_ttl_secs),
+                node["node_id"], ttl_secs=max(node["ttl_secs"], longest),
                 grace_secs=node["grace_secs"], checkpointed_ms=node["renewed_ms"],
                 now_mono=now_mono, now_wall_ms=now_wall,
                 checkpoint_interval_secs=settings.checkpoint_interval,
