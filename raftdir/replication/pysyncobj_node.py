@@ -241,6 +241,16 @@ class PySyncObjNode:
         if self._so is not None:
             return
         os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
+        dump = os.path.join(self._data_dir, DUMP_FILE)
+        if os.path.exists(dump):
+            # PySyncObj would log a failed load and go on with EMPTY state, still voting
+            # (the finding-4 failure mode): refuse to start instead.
+            try:
+                read_snapshot_file(dump)
+            except Exception as exc:
+                raise ConfigError(f"{dump}: unreadable raft snapshot ({exc}); move it away "
+                                  "and the peer will fetch the leader's snapshot",
+                                  file=dump, field="data_dir") from None
         conf = build_conf(
             self._self_addr, self._data_dir, self._tuning,
             password=raft_password(self._secret) if self._secret else None,
@@ -416,7 +426,12 @@ class PySyncObjNode:
     def propose(self, data: bytes, timeout: float = 5.0) -> Result:
         """Replicate ``data`` and return the state machine's ``Result`` once the entry is
         committed and applied here. Raises ``NotLeader``/``NoLeader``/
-        ``TimeoutOutcomeUnknown``."""
+        ``TimeoutOutcomeUnknown``.
+
+        Leadership is checked before the command is queued; if this peer steps down in the
+        few milliseconds before the tick thread picks the command up, PySyncObj forwards it
+        to the new leader (harmless: it commits at most once, and the outcome still comes
+        back here)."""
         so = self._started()
         self._check_leader(so)
         done = threading.Event()

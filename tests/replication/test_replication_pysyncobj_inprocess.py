@@ -221,3 +221,15 @@ def test_async_propose_timeout_is_outcome_unknown(single):
         node.propose(cmd("sleep", secs=0.3), 0.05)
     node.barrier(5)  # the timed-out writes did commit; the node is fine
     assert node.state_machine.applied == 2
+
+
+@pytest.mark.parametrize("content", [b"not msgpack \xff\xff", b"\x81\xa6format\x63"])
+def test_unreadable_dump_refuses_to_start(tmp_path, tuning, content):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DUMP_FILE).write_bytes(content)
+    node = PySyncObjNode(f"127.0.0.1:{free_ports(1)[0]}", [], str(data), ToyKV(), tuning=tuning)
+    with pytest.raises(ConfigError, match="unreadable raft snapshot") as info:
+        node.start()
+    assert info.value.field == "data_dir"
+    assert node.status()["state"] == "stopped"
