@@ -1,0 +1,719 @@
+"""The HTTP API of a raftdir server (aiohttp): routes, body codecs, auth headers, status
+codes, forwarding of writes to the leader, and the API's own metrics.
+
+Owns: the route table (``ROUTES``: path, body type, auth, forwarding, the errors each route
+can answer), content negotiation (msgpack or JSON by ``Content-Type`` / ``Accept``), the body
+size limit, the mapping of ``raftdir.errors`` to statuses and error bodies, the forwarding
+proxy to the leader, ``/health`` and ``/metrics``. It calls only the ``ControlPlane``
+protocol (``raftdir.api.contract``); it must not import the core, replication, leader or
+the server that implements the protocol.
+
+Runs on one asyncio event loop; every handler is a coroutine and none blocks it. A parked
+long-poll is a coroutine waiting inside ``ControlPlane.poll``: no thread per request. Under
+``start_api`` a client that disconnects cancels its poll (``handler_cancellation``); writes
+are shielded from that cancellation so a half-done write is never abandoned mid-call.
+
+Error bodies are ``{code, message, field?, leader?}`` with the status of the error class
+(``raftdir.errors``). An unexpected exception is logged and answered ``500 internal``; the
+server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from ..codec import (
+    U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
+    loads_msgpack, to_dict, wire,
+)
+from ..errors import (
+    BadRequest, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
+    TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
+    UnknownService,
+)
+from ..model import (
+    InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
+)
+from .contract import ControlPlane
+
+__all__ = [
+    "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
+    "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
+    "ZLAYER_TOKEN_HEADER", "parked_polls",
+]
+
+log = logging.getLogger("raftdir.api")
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+FORWARDED_HEADER = "X-Raftdir-Forwarded"
+REQUEST_ID_HEADER = "X-Request-Id"
+ZLAYER_TOKEN_HEADER = "X-ZLayer-Internal-Token"
+#: Headers a follower passes on to the leader (besides its own ``X-Raftdir-Forwarded``).
+_FORWARD_HEADERS = ("Authorization", ZLAYER_TOKEN_HEADER, REQUEST_ID_HEADER, "Content-Type",
+                    "Accept")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0)
+
+
+# ---------------------------------------------------------------------------- bodies
+
+@dataclass(frozen=True, kw_only=True)
+class CreateTokenRequest(Wire):
+    """Body of ``POST /api/v1/cluster/tokens``: how long the join token is valid and how
+    many registrations it allows (0: no limit)."""
+
+    valid_for_secs: int = wire(U64, Presence.REQUIRED)
+    max_uses: int = wire(U32, Presence.REQUIRED)
+
+    def check(self, path: str) -> None:
+        if self.valid_for_secs == 0:
+            raise BadRequest("valid_for_secs: must be greater than 0", field="valid_for_secs")
+
+
+def _plain(value: Any) -> Any:
+    """Wire objects (and containers of them) as plain maps and lists."""
+    if isinstance(value, Wire):
+        return to_dict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- routes
+
+def _encode_plain(result: Any, call: "Call") -> Any:
+    return _plain(result)
+
+
+@dataclass
+class Call:
+    """What a route's handler hands to its ``ControlPlane`` call."""
+
+    body: Any = None
+    request_id: str | None = None
+    secret: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint. ``call`` runs against the control plane (sync or async); ``encode``
+    turns its result into the plain response body. ``auth``: ``none``, ``node`` (the node
+    secret) or ``admin``. ``forward``: on ``NotLeader`` a follower proxies it to the
+    leader. ``read``: takes ``?consistent=1``. ``errors``: every error it can answer
+    (besides 400 for a malformed request, 413, 421/503 for forwarding, 500), for the docs
+    and the tests."""
+
+    name: str
+    method: str
+    path: str
+    call: Callable[[ControlPlane, Call], Any]
+    body: type | None = None
+    auth: str = "none"
+    forward: bool = False
+    read: bool = False
+    parks: bool = False
+    encode: Callable[[Any, Call], Any] = _encode_plain
+    errors: tuple[type[RaftdirError], ...] = ()
+    summary: str = ""
+
+
+def _encode_scale(split: dict[int, InternalScaleRequest], call: Call) -> dict[str, Any]:
+    return {"service": call.body.service,
+            "nodes": [{"node_id": n, "request": to_dict(req)}
+                      for n, req in sorted(split.items())]}
+
+
+def _encode_leases(leases: list, call: Call) -> list[dict[str, Any]]:
+    out = []
+    for lease, left in leases:
+        item = to_dict(lease)
+        item["ttl_left_secs"] = None if left is None else float(left)
+        out.append(item)
+    return out
+
+
+def _health(cp: ControlPlane, call: Call) -> dict[str, Any]:
+    return {"ok": True, "node_id": cp.node_id, "is_leader": cp.is_leader(),
+            "leader": cp.leader_endpoint()}
+
+
+_WRITE_ERRORS = (NotLeader, NoLeader, TimeoutOutcomeUnknown)
+_ADMIN_ERRORS = (Unauthorized,)
+
+ROUTES: tuple[Route, ...] = (
+    Route("register", "POST", "/api/v1/workers/register",
+          lambda cp, c: cp.register(c.body, c.request_id),
+          body=WorkerRegisterRequest, forward=True,
+          errors=(TokenInvalid, TokenExhausted) + _WRITE_ERRORS,
+          summary="Register a worker with a join token (WorkerRegisterRequest -> "
+                  "WorkerRegisterResponse)."),
+    Route("poll", "POST", "/api/v1/workers/poll",
+          lambda cp, c: cp.poll(c.body, c.secret),
+          body=WorkerPollRequest, auth="node", parks=True,
+          errors=(Unauthorized, Forbidden, Reregister, UnknownNode),
+          summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
+                  "WorkerPollResponse). Answered by any server; never forwarded."),
+    Route("status", "POST", "/api/v1/workers/status",
+          lambda cp, c: cp.report(c.body, c.secret),
+          body=WorkerStatusReport, auth="node", forward=True,
+          errors=(Unauthorized, Forbidden, Reregister) + _WRITE_ERRORS,
+          summary="Status report and lease renewal (WorkerStatusReport -> "
+                  "WorkerStatusAck)."),
+    Route("scale", "POST", "/api/v1/internal/scale",
+          lambda cp, c: cp.scale(c.body, c.request_id),
+          body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
+          errors=_ADMIN_ERRORS + (BadRequest,) + _WRITE_ERRORS,
+          summary="Scale a service; returns the per-node split."),
+    Route("service_state", "GET", "/api/v1/internal/services/{service}/state",
+          lambda cp, c: cp.service_state(c.params["service"]),
+          read=True, forward=True,
+          errors=(UnknownService, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          summary="A service's NodeServiceState per node plus totals (leader only)."),
+    Route("service_containers", "GET", "/api/v1/internal/services/{service}/containers",
+          lambda cp, c: cp.service_containers(c.params["service"]),
+          read=True, forward=True,
+          errors=(UnknownService, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          summary="A service's containers across the cluster (ClusterContainerSummary "
+                  "list; leader only)."),
+    Route("peers", "GET", "/api/v1/cluster/peers",
+          lambda cp, c: cp.peer_status(), read=True,
+          errors=(NoLeader, TimeoutOutcomeUnknown),
+          summary="This peer's Raft status."),
+    Route("workers", "GET", "/api/v1/cluster/workers",
+          lambda cp, c: cp.workers(), read=True,
+          errors=(NoLeader, TimeoutOutcomeUnknown),
+          summary="Every node of the directory: node_id, kind, state, profile, ..."),
+    Route("leases", "GET", "/api/v1/cluster/leases",
+          lambda cp, c: cp.leases(), read=True, encode=_encode_leases,
+          errors=(NoLeader, TimeoutOutcomeUnknown),
+          summary="Every worker's WorkerLease plus ttl_left_secs (null when unknown here)."),
+    Route("drain", "POST", "/api/v1/workers/{id}/drain",
+          lambda cp, c: cp.drain(c.params["id"], c.request_id),
+          auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (UnknownNode,) + _WRITE_ERRORS,
+          summary="Drain a node: no new placement; its share moves away."),
+    Route("deregister", "DELETE", "/api/v1/workers/{id}",
+          lambda cp, c: cp.deregister(c.params["id"], c.request_id),
+          auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (UnknownNode,) + _WRITE_ERRORS,
+          summary="Remove a node's record (it must register again)."),
+    Route("create_token", "POST", "/api/v1/cluster/tokens",
+          lambda cp, c: cp.create_token(c.body.valid_for_secs, c.body.max_uses),
+          body=CreateTokenRequest, auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + _WRITE_ERRORS,
+          summary="Issue a join token."),
+    Route("health", "GET", "/health", _health,
+          summary="Liveness: {ok, node_id, is_leader, leader}. HEAD answers the same "
+                  "status without a body."),
+)
+
+
+# ---------------------------------------------------------------------------- negotiation
+
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _request_format(request: web.Request) -> str | None:
+    """The body format by ``Content-Type``; None when there is none."""
+    media = _media_type(request.headers.get("Content-Type"))
+    if not media:
+        return None
+    if media in _MSGPACK_TYPES:
+        return MSGPACK
+    if media == JSON or media.endswith("+json"):
+        return JSON
+    raise BadRequest(f"Content-Type: {media!r} is not supported; use {MSGPACK} or {JSON}",
+                     field="Content-Type")
+
+
+def _response_format(request: web.Request) -> str:
+    """The answer's format by ``Accept`` (by q, then order); default: the request's format,
+    else JSON."""
+    try:
+        default = _request_format(request) or JSON
+    except BadRequest:
+        default = JSON
+    accept = request.headers.get("Accept")
+    if not accept:
+        return default
+    ranked = []
+    for i, part in enumerate(accept.split(",")):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        ranked.append((-q, i, media.lower()))
+    for negq, _, media in sorted(ranked):
+        if negq == 0:
+            continue
+        if media in _MSGPACK_TYPES:
+            return MSGPACK
+        if media == JSON:
+            return JSON
+        if media in ("*/*", "application/*"):
+            return default
+    return default
+
+
+def _respond(request: web.Request, body: Any, status: int = 200) -> web.Response:
+    fmt = _response_format(request)
+    data = dumps_msgpack(body) if fmt == MSGPACK else dumps_json(body)
+    return web.Response(status=status, body=data, content_type=fmt)
+
+
+def _error_response(request: web.Request, err: RaftdirError) -> web.Response:
+    return _respond(request, err.to_body(), err.status)
+
+
+async def _read_body(request: web.Request, max_body: int) -> bytes:
+    """The request body, refusing more than ``max_body`` bytes (the declared length first,
+    then what actually arrives)."""
+    declared = request.content_length
+    if declared is not None and declared > max_body:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_body}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_body:
+            raise PayloadTooLarge(f"body is over the limit of {max_body} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_body(request: web.Request, raw: bytes) -> Any:
+    fmt = _request_format(request) or JSON
+    return loads_msgpack(raw) if fmt == MSGPACK else loads_json(raw)
+
+
+def _parse_u64(text: str, name: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,20}", text):
+        raise BadRequest(f"{name}: expected a node id (u64), got {text!r}", field=name)
+    return U64.decode(int(text), name)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes", ""):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name}: expected 1 or 0, got {value!r}", field=name)
+
+
+def _node_secret(request: web.Request) -> str | None:
+    from ..auth import bearer_token
+    return (bearer_token(request.headers.get("Authorization"))
+            or request.headers.get(ZLAYER_TOKEN_HEADER) or None)
+
+
+def _admin_token(request: web.Request) -> str | None:
+    from ..auth import bearer_token
+    return bearer_token(request.headers.get("Authorization"))
+
+
+# ---------------------------------------------------------------------------- metrics
+
+class _ApiMetrics:
+    """Request counts by route, method and status; latency histograms by route; parked
+    polls. Touched only from the event loop."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
+        self.parked = 0
+        self.forwarded: dict[tuple[str, str], int] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(route)
+        if hist is None:
+            hist = self.latency[route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
+        for i, bound in enumerate(_LATENCY_BUCKETS):
+            if seconds <= bound:
+                hist[i] += 1
+        hist[-2] += seconds
+        hist[-1] += 1
+
+    def forward(self, route: str, outcome: str) -> None:
+        key = (route, outcome)
+        self.forwarded[key] = self.forwarded.get(key, 0) + 1
+
+
+_METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+def _metric_name(name: str) -> str:
+    name = _METRIC_NAME_BAD.sub("_", name)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name if name.startswith("raftdir_") else f"raftdir_{name}"
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
+    lines: list[str] = []
+    for raw_name, value in sorted(cp_metrics.items()):
+        name = _metric_name(raw_name)
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f"{name} {_number(value)}")
+    lines.append("# HELP raftdir_api_requests_total HTTP requests answered, by route, method "
+                 "and status code.")
+    lines.append("# TYPE raftdir_api_requests_total counter")
+    for (route, method, status), count in sorted(m.requests.items()):
+        lines.append(f'raftdir_api_requests_total{{route="{_label(route)}",'
+                     f'method="{method}",code="{status}"}} {count}')
+    lines.append("# HELP raftdir_api_request_duration_seconds Time to answer a request, "
+                 "by route.")
+    lines.append("# TYPE raftdir_api_request_duration_seconds histogram")
+    for route, hist in sorted(m.latency.items()):
+        lab = _label(route)
+        for i, bound in enumerate(_LATENCY_BUCKETS):
+            lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
+                         f'le="{bound}"}} {int(hist[i])}')
+        lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
+                     f'le="+Inf"}} {int(hist[-1])}')
+        lines.append(f'raftdir_api_request_duration_seconds_sum{{route="{lab}"}} '
+                     f'{_number(hist[-2])}')
+        lines.append(f'raftdir_api_request_duration_seconds_count{{route="{lab}"}} '
+                     f'{int(hist[-1])}')
+    lines.append("# HELP raftdir_api_forwarded_total Writes a follower proxied to the leader, "
+                 "by route and outcome.")
+    lines.append("# TYPE raftdir_api_forwarded_total counter")
+    for (route, outcome), count in sorted(m.forwarded.items()):
+        lines.append(f'raftdir_api_forwarded_total{{route="{_label(route)}",'
+                     f'outcome="{outcome}"}} {count}')
+    lines.append("# HELP raftdir_api_parked_polls Long-polls waiting inside this server now.")
+    lines.append("# TYPE raftdir_api_parked_polls gauge")
+    lines.append(f"raftdir_api_parked_polls {m.parked}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- the app
+
+_CP = web.AppKey("raftdir_cp", object)
+_METRICS = web.AppKey("raftdir_metrics", _ApiMetrics)
+_STATE = web.AppKey("raftdir_state", dict)
+
+
+def parked_polls(app: web.Application) -> int:
+    """How many polls are waiting inside ``ControlPlane.poll`` on this app now."""
+    return app[_METRICS].parked
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class _Api:
+    """The handlers of one application (bound to its control plane and settings)."""
+
+    def __init__(self, app: web.Application, cp: ControlPlane, *, max_body: int,
+                 forward: bool, forward_ssl: Any, forward_timeout: float,
+                 clock: Any) -> None:
+        self.app = app
+        self.cp = cp
+        self.max_body = max_body
+        self.forward_enabled = forward
+        self.forward_ssl = forward_ssl
+        self.forward_timeout = forward_timeout
+        self.monotonic = clock.monotonic if clock is not None else time.monotonic
+        self.metrics = app[_METRICS]
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- middleware: errors and metrics -----------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        started = self.monotonic()
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except RaftdirError as err:
+                response = _error_response(request, err)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                code = re.sub(r"[^a-z]+", "_", (exc.reason or "error").lower()).strip("_")
+                response = _respond(request, {"code": code, "message": exc.reason or code},
+                                    exc.status)
+                for name in ("Allow",):
+                    if name in exc.headers:
+                        response.headers[name] = exc.headers[name]
+            except (asyncio.CancelledError, ConnectionResetError):
+                status = 499  # the client went away
+                raise
+            except Exception:  # noqa: BLE001 - the server must keep serving
+                log.exception("unexpected error answering %s %s", request.method,
+                              request.path)
+                response = _error_response(request,
+                                           RaftdirError("internal error; see the server log"))
+            status = response.status
+            return response
+        finally:
+            self.metrics.observe(route, request.method, status, self.monotonic() - started)
+
+    # -- the generic route handler ----------------------------------------------------
+    def handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            call = Call()
+            if route.auth == "admin":
+                await _maybe_await(self.cp.check_admin(_admin_token(request)))
+            elif route.auth == "node":
+                call.secret = _node_secret(request)
+                if call.secret is None:
+                    raise Unauthorized("missing node secret: send Authorization: Bearer "
+                                       "<internal_token>")
+            rid = request.headers.get(REQUEST_ID_HEADER)
+            if rid is not None and not _REQUEST_ID_RE.match(rid):
+                raise BadRequest(f"{REQUEST_ID_HEADER}: expected 1-128 characters of "
+                                 "[A-Za-z0-9._:-]", field=REQUEST_ID_HEADER)
+            call.request_id = rid
+            for key, value in request.match_info.items():
+                call.params[key] = _parse_u64(value, key) if key == "id" else value
+            raw = b""
+            if request.method in ("POST", "PUT", "DELETE", "PATCH"):
+                raw = await _read_body(request, self.max_body)
+            if route.body is not None:
+                call.body = from_dict(route.body, _decode_body(request, raw))
+            elif raw.strip():
+                data = _decode_body(request, raw)
+                if data != {}:
+                    raise BadRequest("body: this endpoint takes no body (or an empty map)",
+                                     field="body")
+            if route.read and _flag(request, "consistent"):
+                await self.cp.barrier()
+            try:
+                if route.parks:
+                    result = await self._parked(route, call)
+                elif route.forward and request.method != "GET":
+                    # A write runs to its end even if the client disconnects.
+                    result = await asyncio.shield(_maybe_await(route.call(self.cp, call)))
+                else:
+                    result = await _maybe_await(route.call(self.cp, call))
+            except NotLeader as err:
+                if route.forward and self.forward_enabled and err.leader \
+                        and FORWARDED_HEADER not in request.headers:
+                    return await self._forward(route, request, raw, err)
+                raise
+            return _respond(request, route.encode(result, call))
+
+        handle.__name__ = f"handle_{route.name}"
+        return handle
+
+    async def _parked(self, route: Route, call: Call) -> Any:
+        self.metrics.parked += 1
+        try:
+            return await _maybe_await(route.call(self.cp, call))
+        finally:
+            self.metrics.parked -= 1
+
+    # -- forwarding to the leader -----------------------------------------------------
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.forward_ssl)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=self.forward_timeout))
+        return self._session
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _forward(self, route: Route, request: web.Request, raw: bytes,
+                       err: NotLeader) -> web.StreamResponse:
+        leader = err.leader or ""
+        base = leader if "://" in leader else f"{request.scheme}://{leader}"
+        url = base.rstrip("/") + request.path_qs
+        headers = {name: request.headers[name] for name in _FORWARD_HEADERS
+                   if name in request.headers}
+        headers[FORWARDED_HEADER] = "1"
+        try:
+            async with self._client().request(request.method, url, data=raw or None,
+                                              headers=headers) as resp:
+                body = await resp.read()
+                out = web.Response(status=resp.status, body=body)
+                if "Content-Type" in resp.headers:
+                    out.headers["Content-Type"] = resp.headers["Content-Type"]
+        except asyncio.TimeoutError:
+            self.metrics.forward(route.path, "timeout")
+            raise TimeoutOutcomeUnknown(
+                f"forwarded to the leader {leader} and got no answer in "
+                f"{self.forward_timeout:g} s; the write may still commit: retry with the same "
+                f"{REQUEST_ID_HEADER}", leader=leader) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            self.metrics.forward(route.path, "failed")
+            log.warning("forwarding %s to the leader %s failed: %s", request.path, leader, exc)
+            raise NotLeader(f"{err.message}; forwarding to the leader {leader} failed: {exc}",
+                            leader=leader) from None
+        self.metrics.forward(route.path, "ok")
+        return out
+
+    # -- /metrics -----------------------------------------------------------------------
+    async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        try:
+            cp_metrics = dict(self.cp.metrics())
+        except Exception:  # noqa: BLE001 - the API's own metrics are still worth serving
+            log.exception("ControlPlane.metrics() failed")
+            cp_metrics = {"metrics_errors_total": 1}
+        text = _render_metrics(cp_metrics, self.metrics)
+        return web.Response(text=text, content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"},
+                            charset="utf-8")
+
+
+def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
+             clock: Any = None, forward_ssl: Any = None,
+             forward_timeout: float = 30.0) -> web.Application:
+    """The aiohttp application of the API over ``cp``.
+
+    ``max_body``: the largest request body in bytes (413 above). ``forward``: followers
+    proxy writes to the leader (else they answer 421 with the leader). ``clock``: anything
+    with ``monotonic()`` (latency metrics). ``forward_ssl``: the ``ssl`` argument for the
+    connections to the leader (an ``SSLContext`` for a private CA). ``forward_timeout``:
+    seconds to wait for the leader's answer (then 504 ``timeout_outcome_unknown``).
+
+    Run it with ``handler_cancellation=True`` (``start_api`` does) so that a client that
+    disconnects cancels its parked poll at once; otherwise the poll ends at its deadline.
+    """
+    app = web.Application(client_max_size=max_body)
+    app[_CP] = cp
+    app[_METRICS] = _ApiMetrics()
+    api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
+               forward_timeout=forward_timeout, clock=clock)
+    app[_STATE] = {"api": api}
+    app.middlewares.append(api.middleware)
+    for route in ROUTES:
+        if route.method == "GET":  # GET routes answer HEAD too (aiohttp sends no body)
+            app.router.add_get(route.path, api.handler(route), name=route.name)
+        else:
+            app.router.add_route(route.method, route.path, api.handler(route),
+                                 name=route.name)
+    app.router.add_get("/metrics", api.handle_metrics, name="metrics")
+    app.on_cleanup.append(api.close)
+    return app
+
+
+# ---------------------------------------------------------------------------- serving
+
+@dataclass
+class ApiServer:
+    """A running API: ``url`` is ``http(s)://host:port`` with the bound port."""
+
+    app: web.Application
+    runner: web.AppRunner
+    host: str
+    port: int
+    scheme: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def parked_polls(self) -> int:
+        return parked_polls(self.app)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+    async def __aenter__(self) -> "ApiServer":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def start_api(cp: ControlPlane, host: str, port: int, *,
+                    ssl_context: ssl.SSLContext | None = None, max_body: int = 1 << 20,
+                    forward: bool = True, forward_ssl: Any = None,
+                    forward_timeout: float = 30.0, clock: Any = None,
+                    backlog: int = 4096, keepalive_timeout: float = 75.0,
+                    shutdown_timeout: float = 1.0) -> ApiServer:
+    """Serve the API on ``host:port`` (port 0: the OS chooses; see ``ApiServer.port``).
+
+    Keep-alive is on (``keepalive_timeout`` seconds idle) and no per-connection limit is
+    set, so thousands of parked polls can be open at once; ``backlog`` is the listen
+    queue. A client that disconnects cancels its handler; ``close()`` waits at most
+    ``shutdown_timeout`` seconds for running handlers (parked polls are then cancelled).
+    """
+    app = make_app(cp, max_body=max_body, forward=forward, clock=clock,
+                   forward_ssl=forward_ssl, forward_timeout=forward_timeout)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           handler_cancellation=True, keepalive_timeout=keepalive_timeout,
+                           shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog,
+                           reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        bound = server.sockets[0].getsockname()[1]
+    return ApiServer(app=app, runner=runner, host=host, port=bound,
+                     scheme="https" if ssl_context is not None else "http")
+
+
+def ssl_context_from_files(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context from PEM files: the certificate chain and its key. With
+    ``ca``, clients must present a certificate signed by that CA (mutual TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if ca is not None:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
