@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PeerError, wait_until, wipe
+from replication_harness import PeerError, wait_until, wipe
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import wait_until, wipe
+from replication_harness import wait_until, wipe
 from directory_adapter import bootstrap, register
 
 pytestmark = pytest.mark.slow

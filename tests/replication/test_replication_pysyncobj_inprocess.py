@@ -15,7 +15,7 @@ from raftdir.core.result import Result
 from raftdir.errors import ConfigError, NoLeader
 from raftdir.replication.pysyncobj_node import DUMP_FILE, PySyncObjNode, read_snapshot_file
 from raftdir.replication.tuning import RaftTuning
-from conftest import TEST_TUNING, free_ports
+from replication_harness import TEST_TUNING, free_ports
 from replication_toy import ToyKV, cmd
 
 
