@@ -354,17 +354,25 @@ class DirectoryServer:
     async def poll(self, req: WorkerPollRequest, node_secret: str | None
                    ) -> WorkerPollResponse:
         self._authenticate(req.node_id, node_secret)
+        return await self.poll_local(req.node_id, req.last_revision,
+                                     min(req.max_wait_secs, MAX_POLL_WAIT_SECS))
+
+    async def poll_local(self, node_id: int, last_revision: int, max_wait: float
+                         ) -> WorkerPollResponse:
+        """A poll answered from this peer's applied state, without authentication (the
+        daemon reading its own node's assignments). Parks up to ``max_wait`` seconds; a
+        timeout answers the bookmark ``max(current, last_revision)``, never lower."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(req.max_wait_secs, MAX_POLL_WAIT_SECS)
+        deadline = loop.time() + max_wait
         while True:
             try:
-                data = self.read(lambda d: d.poll_data(req.node_id, req.last_revision))
+                data = self.read(lambda d: d.poll_data(node_id, last_revision))
             except UnknownNode:
-                raise Reregister(f"node {req.node_id} was removed; register again",
+                raise Reregister(f"node {node_id} is not registered; register again",
                                  field="node_id") from None
             if data.get("events") or data.get("full"):
                 return WorkerPollResponse.from_dict(data)
-            current = max(data["revision"], req.last_revision)
+            current = max(data["revision"], last_revision)
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
                 return WorkerPollResponse(revision=current)

@@ -205,6 +205,34 @@ class LeaderServices:
                     req.service, [(r, i) for r, i in sorted(roles.items())], spec)
                 for node, roles in sorted(placement.items())}
 
+    async def assign(self, node_id: int, req: InternalScaleRequest) -> None:
+        """Give one node exactly ``req``'s share of the service (a host's direct
+        ``dispatch_scale``); those (role, index) pairs leave any other node, and the
+        service's groups become whatever is placed afterwards."""
+        async with self._placement_lock:
+            stored = self.server.read(lambda d: d.service(req.service))
+            mine = {(g.role, i) for g in req.groups() for i in g.indices}
+            placement: dict[int, dict[str, list[int]]] = {}
+            for node, roles in ((stored or {}).get("placement") or {}).items():
+                if node == node_id:
+                    continue
+                for role, indices in roles.items():
+                    keep = [i for i in indices if (role, i) not in mine]
+                    if keep:
+                        placement.setdefault(node, {})[role] = keep
+            if mine:
+                placement[node_id] = {g.role: sorted(g.indices) for g in req.groups()
+                                      if g.indices}
+            groups: dict[str, list[int]] = {}
+            for roles in placement.values():
+                for role, indices in roles.items():
+                    groups.setdefault(role, []).extend(indices)
+            await self.server.propose(SetPlacement(
+                service=req.service, replicas=sum(len(v) for v in groups.values()),
+                groups={r: tuple(sorted(v)) for r, v in groups.items()}, spec=req.spec,
+                placement={n: {r: tuple(i) for r, i in roles.items()}
+                           for n, roles in placement.items()}))
+
     async def reconcile(self, exclude: frozenset[int] = frozenset()) -> list[str]:
         """Re-place every service with a share on a node that is no longer ready (down,
         draining, gone) or in ``exclude``. Returns the services moved."""
