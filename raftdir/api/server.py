@@ -307,8 +307,15 @@ async def _read_body(request: web.Request, max_body: int) -> bytes:
 
 
 def _decode_body(request: web.Request, raw: bytes) -> Any:
+    """The body as plain data; a problem with the body as a whole (syntax, an empty body)
+    names the field ``body``."""
     fmt = _request_format(request) or JSON
-    return loads_msgpack(raw) if fmt == MSGPACK else loads_json(raw)
+    try:
+        return loads_msgpack(raw) if fmt == MSGPACK else loads_json(raw)
+    except BadRequest as err:
+        if err.field is None:
+            raise BadRequest(f"body: {err.message}", field="body") from None
+        raise
 
 
 def _parse_u64(text: str, name: str) -> int:
@@ -521,7 +528,13 @@ class _Api:
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
                 raw = await _read_body(request, self.max_body)
             if route.body is not None:
-                call.body = from_dict(route.body, _decode_body(request, raw))
+                data = _decode_body(request, raw)
+                try:
+                    call.body = from_dict(route.body, data)
+                except BadRequest as err:
+                    if err.field is not None:
+                        raise
+                    raise BadRequest(f"body: {err.message}", field="body") from None
             elif raw.strip():
                 data = _decode_body(request, raw)
                 if data != {}:

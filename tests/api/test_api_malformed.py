@@ -1,0 +1,130 @@
+"""Malformed input: each gets 400 (naming the field) or 413, and the server keeps serving."""
+
+from __future__ import annotations
+
+import aiohttp
+import msgpack
+import pytest
+
+from fakes import (
+    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, serving,
+)
+
+REGISTER = "/api/v1/workers/register"
+POLL = "/api/v1/workers/poll"
+STATUS = "/api/v1/workers/status"
+SCALE = "/api/v1/internal/scale"
+
+
+def mp(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+# (path, content type, raw body, expected field, a phrase of the message)
+CASES = [
+    # malformed syntax
+    (POLL, MSGPACK, b"\xc1", "body", "malformed msgpack"),
+    (POLL, MSGPACK, mp({"node_id": 1})[:-1], "body", "malformed msgpack"),
+    (POLL, MSGPACK, mp({"node_id": 1}) + b"\x01", "body", "malformed msgpack"),
+    (POLL, MSGPACK, b"", "body", "malformed msgpack"),
+    (POLL, JSON, b'{"node_id": 1,', "body", "malformed JSON"),
+    (POLL, JSON, b"", "body", "malformed JSON"),
+    (POLL, JSON, b'{"node_id": NaN}', "body", "NaN"),
+    (POLL, JSON, b'{"node_id": 1e999}', "body", "finite"),
+    (POLL, JSON, b'{"node_id": "\xff"}', "body", "malformed JSON"),
+    (POLL, "text/plain", b'{"node_id": 1}', "Content-Type", "not supported"),
+    # not a map at the top
+    (POLL, JSON, b"[1, 2]", "body", "expected a map"),
+    (POLL, MSGPACK, mp("node_id"), "body", "expected a map"),
+    # unknown keys, top level and nested
+    (POLL, JSON, b'{"node_id": 1, "lastrevision": 3}', "lastrevision",
+     "did you mean 'last_revision'"),
+    (REGISTER, MSGPACK, mp({"token": GOOD_TOKEN, "profile": {**PROFILE.to_dict(),
+                                                           "apiaddr": "x"}}),
+     "profile.apiaddr", "unknown key"),
+    (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": 0.1, '
+                   b'"memory_used_bytes": 1, "gpu_used": 0}, "containers": '
+                   b'[{"service": "a", "role": "r", "replica": 0, "state": "running", '
+                   b'"pid": 4}]}', "containers[0].pid", "unknown key"),
+    # wrong types and ranges
+    (POLL, JSON, b'{"node_id": "1"}', "node_id", "expected an integer"),
+    (POLL, JSON, b'{"node_id": true}', "node_id", "got bool"),
+    (POLL, JSON, b'{"node_id": 1.0}', "node_id", "got float"),
+    (POLL, MSGPACK, mp({"node_id": 1, "max_wait_secs": 2**32}), "max_wait_secs",
+     "out of range for u32"),
+    (POLL, MSGPACK, mp({"node_id": b"\x01"}), "node_id", "got bytes"),
+    (POLL, JSON, b'{"node_id": null}', "node_id", "must not be null"),
+    (POLL, JSON, b'{}', "node_id", "required field missing"),
+    (SCALE, JSON, b'{"service": "web", "replicas": 2, "spec": [1]}', "spec",
+     "expected a map"),
+    (SCALE, JSON, b'{"service": "", "replicas": 2}', "service", "must not be empty"),
+    (SCALE, JSON, b'{"service": "web", "replicas": 1, "assignments": [{"role": "a", '
+                  b'"indices": [0, 1]}]}', "replicas", "does not match"),
+    (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": "x", '
+                   b'"memory_used_bytes": 1, "gpu_used": 0}}', "resources.cpu_used",
+     "expected a number"),
+    # duplicate keys
+    (POLL, JSON, b'{"node_id": 1, "node_id": 2}', "node_id", "duplicate key"),
+    (POLL, MSGPACK, b"\x82\xa7node_id\x01\xa7node_id\x02", "node_id", "duplicate key"),
+    # msgpack ext types
+    (POLL, MSGPACK, mp({"node_id": msgpack.ExtType(5, b"x")}), "body", "ext type"),
+]
+
+
+@pytest.mark.parametrize("path,ctype,raw,field,phrase", CASES,
+                         ids=[f"{i}-{c[3]}" for i, c in enumerate(CASES)])
+async def test_malformed_bodies_get_400_naming_the_field(path, ctype, raw, field, phrase):
+    cp = FakeControlPlane()
+    nid, secret = cp.add_node()
+    headers = {"Content-Type": ctype, "Authorization": f"Bearer {secret}"}
+    if path == SCALE:
+        headers["Authorization"] = f"Bearer {ADMIN}"
+    async with serving(cp) as api, aiohttp.ClientSession() as s:
+        st, out, _ = await call(s, "POST", api.url + path, raw=raw, headers=headers,
+                                accept=JSON)
+        assert st == 400, out
+        assert out["code"] == "bad_request"
+        assert out["field"] == field, out
+        assert phrase in out["message"], out
+        assert not [c for c in cp.calls if c[0] in ("poll", "report", "register", "scale")]
+        # the server keeps serving
+        st, out, _ = await call(s, "POST", api.url + POLL,
+                                {"node_id": nid, "max_wait_secs": 0},
+                                headers={"Authorization": f"Bearer {secret}"})
+        assert st == 200, out
+
+
+async def test_oversize_bodies_get_413_by_declared_length_and_by_what_arrives():
+    cp = FakeControlPlane()
+    nid, secret = cp.add_node()
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with serving(cp, max_body=1024) as api, aiohttp.ClientSession() as s:
+        url = api.url + POLL
+        big = b'{"node_id": 1, "pad": "' + b"x" * 4000 + b'"}'
+        st, out, _ = await call(s, "POST", url, raw=big, headers={**auth, "Content-Type": JSON})
+        assert (st, out["code"]) == (413, "payload_too_large")
+
+        async def chunks():  # chunked: no Content-Length
+            for _ in range(8):
+                yield b" " * 512
+
+        async with s.post(url, data=chunks(), headers={**auth, "Content-Type": JSON}) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["code"] == "payload_too_large"
+        # exactly at the limit is fine (it is padding whitespace around a valid body)
+        body = b'{"node_id": %d, "max_wait_secs": 0}' % nid
+        exact = body + b" " * (1024 - len(body))
+        st, out, _ = await call(s, "POST", url, raw=exact,
+                                headers={**auth, "Content-Type": JSON})
+        assert st == 200, out
+        st, _, _ = await call(s, "GET", api.url + "/health")
+        assert st == 200
+
+
+async def test_oversize_is_checked_before_auth_decisions_reach_the_control_plane():
+    cp = FakeControlPlane()
+    async with serving(cp, max_body=64) as api, aiohttp.ClientSession() as s:
+        raw = b'{"token": "' + b"t" * 200 + b'"}'
+        st, out, _ = await call(s, "POST", api.url + REGISTER, raw=raw)
+        assert (st, out["code"]) == (413, "payload_too_large")
+        assert not [c for c in cp.calls if c[0] == "register"]
