@@ -256,7 +256,7 @@ async def test_a_node_id_in_the_path_must_be_a_u64(bad, method, suffix):
     ({"valid_for_secs": 60, "max_uses": 2**32}, "max_uses"),
     ({"valid_for_secs": 60, "max_uses": True}, "max_uses"),
     ({"valid_for_secs": 60, "max_uses": 1, "maxuses": 1}, "maxuses"),
-    ([60, 1], None),
+    ([60, 1], "body"),
 ])
 async def test_token_request_is_checked_strictly(body, field):
     cp = FakeControlPlane()
