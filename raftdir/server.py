@@ -405,6 +405,33 @@ class DirectoryServer:
         return {"token": token, "token_id": claims.token_id,
                 "expires_unix_secs": claims.expires_unix_secs, "max_uses": claims.max_uses}
 
+    # -- dynamic membership (``raftdir peers add|remove``; not in the ControlPlane) -------
+    async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
+                       ) -> dict[str, Any]:
+        """Leader only: add one voting Raft peer (one change at a time; start the new peer
+        with the full peer list after this returned)."""
+        await self._change_membership("add_peer", raft_addr)
+        if api_addr:
+            self._raft_to_api[raft_addr] = api_addr
+        return {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr, "added": True}
+
+    async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
+                          ) -> dict[str, Any]:
+        """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
+        await self._change_membership("remove_peer", raft_addr)
+        return {"id": peer_id, "raft_addr": raft_addr, "removed": True}
+
+    async def _change_membership(self, op: str, raft_addr: str) -> None:
+        fn = getattr(self.raft, op, None)
+        if fn is None:
+            raise Conflict(f"{op}: this server runs single-node; membership changes need "
+                           "raft mode", field="raft_addr")
+        self._leading()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, fn, raft_addr)
+        except NotLeader as exc:
+            raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+
     # -- ControlPlane: reads -------------------------------------------------------------
     async def barrier(self) -> None:
         try:

@@ -33,13 +33,14 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from ..auth import bearer_token
 from ..codec import (
-    U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
+    ADDR, U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
-    TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
+    BadRequest, Conflict, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
+    Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
     UnknownService,
 )
 from ..model import (
@@ -50,7 +51,7 @@ from .contract import ControlPlane
 __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
-    "ZLAYER_TOKEN_HEADER", "parked_polls",
+    "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -225,6 +226,45 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# ---------------------------------------------------------------------------- membership
+# Dynamic Raft membership (``raftdir peers add|remove``), one change at a time. Kept apart
+# from ``ROUTES`` so the ControlPlane protocol stays as it is: a control plane that has no
+# ``add_peer`` / ``remove_peer`` (single-node, static, the test fake) answers 409.
+
+@dataclass(frozen=True, kw_only=True)
+class PeerChangeRequest(Wire):
+    """Body of ``POST`` / ``DELETE /api/v1/cluster/peers``: the peer's id, its Raft address
+    and (to add it) its API address."""
+
+    id: int = wire(U64, Presence.REQUIRED)
+    raft_addr: str = wire(ADDR, Presence.REQUIRED)
+    api_addr: str | None = wire(ADDR, Presence.OPTIONAL_OMITTED)
+
+
+def _membership(op: str) -> Callable[[ControlPlane, Call], Any]:
+    def call(cp: ControlPlane, c: Call) -> Any:
+        fn = getattr(cp, op, None)
+        if fn is None:
+            raise Conflict(f"{op}: this server has no dynamic membership (not a raft "
+                           "cluster)", field="raft_addr")
+        if op == "add_peer" and c.body.api_addr is None:
+            raise BadRequest("api_addr: required to add a peer", field="api_addr")
+        return fn(c.body.id, c.body.raft_addr, c.body.api_addr)
+    return call
+
+
+MEMBERSHIP_ROUTES: tuple[Route, ...] = (
+    Route("add_peer", "POST", "/api/v1/cluster/peers", _membership("add_peer"),
+          body=PeerChangeRequest, auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
+          summary="Add one voting Raft peer (leader; one change at a time)."),
+    Route("remove_peer", "DELETE", "/api/v1/cluster/peers", _membership("remove_peer"),
+          body=PeerChangeRequest, auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
+          summary="Remove one Raft peer (stop it first; not the leader itself)."),
+)
+
+
 # ---------------------------------------------------------------------------- negotiation
 
 def _media_type(header: str | None) -> str:
@@ -336,13 +376,11 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 def _node_secret(request: web.Request) -> str | None:
-    from ..auth import bearer_token
     return (bearer_token(request.headers.get("Authorization"))
             or request.headers.get(ZLAYER_TOKEN_HEADER) or None)
 
 
 def _admin_token(request: web.Request) -> str | None:
-    from ..auth import bearer_token
     return bearer_token(request.headers.get("Authorization"))
 
 
@@ -644,7 +682,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
                forward_timeout=forward_timeout, clock=clock)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
-    for route in ROUTES:
+    for route in ROUTES + MEMBERSHIP_ROUTES:
         if route.method == "GET":  # GET routes answer HEAD too (aiohttp sends no body)
             app.router.add_get(route.path, api.handler(route), name=route.name)
         else:
