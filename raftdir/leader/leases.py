@@ -7,15 +7,20 @@ bookkeeping with the clock values passed in; called from the leader's event loop
 Imports ``raftdir.model`` only.
 
 Deadlines after a leader change come from the checkpointed renewal times, so that a
-failover never expires a live node and never keeps a dead one alive for ever:
+failover never expires a live node and never keeps a dead one alive for ever. The leader
+commits a checkpoint every interval (an empty one when nothing was renewed), so the
+state's clock ``k`` when a new leader takes office (before its own barrier) is no older
+than one interval before the old leader stopped. A live node renewed last at ``r`` before
+then, with ``r < k + interval``, and reports again by ``r + ttl``; its checkpointed
+renewal ``c`` is at most one TTL older than ``r`` would need, ``r < c + interval + ttl``.
+The deadline is therefore the smaller of
 
-    A node that reports at least once per TTL renewed at ``r`` before the old leader died.
-    If ``r`` was checkpointed, the checkpoint ``c`` equals ``r``. If not, the old leader
-    died within one checkpoint interval of its last checkpoint, which already held a
-    renewal of this node no older than one TTL: ``r < c + interval + ttl``. Its next
-    report is due by ``r + ttl``, so the deadline ``c + interval + 2*ttl + grace + skew``
-    never expires a live node. A dead node's ``c`` never moves, so its deadline is fixed in
-    wall time however often leaders change (the failure of etcd issue 9888).
+    k + interval + ttl + grace + skew      (tight: bounded by the old leader's last word)
+    c + interval + 2*ttl + grace + skew    (fixed for a node that stopped reporting)
+
+Both are at least ``r + ttl + grace`` for a live node, so a failover never expires it; the
+second never moves for a dead node however often leaders change (the failure of etcd
+issue 9888), so it is marked down after a bounded time.
 
 A node with no checkpoint at all gets ``failover_ttl + grace`` from the leader change.
 """
@@ -61,14 +66,17 @@ class LeaseTable:
 
     # -- arming ----------------------------------------------------------------------
     def arm_after_election(self, node_id: int, *, ttl_secs: int, grace_secs: int,
-                           checkpointed_ms: int, now_mono: float, now_wall_ms: int,
-                           checkpoint_interval_secs: float, failover_ttl_secs: int) -> None:
-        """The deadline of a ready node right after this peer became leader."""
+                           checkpointed_ms: int, state_clock_ms: int, now_mono: float,
+                           now_wall_ms: int, checkpoint_interval_secs: float,
+                           failover_ttl_secs: int) -> None:
+        """The deadline of a ready node right after this peer became leader.
+        ``state_clock_ms``: the directory's clock before this leader's first write."""
         if checkpointed_ms <= 0:
             deadline = now_mono + failover_ttl_secs + grace_secs
         else:
-            due_wall_ms = (checkpointed_ms + 1000 * (checkpoint_interval_secs + 2 * ttl_secs
-                           + grace_secs + self.policy.skew_allowance_secs))
+            slack = self.policy.skew_allowance_secs + grace_secs + checkpoint_interval_secs
+            due_wall_ms = 1000 * slack + min(state_clock_ms + 1000 * ttl_secs,
+                                             checkpointed_ms + 2000 * ttl_secs)
             deadline = now_mono + (due_wall_ms - now_wall_ms) / 1000.0
         self.entries[node_id] = LeaseEntry(ttl_secs, grace_secs, deadline,
                                            renewed_ms=checkpointed_ms,

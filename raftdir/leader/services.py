@@ -102,6 +102,7 @@ class LeaderServices:
         """Barrier in this term, bootstrap, register the peers, arm every deadline."""
         server = self.server
         settings = server.settings
+        state_clock_ms = server.read(lambda d: d.now_ms)  # the old leader's last word
         await server.propose(Barrier(term=self.term))
         if server.read(lambda d: d.cluster_id) is None:
             try:
@@ -127,7 +128,7 @@ class LeaderServices:
             self.leases.arm_after_election(
                 node["node_id"], ttl_secs=max(node["ttl_secs"], longest),
                 grace_secs=node["grace_secs"], checkpointed_ms=node["renewed_ms"],
-                now_mono=now_mono, now_wall_ms=now_wall,
+                state_clock_ms=state_clock_ms, now_mono=now_mono, now_wall_ms=now_wall,
                 checkpoint_interval_secs=settings.checkpoint_interval,
                 failover_ttl_secs=ttl.failover_ttl_secs)
         await self.reconcile()
@@ -154,9 +155,9 @@ class LeaderServices:
         return went
 
     async def checkpoint_once(self) -> int:
+        """Commit the renewals since the last checkpoint; an empty checkpoint still
+        commits, so the state's clock tells a successor how recent the last one was."""
         entries = self.leases.pending_checkpoint()
-        if not entries:
-            return 0
         await self.server.propose(RenewCheckpoint(term=self.term, entries=tuple(entries)))
         self.leases.checkpointed(entries)
         return len(entries)

@@ -27,24 +27,32 @@ def test_a_report_moves_the_deadline():
 
 
 def test_failover_deadline_covers_a_live_node_and_is_fixed_for_a_dead_one():
-    # checkpoint c at wall 1_000_000 ms, interval 5 s, ttl 30, grace 10, skew 2:
-    # due at c + 5 + 60 + 10 + 2 = c + 77 s.
-    for elected_at_ms in (1_010_000, 1_050_000, 1_070_000):
-        t = table(skew_allowance_secs=2)
+    # interval 5 s, ttl 30, grace 10, skew 2: slack 17 s.
+    # k-bound: state clock + 30 + 17; c-bound: checkpoint + 60 + 17.
+    t = table(skew_allowance_secs=2)
+    t.arm_after_election(7, ttl_secs=30, grace_secs=10, checkpointed_ms=1_000_000,
+                         state_clock_ms=1_004_000, now_mono=500.0, now_wall_ms=1_006_000,
+                         checkpoint_interval_secs=5, failover_ttl_secs=300)
+    assert abs(t.time_left(7, 500.0) - (1_004 + 47 - 1_006)) < 1e-9     # k-bound: 45 s
+    # a dead node under a stream of leaders: the state clock keeps moving, the c-bound not
+    for clock_ms in (1_100_000, 5_000_000):
         t.arm_after_election(7, ttl_secs=30, grace_secs=10, checkpointed_ms=1_000_000,
-                             now_mono=500.0, now_wall_ms=elected_at_ms,
+                             state_clock_ms=clock_ms, now_mono=500.0, now_wall_ms=clock_ms,
                              checkpoint_interval_secs=5, failover_ttl_secs=300)
-        left = t.time_left(7, 500.0)
-        assert abs(left - (77 - (elected_at_ms - 1_000_000) / 1000)) < 1e-9
-    # a live node renewed at most interval+ttl after c and reports within ttl: never expired
-    worst_next_report_ms = 1_000_000 + (5 + 30) * 1000 + 30 * 1000
-    assert worst_next_report_ms < 1_000_000 + 77_000
+        due_wall = 1_000 + 77
+        assert abs(t.time_left(7, 500.0) - (due_wall - clock_ms / 1000)) < 1e-9
+    # a live node: renewed at r < k + interval, reports by r + ttl: never past the deadline
+    k, c = 1_004_000, 1_000_000
+    for r in (c, k, k + 4_999):
+        if r < c + 35_000:                   # r < c + interval + ttl (the invariant)
+            deadline_wall = 17_000 + min(k + 30_000, c + 60_000)
+            assert r + 30_000 + 10_000 <= deadline_wall
 
 
 def test_node_without_checkpoint_gets_the_failover_ttl():
     t = table()
-    t.arm_after_election(8, ttl_secs=30, grace_secs=10, checkpointed_ms=0, now_mono=0.0,
-                         now_wall_ms=123, checkpoint_interval_secs=5, failover_ttl_secs=300)
+    t.arm_after_election(8, ttl_secs=30, grace_secs=10, checkpointed_ms=0,
+                         state_clock_ms=0, now_mono=0.0, now_wall_ms=123, checkpoint_interval_secs=5, failover_ttl_secs=300)
     assert t.time_left(8, 0.0) == 310.0
 
 

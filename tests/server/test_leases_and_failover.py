@@ -191,3 +191,36 @@ async def test_drain_moves_the_share_and_sends_a_drain_event():
         assert [e.TAG for e in reply.events] == ["drain", "delete"]   # drain, then moved
     finally:
         await h.server.stop()
+
+
+async def fail_over(h, term: int) -> None:
+    """Hand leadership to a fresh LeaderServices of ``term`` (a new leader on the same
+    applied state: soft state is lost, hard state stays)."""
+    await h.server._change_leadership(False, term - 1)
+    await h.server._change_leadership(True, term)
+    await until(h.server.is_leader)
+
+
+@run
+async def test_failovers_never_expire_a_live_worker_and_never_keep_a_dead_one():
+    h = await harness()
+    try:
+        live, dead = await h.register(2)
+        last_dead_renewal = h.clock.monotonic()
+        term = 1
+        down_at = None
+        for step in range(40):                  # 40 x 2.5 s = 100 s, a failover every 7.5 s
+            await h.advance(2.5)
+            if step % 2 == 0:
+                await h.report(live)
+            if step % 3 == 2:
+                term += 1
+                await fail_over(h, term)
+            assert h.state(live.node_id) == "ready", f"live worker expired at step {step}"
+            if down_at is None and h.state(dead.node_id) == "down":
+                down_at = h.clock.monotonic()
+        assert down_at is not None, "a dead worker outlived every leader"
+        # c + interval + 2 ttl + grace + skew, plus one sweep tick of lateness
+        assert down_at - last_dead_renewal <= 5 + 2 * 10 + 10 + 2 + 2.5
+    finally:
+        await h.server.stop()
