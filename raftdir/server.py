@@ -441,9 +441,12 @@ class DirectoryServer:
 
     def service_state(self, service: str) -> dict[str, Any]:
         leader = self._leading()
-        holders = list((self.read(lambda d: d.placement(service)) or {}).keys())
+        placement = self.read(lambda d: d.placement(service)) or {}
         reports = {n: e.report for n, e in leader.leases.entries.items() if e.report}
-        return service_view(service, reports, holders).to_dict()
+        view = service_view(service, reports, placement).to_dict()
+        view["assigned"] = [{"node_id": n, "replicas": sum(len(i) for i in roles.values())}
+                            for n, roles in sorted(placement.items())]
+        return view
 
     def service_containers(self, service: str) -> list[dict[str, Any]]:
         return [c for n in self.service_state(service)["nodes"] for c in n["containers"]]
