@@ -21,6 +21,7 @@ server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 import logging
 import math
@@ -168,7 +169,7 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, Forbidden, Reregister, UnknownNode),
+          errors=(Unauthorized, Forbidden, Reregister),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
                   "WorkerPollResponse). Answered by any server; never forwarded."),
     Route("status", "POST", "/api/v1/workers/status",
@@ -402,9 +403,9 @@ class _ApiMetrics:
         hist = self.latency.get(route)
         if hist is None:
             hist = self.latency[route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
-        for i, bound in enumerate(_LATENCY_BUCKETS):
-            if seconds <= bound:
-                hist[i] += 1
+        i = bisect.bisect_left(_LATENCY_BUCKETS, seconds)  # its own bucket; cumulated later
+        if i < len(_LATENCY_BUCKETS):
+            hist[i] += 1
         hist[-2] += seconds
         hist[-1] += 1
 
@@ -457,9 +458,11 @@ def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
     lines.append("# TYPE raftdir_api_request_duration_seconds histogram")
     for route, hist in sorted(m.latency.items()):
         lab = _label(route)
+        cumulative = 0
         for i, bound in enumerate(_LATENCY_BUCKETS):
+            cumulative += int(hist[i])
             lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
-                         f'le="{bound}"}} {int(hist[i])}')
+                         f'le="{bound}"}} {cumulative}')
         lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
                      f'le="+Inf"}} {int(hist[-1])}')
         lines.append(f'raftdir_api_request_duration_seconds_sum{{route="{lab}"}} '

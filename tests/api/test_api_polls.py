@@ -165,3 +165,14 @@ async def test_metrics_survive_a_failing_control_plane():
         st, text, ctype = await call(s, "GET", api.url + "/metrics", accept=JSON)
         assert st == 200 and "raftdir_metrics_errors_total 1" in text
         check_prometheus_text(text)
+
+
+async def test_latency_buckets_are_cumulative():
+    cp = FakeControlPlane()
+    async with serving(cp) as api, aiohttp.ClientSession() as s:
+        for _ in range(4):
+            await call(s, "GET", api.url + "/health")
+        text = (await call(s, "GET", api.url + "/metrics"))[1]
+    counts = [int(m) for m in re.findall(
+        r'raftdir_api_request_duration_seconds_bucket\{route="/health",le="[^"]+"\} (\d+)', text)]
+    assert counts == sorted(counts) and counts[-1] == 4
