@@ -181,6 +181,8 @@ def parse_addr(text: str) -> tuple[str, int]:
     """Split and check ``host:port`` (wire-types.md §1 *addr*). Returns the host in canonical
     form (IPv6 compressed, lowercase, without brackets) and the port. Raises ValueError with
     the problem."""
+    if "://" in text:
+        raise ValueError("expected host:port, not a URL")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:

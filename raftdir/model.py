@@ -32,10 +32,13 @@ __all__ = [
     "WorkerAssignmentEvent", "SetEvent", "DeleteEvent", "DrainEvent",
     "WorkerStatusReport", "WorkerContainerStatus", "WorkerResourceUsage", "WorkerStatusAck",
     "InternalScaleRequest", "ScaleAssignment", "NodeServiceState", "ClusterContainerSummary",
-    "container_name", "WIRE_TYPES", "CONTAINER_STATES", "U32_MAX",
+    "container_name", "WIRE_TYPES", "CONTAINER_STATES", "U32_MAX", "MAX_LEGACY_REPLICAS",
 ]
 
 U32_MAX = 2**32 - 1
+#: The most replicas a legacy-shape scale order may expand to (the u32 field would
+#: otherwise let one request allocate billions of indices).
+MAX_LEGACY_REPLICAS = 100_000
 OPT = Presence.OPTIONAL_OMITTED
 OPT_NULL = Presence.OPTIONAL_NULL
 DEF = Presence.DEFAULT
@@ -510,6 +513,9 @@ class InternalScaleRequest(Wire):
             return self.assignments
         if self.replicas == 0:
             return ()
+        if self.replicas > MAX_LEGACY_REPLICAS:
+            raise _fail("replicas", f"{self.replicas} is above the limit of "
+                                    f"{MAX_LEGACY_REPLICAS} replicas per service")
         return (ScaleAssignment(role="default", indices=tuple(range(self.replicas))),)
 
     def container_names(self) -> list[str]:

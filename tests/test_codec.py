@@ -856,9 +856,8 @@ def test_malformed_bytes():
     (":80", "':80': '' is neither an IP address nor a DNS name"),
     ("10.0.0.1\n:80", "'10.0.0.1\\n:80': '10.0.0.1\\n' is neither an IP address nor a "
                       "DNS name"),
-    # a URL is not an addr (only endpoints take a scheme); the ':' in the host trips it
-    ("http://10.0.0.1:80", "'http://10.0.0.1:80': an IPv6 address must be in brackets, as "
-                           "[addr]:port"),
+    # a URL is not an addr (only endpoints take a scheme)
+    ("http://10.0.0.1:80", "'http://10.0.0.1:80': expected host:port, not a URL"),
 ])
 def test_bad_addr(addr, problem):
     doc = json.loads(GOLDEN_STATIC)

@@ -428,3 +428,13 @@ def test_golden_like_yaml_shape_of_zlayer_server_validates():
     assert "worker_grpc_addr" not in out
     assert out == {k: v for k, v in doc.items() if k != "worker_grpc_addr"}
     assert RaftPeer(id=2, raft_addr="10.0.0.2:9000", api_addr="10.0.0.2:3669") in mode.peers
+
+
+def test_a_legacy_scale_cannot_expand_to_billions_of_indices():
+    import pytest as _pytest
+    from raftdir import BadRequest, InternalScaleRequest
+    from raftdir.model import MAX_LEGACY_REPLICAS
+    assert len(InternalScaleRequest.legacy("web", MAX_LEGACY_REPLICAS).groups()[0].indices) \
+        == MAX_LEGACY_REPLICAS
+    with _pytest.raises(BadRequest, match="replicas: 4294967295 is above the limit"):
+        InternalScaleRequest.legacy("web", 2**32 - 1).groups()
