@@ -184,12 +184,13 @@ class RaftdirClient:
                                                        headers, per_attempt, query)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 failures[target] = exc
-                if isinstance(exc, asyncio.TimeoutError) and write:
+                # A write that may have reached a server (anything but a failed connect)
+                # may have committed: the caller must learn that, not "unreachable".
+                if write and not isinstance(exc, (aiohttp.ClientConnectorError,
+                                                  ConnectionRefusedError)):
                     last = TimeoutOutcomeUnknown(
-                        f"{method} {path} at {target}: no answer in {per_attempt:g} s; the "
-                        "write may still commit: retry with the same request id")
-                else:
-                    last = None
+                        f"{method} {path} at {target}: {_describe(exc)}; the write may still "
+                        "commit: retry with the same request id")
                 if pinned:
                     raise last or Unreachable(f"{target}: {_describe(exc)}", failures) from exc
                 unreachable_in_round.add(target)

@@ -596,7 +596,11 @@ class _Api:
                         and FORWARDED_HEADER not in request.headers:
                     return await self._forward(route, request, raw, err)
                 raise
-            return _respond(request, route.encode(result, call))
+            try:
+                return _respond(request, route.encode(result, call))
+            except BadRequest as exc:  # our own answer does not encode: a bug here
+                raise RuntimeError(f"cannot encode the answer of {route.name}: "
+                                   f"{exc.message}") from exc
 
         handle.__name__ = f"handle_{route.name}"
         return handle

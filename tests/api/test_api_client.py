@@ -288,3 +288,23 @@ def test_backoff_grows_with_jitter_up_to_the_cap():
     for n, ceiling in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
         for _ in range(20):
             assert ceiling / 2 <= c.backoff_delay(n) <= ceiling
+
+
+async def test_a_write_whose_connection_drops_ends_as_outcome_unknown_not_unreachable():
+    async def hang_up(reader, writer):
+        await reader.read(1)  # the request has started to arrive
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clock = RecordingClock()
+    try:
+        async with RaftdirClient([f"127.0.0.1:{port}"], clock=clock, retries=1,
+                                 admin_token=ADMIN) as c:
+            with pytest.raises(TimeoutOutcomeUnknown, match="may still commit"):
+                await c.create_token(5, 1)
+            with pytest.raises(Unreachable):  # a read is simply unreachable
+                await c.workers()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -324,3 +324,12 @@ async def test_scale_rejections_from_the_control_plane_name_their_field():
         st, out, _ = await call(s, "POST", api.url + "/api/v1/internal/scale",
                                 {"service": "web", "replicas": 1}, headers=admin())
         assert (st, out["field"]) == (400, "replicas")
+
+
+@pytest.mark.parametrize("fmt", [MSGPACK, JSON])
+async def test_an_answer_that_cannot_be_encoded_is_a_500_not_a_400(fmt):
+    cp = FakeControlPlane()
+    cp.workers = lambda: [{"node_id": 1, "odd": {1, 2}}]  # a set: a bug in the server
+    async with serving(cp) as api, aiohttp.ClientSession() as s:
+        st, out, _ = await call(s, "GET", api.url + "/api/v1/cluster/workers", accept=fmt)
+        assert (st, out["code"]) == (500, "internal")
