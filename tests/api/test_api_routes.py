@@ -299,7 +299,8 @@ async def test_request_ids_and_consistent_reads():
         assert (st, out["field"]) == (400, "consistent")
 
 
-async def test_unknown_paths_methods_and_bugs_are_answered_and_the_server_keeps_serving():
+async def test_unknown_paths_methods_and_bugs_are_answered_and_the_server_keeps_serving(
+        caplog):
     cp = FakeControlPlane()
     async with serving(cp) as api, aiohttp.ClientSession() as s:
         st, out, ctype = await call(s, "GET", api.url + "/api/v2/nothing")
@@ -310,6 +311,8 @@ async def test_unknown_paths_methods_and_bugs_are_answered_and_the_server_keeps_
         st, out, _ = await call(s, "GET", api.url + "/api/v1/cluster/workers")
         assert (st, out["code"]) == (500, "internal")
         assert "a bug" not in out["message"]  # no internals leak
+        assert any(r.name == "raftdir.api" and r.exc_info and "a bug" in str(r.exc_info[1])
+                   for r in caplog.records)  # but the log has them
         cp.inject("workers", RaftdirError("base error"))
         st, out, _ = await call(s, "GET", api.url + "/api/v1/cluster/workers")
         assert (st, out["code"]) == (500, "internal")
