@@ -290,6 +290,18 @@ class RaftdirClient:
                                 {"valid_for_secs": valid_for_secs, "max_uses": max_uses},
                                 auth="admin", write=True)
 
+    async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str) -> dict[str, Any]:
+        """Add one voting Raft peer (admin; the leader makes one change at a time)."""
+        return await self._call("POST", "/api/v1/cluster/peers",
+                                {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr},
+                                auth="admin", write=True)
+
+    async def remove_peer(self, peer_id: int, raft_addr: str) -> dict[str, Any]:
+        """Remove one Raft peer (admin; stop it first; not the leader itself)."""
+        return await self._call("DELETE", "/api/v1/cluster/peers",
+                                {"id": peer_id, "raft_addr": raft_addr}, auth="admin",
+                                write=True)
+
     # -- reads ----------------------------------------------------------------------------------
     async def peers(self, *, server: str | None = None, consistent: bool = False
                     ) -> dict[str, Any]:

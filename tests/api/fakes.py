@@ -219,6 +219,18 @@ class FakeControlPlane:
         return {"token": GOOD_TOKEN, "token_id": "t1",
                 "expires_unix_secs": 1_767_225_600 + valid_for_secs, "max_uses": max_uses}
 
+    async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
+                       ) -> dict[str, Any]:
+        self._enter("add_peer", (peer_id, raft_addr, api_addr))
+        self._write()
+        return {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr, "added": True}
+
+    async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
+                          ) -> dict[str, Any]:
+        self._enter("remove_peer", (peer_id, raft_addr, api_addr))
+        self._write()
+        return {"id": peer_id, "raft_addr": raft_addr, "removed": True}
+
     async def barrier(self) -> None:
         self._enter("barrier")
         self.barriers += 1

@@ -63,6 +63,8 @@ async def test_every_client_method_round_trips():
             token = await c.create_token(3600, 5)
             assert token["max_uses"] == 5
             assert (await c.evict(reg.node_id))["removed"] is True
+            assert (await c.add_peer(4, "127.0.0.1:9004", "127.0.0.1:3674"))["added"] is True
+            assert (await c.remove_peer(4, "127.0.0.1:9004"))["removed"] is True
             assert (await c.health())["is_leader"] is True
             assert "raftdir_api_requests_total" in await c.metrics(api.url)
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raftdir.api.server import ROUTES
+from raftdir.api.server import MEMBERSHIP_ROUTES, ROUTES
+
+ALL = ROUTES + MEMBERSHIP_ROUTES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -18,7 +20,7 @@ def sections() -> dict[str, str]:
     return {p.splitlines()[0]: p for p in parts}
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=[r.name for r in ROUTES])
+@pytest.mark.parametrize("route", ALL, ids=[r.name for r in ALL])
 def test_every_route_is_documented_with_its_errors(route):
     found = [body for head, body in sections().items() if head.endswith(" " + route.path)
              and route.method in head.split(" ")[0:3]]
@@ -35,6 +37,6 @@ def test_every_route_is_documented_with_its_errors(route):
 
 def test_the_endpoint_table_lists_every_route_and_metrics():
     text = DOC.read_text()
-    for route in ROUTES:
+    for route in ALL:
         assert f"`{route.path}`" in text, route.path
     assert "`/metrics`" in text

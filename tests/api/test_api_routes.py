@@ -9,7 +9,7 @@ from fakes import (
     ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, USED_UP_TOKEN, FakeControlPlane, call,
     serving,
 )
-from raftdir.api.server import ROUTES
+from raftdir.api.server import MEMBERSHIP_ROUTES, ROUTES
 from raftdir.errors import BadRequest, NotLeader, RaftdirError
 
 STATUS_BODY = {
@@ -25,7 +25,9 @@ CP_METHOD = {
     "service_state": "service_state", "service_containers": "service_containers",
     "peers": "peer_status", "workers": "workers", "leases": "leases", "drain": "drain",
     "deregister": "deregister", "create_token": "create_token", "health": None,
+    "add_peer": "add_peer", "remove_peer": "remove_peer",
 }
+ALL_ROUTES = ROUTES + MEMBERSHIP_ROUTES
 
 
 def admin() -> dict:
@@ -59,11 +61,16 @@ def valid_request(route_name: str, cp: FakeControlPlane, base: str):
         "create_token": ("POST", "/api/v1/cluster/tokens",
                          {"valid_for_secs": 3600, "max_uses": 2}, admin()),
         "health": ("GET", "/health", None, {}),
+        "add_peer": ("POST", "/api/v1/cluster/peers",
+                     {"id": 4, "raft_addr": "127.0.0.1:9004", "api_addr": "127.0.0.1:3674"},
+                     admin()),
+        "remove_peer": ("DELETE", "/api/v1/cluster/peers",
+                        {"id": 4, "raft_addr": "127.0.0.1:9004"}, admin()),
     }[route_name]
 
 
 def test_the_route_table_covers_every_route_once():
-    assert sorted(r.name for r in ROUTES) == sorted(CP_METHOD)
+    assert sorted(r.name for r in ALL_ROUTES) == sorted(CP_METHOD)
 
 
 @pytest.mark.parametrize("fmt", [MSGPACK, JSON])
@@ -152,7 +159,7 @@ async def test_answer_format_follows_accept_then_the_request():
         assert (status, out["code"], ctype) == (401, "unauthorized", MSGPACK)
 
 
-ERROR_CASES = [(r.name, e) for r in ROUTES for e in r.errors]
+ERROR_CASES = [(r.name, e) for r in ALL_ROUTES for e in r.errors]
 
 
 @pytest.mark.parametrize("route_name,error", ERROR_CASES,
@@ -336,3 +343,28 @@ async def test_an_answer_that_cannot_be_encoded_is_a_500_not_a_400(fmt):
     async with serving(cp) as api, aiohttp.ClientSession() as s:
         st, out, _ = await call(s, "GET", api.url + "/api/v1/cluster/workers", accept=fmt)
         assert (st, out["code"]) == (500, "internal")
+
+
+@pytest.mark.parametrize("fmt", [MSGPACK, JSON])
+async def test_peer_membership_changes(fmt):
+    cp = FakeControlPlane()
+    async with serving(cp) as api, aiohttp.ClientSession() as s:
+        url = api.url + "/api/v1/cluster/peers"
+        add = {"id": 4, "raft_addr": "127.0.0.1:9004", "api_addr": "127.0.0.1:3674"}
+        st, out, ctype = await call(s, "POST", url, add, fmt=fmt, headers=admin())
+        assert (st, ctype, out["added"]) == (200, fmt, True)
+        assert ("add_peer", (4, "127.0.0.1:9004", "127.0.0.1:3674")) in cp.calls
+        st, out, _ = await call(s, "DELETE", url, {"id": 4, "raft_addr": "127.0.0.1:9004"},
+                                fmt=fmt, headers=admin())
+        assert (st, out["removed"]) == (200, True)
+        st, out, _ = await call(s, "POST", url, {"id": 4, "raft_addr": "127.0.0.1:9004"},
+                                fmt=fmt, headers=admin())
+        assert (st, out["field"]) == (400, "api_addr")
+        st, out, _ = await call(s, "POST", url, {**add, "raft_addr": "nowhere"}, fmt=fmt,
+                                headers=admin())
+        assert (st, out["field"]) == (400, "raft_addr")
+        st, out, _ = await call(s, "POST", url, add, fmt=fmt)
+        assert (st, out["code"]) == (401, "unauthorized")
+        cp.add_peer = None  # a control plane without dynamic membership
+        st, out, _ = await call(s, "POST", url, add, fmt=fmt, headers=admin())
+        assert (st, out["code"]) == (409, "conflict")
