@@ -243,6 +243,8 @@ def state_to_snapshot(hs: HardState) -> dict[str, Any]:
     }
 
 
+_LABELS_AT = NodeRecord.FIELDS.index("labels")
+
 _SNAPSHOT_KEYS = ("format", "cluster_id", "revision", "compacted_revision", "max_term",
                   "now_ms", "next_node_id", "max_request_ids", "node_fields", "nodes",
                   "token_uses", "services", "log", "request_ids")
@@ -276,12 +278,20 @@ def state_from_snapshot(data: Any) -> HardState:
         hs.max_term = data["max_term"]
         hs.now_ms = data["now_ms"]
         hs.next_node_id = data["next_node_id"]
+        width = len(NodeRecord.FIELDS)
+        nodes = hs.nodes
+        counts = hs.counts
+        intern = sys.intern
         for row in data["nodes"]:
-            kw = dict(zip(NodeRecord.FIELDS, row, strict=True))
-            kw["labels"] = tuple((sys.intern(k), sys.intern(v)) for k, v in kw["labels"])
-            rec = NodeRecord(**kw)
-            hs.nodes[rec.node_id] = rec
-            hs.count(rec.kind, rec.state, 1)
+            if len(row) != width:
+                raise ValueError(f"node row of {len(row)} fields, expected {width}")
+            row = list(row)
+            row[_LABELS_AT] = tuple((intern(k), intern(v)) for k, v in row[_LABELS_AT]) \
+                if row[_LABELS_AT] else _EMPTY_LABELS
+            rec = NodeRecord(*row)
+            nodes[rec.node_id] = rec
+            key = (rec.kind, rec.state)
+            counts[key] = counts.get(key, 0) + 1
         for tid, n in data["token_uses"]:
             hs.token_uses[tid] = n
         specs: dict[bytes, bytes] = {}
