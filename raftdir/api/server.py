@@ -40,9 +40,9 @@ from ..codec import (
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Conflict, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
-    Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
-    UnknownService,
+    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, PayloadTooLarge,
+    RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
+    Unauthorized, UnknownNode, UnknownService,
 )
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
@@ -157,13 +157,16 @@ def _health(cp: ControlPlane, call: Call) -> dict[str, Any]:
 
 
 _WRITE_ERRORS = (NotLeader, NoLeader, TimeoutOutcomeUnknown)
+#: What a plain read can answer: only its ``?consistent=1`` barrier fails (421 when a
+#: follower cannot hand it to the leader).
+_READ_ERRORS = (NotLeader, NoLeader, TimeoutOutcomeUnknown)
 _ADMIN_ERRORS = (Unauthorized,)
 
 ROUTES: tuple[Route, ...] = (
     Route("register", "POST", "/api/v1/workers/register",
           lambda cp, c: cp.register(c.body, c.request_id),
           body=WorkerRegisterRequest, forward=True,
-          errors=(TokenInvalid, TokenExhausted) + _WRITE_ERRORS,
+          errors=(TokenInvalid, TokenExhausted, Conflict) + _WRITE_ERRORS,
           summary="Register a worker with a join token (WorkerRegisterRequest -> "
                   "WorkerRegisterResponse)."),
     Route("poll", "POST", "/api/v1/workers/poll",
@@ -181,7 +184,7 @@ ROUTES: tuple[Route, ...] = (
     Route("scale", "POST", "/api/v1/internal/scale",
           lambda cp, c: cp.scale(c.body, c.request_id),
           body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
-          errors=_ADMIN_ERRORS + (BadRequest,) + _WRITE_ERRORS,
+          errors=_ADMIN_ERRORS + (BadRequest, NodeNotReady, Conflict) + _WRITE_ERRORS,
           summary="Scale a service; returns the per-node split."),
     Route("service_state", "GET", "/api/v1/internal/services/{service}/state",
           lambda cp, c: cp.service_state(c.params["service"]),
@@ -196,30 +199,30 @@ ROUTES: tuple[Route, ...] = (
                   "list; leader only)."),
     Route("peers", "GET", "/api/v1/cluster/peers",
           lambda cp, c: cp.peer_status(), read=True,
-          errors=(NoLeader, TimeoutOutcomeUnknown),
+          errors=_READ_ERRORS,
           summary="This peer's Raft status."),
     Route("workers", "GET", "/api/v1/cluster/workers",
           lambda cp, c: cp.workers(), read=True,
-          errors=(NoLeader, TimeoutOutcomeUnknown),
+          errors=_READ_ERRORS,
           summary="Every node of the directory: node_id, kind, state, profile, ..."),
     Route("leases", "GET", "/api/v1/cluster/leases",
           lambda cp, c: cp.leases(), read=True, encode=_encode_leases,
-          errors=(NoLeader, TimeoutOutcomeUnknown),
+          errors=_READ_ERRORS,
           summary="Every worker's WorkerLease plus ttl_left_secs (null when unknown here)."),
     Route("drain", "POST", "/api/v1/workers/{id}/drain",
           lambda cp, c: cp.drain(c.params["id"], c.request_id),
           auth="admin", forward=True,
-          errors=_ADMIN_ERRORS + (UnknownNode,) + _WRITE_ERRORS,
+          errors=_ADMIN_ERRORS + (BadRequest, UnknownNode, Conflict) + _WRITE_ERRORS,
           summary="Drain a node: no new placement; its share moves away."),
     Route("deregister", "DELETE", "/api/v1/workers/{id}",
           lambda cp, c: cp.deregister(c.params["id"], c.request_id),
           auth="admin", forward=True,
-          errors=_ADMIN_ERRORS + (UnknownNode,) + _WRITE_ERRORS,
+          errors=_ADMIN_ERRORS + (BadRequest, UnknownNode, Conflict) + _WRITE_ERRORS,
           summary="Remove a node's record (it must register again)."),
     Route("create_token", "POST", "/api/v1/cluster/tokens",
           lambda cp, c: cp.create_token(c.body.valid_for_secs, c.body.max_uses),
           body=CreateTokenRequest, auth="admin", forward=True,
-          errors=_ADMIN_ERRORS + _WRITE_ERRORS,
+          errors=_ADMIN_ERRORS + (Conflict,) + _WRITE_ERRORS,
           summary="Issue a join token."),
     Route("health", "GET", "/health", _health,
           summary="Liveness: {ok, node_id, is_leader, leader}. HEAD answers the same "
@@ -581,9 +584,12 @@ class _Api:
                 if data != {}:
                     raise BadRequest("body: this endpoint takes no body (or an empty map)",
                                      field="body")
-            if route.read and _flag(request, "consistent"):
-                await self.cp.barrier()
+            consistent = route.read and _flag(request, "consistent")
             try:
+                if consistent:
+                    # A follower that cannot commit the barrier itself hands the whole
+                    # read to the leader (below), which can.
+                    await self.cp.barrier()
                 if route.parks:
                     result = await self._parked(route, call)
                 elif route.forward and request.method != "GET":
@@ -592,7 +598,7 @@ class _Api:
                 else:
                     result = await _maybe_await(route.call(self.cp, call))
             except NotLeader as err:
-                if route.forward and self.forward_enabled and err.leader \
+                if (route.forward or consistent) and self.forward_enabled and err.leader \
                         and FORWARDED_HEADER not in request.headers:
                     return await self._forward(route, request, raw, err)
                 raise

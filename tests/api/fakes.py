@@ -50,6 +50,7 @@ class FakeControlPlane:
         self.barriers = 0
         self.next_id = 1_000_000
         self.waiting = 0
+        self.leaderless_barrier_fails = False
         self._cond: asyncio.Condition | None = None
 
     # -- test controls ----------------------------------------------------------------
@@ -233,6 +234,8 @@ class FakeControlPlane:
 
     async def barrier(self) -> None:
         self._enter("barrier")
+        if self.leaderless_barrier_fails:
+            self._write()  # like the real server: only the leader commits a barrier
         self.barriers += 1
 
     def service_state(self, service: str) -> dict[str, Any]:

@@ -148,3 +148,23 @@ async def test_a_leader_that_does_not_answer_in_time_gives_504():
                                     headers={"X-Request-Id": "slow-1"})
             assert (st, out["code"]) == (504, "timeout_outcome_unknown")
             stuck.set()
+
+
+async def test_a_consistent_read_a_follower_cannot_barrier_goes_to_the_leader():
+    async with aiohttp.ClientSession() as s:
+        leader_cp = FakeControlPlane(1)
+        leader_cp.add_node(1_000_000)
+        async with serving(leader_cp) as leader:
+            follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
+            follower_cp.leaderless_barrier_fails = True
+            async with serving(follower_cp) as follower:
+                url = follower.url + "/api/v1/cluster/workers"
+                st, out, _ = await call(s, "GET", url + "?consistent=1")
+                assert st == 200 and [w["node_id"] for w in out] == [1_000_000]
+                assert leader_cp.barriers == 1
+                st, out, _ = await call(s, "GET", url)  # a plain read stays local
+                assert st == 200 and out == []
+            async with serving(follower_cp, forward=False) as follower:
+                st, out, _ = await call(s, "GET", follower.url + "/api/v1/cluster/peers"
+                                        "?consistent=1")
+                assert (st, out["code"], out["leader"]) == (421, "not_leader", leader.url)
