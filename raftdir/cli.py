@@ -1,33 +1,488 @@
 """The ``raftdir`` command line: a thin click layer over the library.
 
-Owns: argument parsing, output formatting and exit codes (0 ok, 1 the operation failed,
-2 usage or configuration error). Runs in the caller's main thread. Nothing here holds
-logic the library lacks; every command calls the embedding API or the client.
+Owns: argument parsing, output formatting (one table renderer, ``render_table``, used by
+every listing; ``--json`` everywhere a listing is printed) and exit codes: 0 ok, 1 the
+operation failed (the message names the peer and the reason), 2 usage or configuration
+error. Runs in the caller's main thread; network commands run one ``asyncio.run`` each.
+Nothing here holds logic the library lacks: ``serve`` and ``worker`` run
+``raftdir.daemon.Daemon``, the other commands call ``raftdir.api.client.RaftdirClient``,
+``secret`` and ``token admin`` call ``raftdir.replication.secret`` and ``raftdir.auth``.
+
+Where the commands find things: the servers from ``--server`` (repeatable or
+comma-separated) or ``$RAFTDIR_SERVER``; the admin token from ``--token-file`` or
+``$RAFTDIR_ADMIN_TOKEN``.
+
+Must not be imported by the library (the core, the server, the API, the agent).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import functools
+import json
+import logging
+import os
+import re
+import signal
+import socket
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
 import click
 
 from . import __version__
 from .codec import dumps_json, to_dict
+from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
-from .errors import ConfigError
+from .errors import ConfigError, RaftdirError, Unauthorized
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "render_table"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+SERVER_ENV = "RAFTDIR_SERVER"
+TOKEN_ENV = "RAFTDIR_ADMIN_TOKEN"
+DEBUG_ENV = "RAFTDIR_DEBUG"
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+log = logging.getLogger("raftdir.cli")
+
+
+# ============================================================================ errors
+
+class Failed(click.ClickException):
+    """The operation failed (exit 1); printed as ``error: <message>``."""
+
+    exit_code = EXIT_FAILED
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Unusable(Failed):
+    """A usage or configuration problem found after parsing (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _hostport(url: str | None) -> str:
+    """``http://h:p/path`` as ``h:p`` (https keeps its scheme: it matters for TLS)."""
+    if not url:
+        return "?"
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts.netloc if parts.scheme == "http" else f"{parts.scheme}://{parts.netloc}"
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request to a peer failed, in a few words (``connection refused``)."""
+    import aiohttp
+
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate rejected: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS error: {getattr(exc, 'os_error', exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_reason(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, OSError):
+        return _os_reason(exc)
+    if isinstance(exc, RaftdirError):
+        errors = getattr(exc, "errors", None)
+        if errors and len(errors) == 1:
+            return _reason(next(iter(errors.values())))
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+def _os_reason(err: OSError) -> str:
+    if isinstance(err, ConnectionRefusedError) or err.errno == errno.ECONNREFUSED \
+            or "Connect call failed" in str(err):
+        return "connection refused"
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host name ({err.strerror or err})"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return "timed out"
+    return (err.strerror or str(err) or type(err).__name__).lower()
+
+
+def _describe_failure(exc: BaseException, where: str | None) -> str:
+    """``PEER: reason`` for any failure of a call (every peer's reason when none
+    answered)."""
+    errors = getattr(exc, "errors", None)
+    if errors:
+        return "; ".join(f"{_hostport(s)}: {_reason(e)}" for s, e in errors.items())
+    if isinstance(exc, RaftdirError):
+        text = f"{_hostport(where)}: {exc.message}"
+        if exc.code not in exc.message:
+            text += f" ({exc.code})"
+        if isinstance(exc, Unauthorized) and "token" in exc.message:
+            text += (f"; pass --token-file FILE or set ${TOKEN_ENV} (`raftdir token admin "
+                     "--data-dir DIR` prints the admin token)")
+        return text
+    return f"{_hostport(where)}: {_reason(exc)}"
+
+
+# ============================================================================ output
+
+def render_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns two spaces apart under an upper-case header. ``None`` prints
+    as ``-``; every other cell as ``str``. The one renderer every listing uses."""
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """Wire objects, tuples and dicts as JSON-able plain data."""
+    from .codec import Wire
+    if isinstance(value, Wire):
+        return to_dict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json_text(data: Any, *, compact: bool = False) -> str:
+    if compact:
+        return json.dumps(_plain(data), separators=(",", ":"), sort_keys=True)
+    return json.dumps(_plain(data), indent=2, sort_keys=True)
+
+
+@dataclass
+class Listing:
+    """What a listing command prints: a table (columns, rows, lines before and after it)
+    and the JSON document ``--json`` prints instead."""
+
+    columns: Sequence[str]
+    rows: list[Sequence[Any]]
+    data: Any
+    header: str | None = None
+    footer: str | None = None
+
+    def text(self) -> str:
+        parts = [self.header] if self.header else []
+        parts.append(render_table(self.columns, self.rows))
+        if self.footer:
+            parts.append(self.footer)
+        return "\n".join(parts)
+
+
+def _emit(listing: Listing, as_json: bool, *, compact: bool = False) -> None:
+    click.echo(_json_text(listing.data, compact=compact) if as_json else listing.text())
+
+
+def _secs(value: float | None, suffix: str = "") -> str | None:
+    if value is None:
+        return None
+    return f"{value:.1f}s{suffix}"
+
+
+def _ago(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 0.05:
+        return "now"
+    if seconds < 120:
+        return f"{seconds:.1f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _when(unix_secs: float, now: float) -> str | None:
+    """A past wall-clock time: relative within a day, else the UTC date and time."""
+    if now - unix_secs < 86400:
+        return _ago(max(0.0, now - unix_secs))
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(unix_secs))
+
+
+def _labels(labels: dict[str, str] | None) -> str | None:
+    if not labels:
+        return None
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+# ============================================================================ parameters
+
+class Duration(click.ParamType):
+    """Seconds as ``3600``, ``90s``, ``15m``, ``1h``, ``2d`` or ``1h30m``."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    _PART = re.compile(r"(\d+)([smhd])")
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text.isdigit():
+            secs = int(text)
+        elif text and self._PART.sub("", text) == "":
+            secs = sum(int(n) * self._UNITS[u] for n, u in self._PART.findall(text))
+        else:
+            self.fail(f"{value!r} is not a duration (e.g. 3600, 90s, 15m, 1h, 2d)", param, ctx)
+        if secs <= 0:
+            self.fail(f"{value!r} must be more than 0 seconds", param, ctx)
+        return secs
+
+
+class RoleGroup(click.ParamType):
+    """``role=i,j,k`` (indices, or ranges ``a-b``) as ``(role, (i, j, k))``, sorted."""
+
+    name = "role=indices"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, tuple[int, ...]]:
+        if isinstance(value, tuple):
+            return value
+        role, sep, spec = str(value).partition("=")
+        role = role.strip()
+        if not sep or not role or not spec.strip():
+            self.fail(f"{value!r}: expected role=i,j (e.g. db=0,1 or web=0-3)", param, ctx)
+        indices: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                self.fail(f"{value!r}: {part!r} is not an index or a range a-b", param, ctx)
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if hi < lo:
+                self.fail(f"{value!r}: the range {part!r} runs backwards", param, ctx)
+            indices.extend(range(lo, hi + 1))
+        if len(set(indices)) != len(indices):
+            self.fail(f"{value!r}: an index appears twice", param, ctx)
+        return role, tuple(sorted(indices))
+
+
+def _split_servers(values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        out += [s for s in re.split(r"[,\s]+", value) if s]
+    return out
+
+
+@dataclass
+class Conn:
+    """Where a command sends its requests, from the common options. Resolved lazily so
+    that a group (``peers``) does not need a server when one of its subcommands runs."""
+
+    server_args: tuple[str, ...]
+    timeout: float
+    tls_ca: str | None
+    token_file: str | None
+    admin: bool
+
+    def servers(self) -> list[str]:
+        servers = _split_servers(self.server_args) or _split_servers(
+            [os.environ.get(SERVER_ENV, "")])
+        if not servers:
+            raise Unusable(f"no server given: pass --server HOST:PORT (repeatable) or set "
+                           f"${SERVER_ENV}")
+        return servers
+
+    def admin_token(self) -> str | None:
+        if self.token_file:
+            try:
+                token = Path(self.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise Unusable(f"--token-file: {self.token_file}: "
+                               f"{(exc.strerror or str(exc)).lower()}") from None
+            if not token:
+                raise Unusable(f"--token-file: {self.token_file}: the file is empty")
+            return token
+        return os.environ.get(TOKEN_ENV, "").strip() or None
+
+    def client(self, retries: int = 2) -> Any:
+        from .api.client import RaftdirClient
+
+        class CliClient(RaftdirClient):
+            """Remembers which server it asked last, so an error names that peer."""
+
+            last_server: str | None = None
+
+            async def _send(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                parts = urlsplit(url)
+                self.last_server = f"{parts.scheme}://{parts.netloc}"
+                return await super()._send(method, url, *args, **kwargs)
+
+        ssl_ctx = None
+        if self.tls_ca:
+            import ssl
+            ssl_ctx = ssl.create_default_context(cafile=self.tls_ca)
+        servers = self.servers()
+        try:
+            return CliClient(servers, admin_token=self.admin_token() if self.admin else None,
+                             timeout=self.timeout, retries=retries, backoff=(0.05, 0.5),
+                             ssl=ssl_ctx)
+        except (RaftdirError, ValueError) as exc:
+            raise Unusable(f"--server: {getattr(exc, 'message', exc)}") from None
+
+
+def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every networked command shares; the command gets ``conn: Conn``."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, servers: tuple[str, ...], timeout: float,
+                    tls_ca: str | None, token_file: str | None = None, **kwargs: Any) -> Any:
+            conn = Conn(servers, timeout, tls_ca, token_file, admin)
+            return fn(*args, conn=conn, **kwargs)
+
+        if admin:
+            wrapper = click.option(
+                "--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+                help=f"A file holding the admin token (`raftdir token admin` prints it). "
+                     f"Default: ${TOKEN_ENV}.")(wrapper)
+        wrapper = click.option(
+            "--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_CA",
+            help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
+        wrapper = click.option(
+            "--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+            help="Seconds to wait for each answer.")(wrapper)
+        wrapper = click.option(
+            "--server", "-s", "servers", multiple=True, metavar="HOST:PORT",
+            help=f"A server's API endpoint (host:port or http(s)://host:port); repeat it or "
+                 f"separate with commas. Default: ${SERVER_ENV}.")(wrapper)
+        return wrapper
+
+    return deco
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON on stdout instead of a table.")(fn)
+
+
+def watch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--count", type=click.IntRange(min=0), default=0, metavar="N",
+                      help="With --watch: stop after N redraws (0: until Ctrl-C).")(fn)
+    fn = click.option("--interval", type=click.FloatRange(min=0.05), default=2.0,
+                      show_default=True, help="With --watch: seconds between redraws.")(fn)
+    fn = click.option("--watch", "-w", is_flag=True,
+                      help="Redraw every --interval seconds until Ctrl-C (with --json: one "
+                           "JSON document per line).")(fn)
+    return fn
+
+
+# ============================================================================ running
+
+def _run(conn: Conn, body: Callable[[Any], Awaitable[Any]], *, retries: int = 2) -> Any:
+    """Run ``body(client)`` on a fresh event loop; failures become exit 1 naming the
+    peer."""
+    client = conn.client(retries)
+
+    async def go() -> Any:
+        async with client:
+            return await body(client)
+
+    try:
+        return asyncio.run(go())
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is a message, not a traceback
+        import aiohttp
+        if not isinstance(exc, (RaftdirError, aiohttp.ClientError, OSError,
+                                asyncio.TimeoutError)):
+            raise
+        raise Failed(_describe_failure(exc, client.last_server)) from None
+
+
+async def _prefer_leader(client: Any) -> None:
+    """Reads whose answer only the leader knows (TTL left, last report): ask the server
+    list who leads and try the leader first (still failing over to the others)."""
+    from .api.client import normalize_endpoint
+    try:
+        health = await client.health()
+    except RaftdirError:
+        return
+    leader = health.get("leader") if isinstance(health, dict) else None
+    if not leader or health.get("is_leader"):
+        return
+    url = normalize_endpoint(leader, default_scheme=client._scheme)
+    if url not in client.servers:
+        client.servers.insert(0, url)
+    client.preferred = url
+
+
+def _watch_loop(conn: Conn, frame: Callable[[Any, int], Awaitable[Listing | None]], *,
+                watch: bool, interval: float, count: int, as_json: bool,
+                title: str) -> None:
+    """Print one frame, or with ``watch`` redraw every ``interval`` seconds until Ctrl-C
+    (or ``count`` frames). A frame that fails is reported and the watch goes on."""
+    if not watch:
+        listing = _run(conn, lambda client: frame(client, 0))
+        if listing is not None:
+            _emit(listing, as_json)
+        return
+    tty = sys.stdout.isatty()
+
+    async def loop(client: Any) -> None:
+        n = 0
+        while True:
+            try:
+                listing = await frame(client, n)
+            except (RaftdirError, OSError, asyncio.TimeoutError) as exc:
+                listing = None
+                problem = _describe_failure(exc, client.last_server)
+            else:
+                problem = None
+            if as_json:
+                if listing is not None:
+                    click.echo(_json_text(listing.data, compact=True))
+            else:
+                if tty:
+                    click.clear()
+                stamp = time.strftime("%H:%M:%S")
+                click.echo(f"Every {interval:g}s: raftdir {title}    {stamp}\n")
+                if listing is not None:
+                    click.echo(listing.text())
+                if not tty:
+                    click.echo("")
+            if problem is not None:
+                click.echo(f"error: {problem}", err=True)
+            n += 1
+            if count and n >= count:
+                return
+            await asyncio.sleep(interval)
+
+    try:
+        _run(conn, loop, retries=0)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends a watch: exit 0
+
+
+# ============================================================================ the group
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"],
+                               "max_content_width": 100})
 @click.version_option(__version__, prog_name="raftdir")
 def cli() -> None:
     """raftdir: a Raft-replicated cluster membership directory (worker leases, profiles
-    and assignment revisions)."""
+    and assignment revisions).
 
+    Run a server with `raftdir serve --data-dir DIR`; inspect and steer a cluster with the
+    other commands, which find the servers in --server or $RAFTDIR_SERVER and the admin
+    token in --token-file or $RAFTDIR_ADMIN_TOKEN. Exit status: 0 ok, 1 the operation
+    failed, 2 usage or configuration error.
+    """
+
+
+# ---------------------------------------------------------------------------- config
 
 @cli.group()
 def config() -> None:
@@ -62,9 +517,638 @@ def config_check(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(dump_yaml(mode), nl=False)
 
 
+# ---------------------------------------------------------------------------- daemons
+
+def _data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--data-dir", required=True, metavar="DIR",
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="The data directory (cluster_mode.yaml, cluster.secret, raft/, "
+                             "worker/).")(fn)
+
+
+def _log_level_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--log-level", default="info", show_default=True,
+                        type=click.Choice(["debug", "info", "warning", "error"]),
+                        help="Log level (logs go to stderr).")(fn)
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_raftdir_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._raftdir_cli = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _load_config(data_dir: Path) -> Any:
+    """DIR/cluster_mode.yaml (missing: single-node), as ``Daemon.from_data_dir`` reads
+    it; a bad file is exit 2 with FILE: path: problem."""
+    from .config import load_cluster_mode
+    try:
+        return load_cluster_mode(data_dir / CLUSTER_MODE)
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+
+
+def _run_daemon(daemon: Any, what: str) -> None:
+    """Start the daemon, run until SIGINT/SIGTERM, stop it cleanly (exit 0)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+                pass
+        await daemon.start()
+        try:
+            status = daemon.status()
+            log.info("%s started: mode %s, node %s%s", what, status.get("mode"),
+                     status.get("node_id"),
+                     f", API {status['api']}" if status.get("api") else "")
+            await stop.wait()
+            log.info("%s stopping", what)
+        finally:
+            await daemon.stop()
+        log.info("%s stopped", what)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except RaftdirError as exc:
+        raise Failed(f"{what}: {exc.message}") from None
+    except OSError as exc:
+        raise Failed(f"{what}: {_reason(exc)}"
+                     + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")
+                     ) from None
+
+
+@cli.command()
+@_data_dir_option
+@click.option("--api-host", metavar="HOST",
+              help="Bind the HTTP API to this host (default: the host of the peer's api_addr; "
+                   "single-node: 127.0.0.1).")
+@click.option("--api-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="single-node: serve the HTTP API on this port (default 3669; 0: any free "
+                   "port, logged at start).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM certificate chain: serve the API over https.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM key of --tls-cert.")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM CA: clients and peers must present certificates it signed.")
+@_log_level_option
+def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
+          tls_key: str | None, tls_ca: str | None, log_level: str) -> None:
+    """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
+
+    single-node, raft, static and worker-tier server configs are served here (a
+    worker-tier worker runs with `raftdir worker`). Logs go to stderr; a clean stop exits
+    0; a bad config exits 2 with FILE: path: problem.
+    """
+    from .daemon import Daemon, DaemonOptions, TlsFiles
+    from .model import SingleNodeMode
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_ca and not tls_cert:
+        raise click.UsageError("--tls-ca needs --tls-cert and --tls-key")
+    config = _load_config(data_dir)
+    if config.is_worker_tier_worker():
+        raise Unusable(f"{data_dir / CLUSTER_MODE}: role: this is a worker-tier worker "
+                       "config; run it with `raftdir worker`")
+    if isinstance(config, SingleNodeMode) and api_port is None:
+        api_port = 3669
+    tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    daemon = Daemon(config, data_dir, options=DaemonOptions(
+        api_host=api_host, api_port=api_port, tls=tls))
+    _setup_logging(log_level)
+    _run_daemon(daemon, "server")
+
+
+@cli.command()
+@_data_dir_option
+@_log_level_option
+def worker(data_dir: Path, log_level: str) -> None:
+    """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
+
+    The daemon starts the worker agent: it registers with the join token in token_file,
+    keeps its identity under identity_dir, reports and polls. Logs go to stderr; a clean
+    stop exits 0; a config that is not a worker-tier worker exits 2.
+    """
+    from .daemon import Daemon
+
+    config = _load_config(data_dir)
+    if not config.is_worker_tier_worker():
+        raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
+                       f"worker-tier config with role: worker (this is {config.TAG}); run "
+                       "servers with `raftdir serve`")
+    try:
+        import raftdir.agent  # noqa: F401
+    except ImportError as exc:
+        raise Failed(f"worker: the worker agent is not available ({exc})") from None
+    daemon = Daemon(config, data_dir)
+    _setup_logging(log_level)
+    _run_daemon(daemon, "worker")
+
+
+# ---------------------------------------------------------------------------- peers
+
+def _role(status: dict[str, Any]) -> str:
+    state = status.get("state")
+    if state in ("leader", "follower", "candidate"):
+        return state
+    return "leader" if status.get("is_leader") else "follower"
+
+
+async def _peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
+    """Ask every server in the list for its Raft status at once; one row per server (an
+    unreachable one too), plus Raft partners the answers name that were not asked."""
+
+    async def ask(server: str) -> tuple[str, Any, float]:
+        started = time.monotonic()
+        try:
+            answer = await client.peers(server=server)
+        except (RaftdirError, OSError, asyncio.TimeoutError) as exc:
+            answer = exc
+        return server, answer, time.monotonic() - started
+
+    results = await asyncio.gather(*(ask(s) for s in list(client.servers)))
+    now = time.monotonic()
+    answers = {s: a for s, a, _ in results if isinstance(a, dict)}
+    leader_commit = max((a.get("commit_index", 0) for a in answers.values()
+                         if _role(a) == "leader"), default=None)
+    rows: list[dict[str, Any]] = []
+    for server, answer, rtt in results:
+        if isinstance(answer, dict):
+            seen[server] = now
+            commit, applied = answer.get("commit_index"), answer.get("last_applied")
+            base = leader_commit if leader_commit is not None else commit
+            lag = None if base is None or applied is None else max(0, base - applied)
+            contact = answer.get("last_contact_secs")
+            rows.append({"id": answer.get("node_id"), "raft_addr": answer.get("self"),
+                         "api_addr": _hostport(server), "role": _role(answer),
+                         "term": answer.get("term"), "commit": commit, "applied": applied,
+                         "lag": lag, "last_contact_secs": 0.0 if contact is None else contact,
+                         "leader": answer.get("leader"), "rtt_ms": round(rtt * 1000, 1),
+                         "asked": True, "error": None, "status": answer})
+        else:
+            last = seen.get(server)
+            rows.append({"id": None, "raft_addr": None, "api_addr": _hostport(server),
+                         "role": "unreachable", "term": None, "commit": None,
+                         "applied": None, "lag": None,
+                         "last_contact_secs": None if last is None else round(now - last, 1),
+                         "leader": None, "rtt_ms": None, "asked": True,
+                         "error": _reason(answer), "status": None})
+    # Raft members that no answer covers (not in --server): what the answers know of them.
+    known = {r["raft_addr"] for r in rows if r["raft_addr"]}
+    views: dict[str, bool] = {}
+    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
+        for addr, connected in (answer.get("partners") or {}).items():
+            views.setdefault(addr, bool(connected))
+    for addr, connected in sorted(views.items()):
+        if addr not in known:
+            rows.append({"id": None, "raft_addr": addr, "api_addr": None,
+                         "role": "follower" if connected else "unreachable", "term": None,
+                         "commit": None, "applied": None, "lag": None,
+                         "last_contact_secs": None, "leader": None, "rtt_ms": None,
+                         "asked": False, "error": None if connected else
+                         "not connected to the peers that answered", "status": None})
+    rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["api_addr"] or "",
+                             r["raft_addr"] or ""))
+    return rows
+
+
+def _peers_listing(rows: list[dict[str, Any]]) -> Listing:
+    columns = ("ID", "RAFT ADDR", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
+               "LAST CONTACT")
+    table = [(r["id"], r["raft_addr"], r["api_addr"], r["role"], r["term"], r["commit"],
+              r["applied"], r["lag"],
+              _ago(r["last_contact_secs"]) if r["asked"] else None) for r in rows]
+    failures = [f"{r['api_addr']}: {r['error']}" for r in rows if r["error"] and r["asked"]]
+    return Listing(columns, table, rows, footer="\n".join(failures) or None)
+
+
+@cli.group(invoke_without_command=True)
+@client_options()
+@json_option
+@watch_options
+@click.pass_context
+def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: float,
+          count: int) -> None:
+    """List the Raft peers, asking every server given (not just one).
+
+    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate or unreachable),
+    TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
+    and LAST CONTACT (when this command last got an answer from the peer). A peer that does
+    not answer is a row, not a failure: the exit status is 1 only when no peer answers.
+    Raft members that the answers name but --server does not are listed without an API
+    address.
+
+    With a subcommand (add, remove), changes the membership instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    seen: dict[str, float] = {}
+
+    async def frame(client: Any, n: int) -> Listing:
+        rows = await _peer_rows(client, seen)
+        if not watch and not any(r["asked"] and r["error"] is None for r in rows):
+            raise Failed("no peer answered: " + "; ".join(
+                f"{r['api_addr']}: {r['error']}" for r in rows if r["asked"]))
+        return _peers_listing(rows)
+
+    _watch_loop(conn, frame, watch=watch, interval=interval, count=count, as_json=as_json,
+                title="peers")
+
+
+def _membership_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--api-addr", metavar="HOST:PORT",
+                      help="The peer's HTTP API address (required to add).")(fn)
+    fn = click.option("--raft-addr", required=True, metavar="HOST:PORT",
+                      help="The peer's Raft address.")(fn)
+    fn = click.option("--id", "peer_id", required=True, type=click.IntRange(min=1),
+                      help="The peer's node id.")(fn)
+    return fn
+
+
+def _change_peer(conn: Conn, method: str, body: dict[str, Any], as_json: bool) -> None:
+    async def go(client: Any) -> Any:
+        if method == "POST" and hasattr(client, "add_peer"):
+            return await client.add_peer(body["id"], body["raft_addr"], body["api_addr"])
+        if method == "DELETE" and hasattr(client, "remove_peer"):
+            return await client.remove_peer(body["id"], body["raft_addr"])
+        # An older client without the membership methods: the same request by hand.
+        return await client._call(method, "/api/v1/cluster/peers", body, auth="admin",
+                                  write=True)
+
+    result = _run(conn, go)
+    if as_json:
+        click.echo(_json_text(result))
+    else:
+        verb = "added" if method == "POST" else "removed"
+        click.echo(f"peer {body['id']} ({body['raft_addr']}) {verb}")
+
+
+@peers.command("add")
+@_membership_options
+@client_options(admin=True)
+@json_option
+def peers_add(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
+              as_json: bool) -> None:
+    """Add one voting Raft peer (the leader commits the change).
+
+    One change at a time: wait for this to succeed, then start the new peer with the full
+    new peer list in its cluster_mode.yaml.
+    """
+    if not api_addr:
+        raise click.BadParameter("required to add a peer", param_hint="'--api-addr'")
+    _change_peer(conn, "POST", {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr},
+                 as_json)
+
+
+@peers.command("remove")
+@_membership_options
+@client_options(admin=True)
+@json_option
+def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
+                 as_json: bool) -> None:
+    """Remove one Raft peer (stop it first; the leader cannot remove itself)."""
+    body: dict[str, Any] = {"id": peer_id, "raft_addr": raft_addr}
+    if api_addr:
+        body["api_addr"] = api_addr
+    _change_peer(conn, "DELETE", body, as_json)
+
+
+# ---------------------------------------------------------------------------- workers, leases
+
+def _workers_listing(nodes: list[dict[str, Any]], with_kind: bool) -> Listing:
+    columns = ["ID", "STATE", "TTL LEFT", "LAST REPORT", "OS", "ARCH", "LABELS"]
+    if with_kind:
+        columns.insert(1, "KIND")
+    rows = []
+    for node in nodes:
+        profile = node.get("profile") or {}
+        state = node.get("state")
+        if node.get("draining") and state != "draining":
+            state = f"{state},draining"
+        row = [node.get("node_id"), state, _secs(node.get("ttl_left_secs")),
+               _ago(node.get("last_report_secs_ago")), profile.get("os"),
+               profile.get("arch"), _labels(profile.get("labels"))]
+        if with_kind:
+            row.insert(1, node.get("kind"))
+        rows.append(row)
+    return Listing(columns, rows, nodes)
+
+
+@cli.command()
+@client_options()
+@json_option
+@watch_options
+@click.option("--kind", type=click.Choice(["worker", "server", "all"]), default="worker",
+              show_default=True,
+              help="Which nodes to list (servers are nodes too in raft mode); with server or "
+                   "all, a KIND column is added.")
+def workers(conn: Conn, as_json: bool, watch: bool, interval: float, count: int,
+            kind: str) -> None:
+    """List the workers of the directory (--kind: the servers too).
+
+    Columns: ID, STATE (ready, down, draining), TTL LEFT (seconds until the lease lapses;
+    only the leader knows, so the leader is asked first), LAST REPORT, OS, ARCH, LABELS.
+    """
+
+    async def frame(client: Any, n: int) -> Listing:
+        if n == 0:
+            await _prefer_leader(client)
+        nodes = await client.workers()
+        if kind != "all":
+            nodes = [x for x in nodes if x.get("kind", "worker") == kind]
+        return _workers_listing(nodes, with_kind=kind != "worker")
+
+    _watch_loop(conn, frame, watch=watch, interval=interval, count=count, as_json=as_json,
+                title="workers")
+
+
+@cli.command()
+@client_options()
+@json_option
+def leases(conn: Conn, as_json: bool) -> None:
+    """List every worker's lease: its TTL and grace, when it was last renewed in the
+    replicated state (checkpoints), and the seconds left on the leader."""
+
+    async def go(client: Any) -> Listing:
+        await _prefer_leader(client)
+        items = await client.leases()
+        now = time.time()
+        columns = ("ID", "API ADDR", "OS", "ARCH", "TTL", "GRACE", "ACQUIRED", "RENEWED",
+                   "TTL LEFT")
+        rows = [(lease.node_id, lease.profile.api_addr, lease.profile.os, lease.profile.arch,
+                 f"{lease.ttl_secs}s", f"{lease.grace_secs}s",
+                 _when(lease.acquired_unix_secs, now), _when(lease.renewed_unix_secs, now),
+                 _secs(left))
+                for lease, left in items]
+        data = [{**to_dict(lease), "ttl_left_secs": left} for lease, left in items]
+        return Listing(columns, rows, data)
+
+    _emit(_run(conn, go), as_json)
+
+
+# ---------------------------------------------------------------------------- services
+
+@cli.command()
+@click.argument("service")
+@client_options()
+@json_option
+def ps(service: str, conn: Conn, as_json: bool) -> None:
+    """List SERVICE's containers across the cluster, as the nodes last reported them."""
+
+    async def go(client: Any) -> Listing:
+        containers = await client.containers(service)
+        columns = ("NODE", "CONTAINER", "REPLICA", "STATE", "IMAGE", "PID", "OVERLAY IP")
+        rows = [(c.node_id, c.id, c.replica, c.state, c.image or None, c.pid, c.overlay_ip)
+                for c in containers]
+        return Listing(columns, rows, containers)
+
+    _emit(_run(conn, go), as_json)
+
+
+@cli.command("service-state")
+@click.argument("service")
+@client_options()
+@json_option
+def service_state(service: str, conn: Conn, as_json: bool) -> None:
+    """Show SERVICE's state per node: running containers and health, plus the nodes that
+    hold a share but have not reported since the leader took over (unknown)."""
+
+    async def go(client: Any) -> Listing:
+        state = await client.service_state(service)
+        columns = ("NODE", "RUNNING", "HEALTHY", "CONTAINERS")
+        rows = [(n.node_id, n.running, "yes" if n.healthy else "no",
+                 " ".join(c.id for c in n.containers) or None) for n in state["nodes"]]
+        header = (f"service {state.get('service', service)}: {state.get('running', 0)} "
+                  f"running, {'healthy' if state.get('healthy') else 'not healthy'}")
+        unknown = state.get("unknown") or []
+        footer = (f"unknown (no report yet): {', '.join(map(str, unknown))}" if unknown
+                  else None)
+        return Listing(columns, rows, state, header=header, footer=footer)
+
+    _emit(_run(conn, go), as_json)
+
+
+def _groups_text(req: Any) -> str:
+    return " ".join(f"{g.role}:{','.join(map(str, g.indices))}" for g in req.groups()) or "-"
+
+
+@cli.command()
+@click.argument("service")
+@click.argument("replicas", metavar="N", type=click.IntRange(min=0))
+@click.option("--role-group", "role_groups", multiple=True, type=RoleGroup(),
+              help="role=i,j (indices or ranges a-b), repeatable: scale in role groups "
+                   "(N must equal the number of indices).")
+@click.option("--spec", metavar="JSON",
+              help="The service spec as a JSON object, handed to the nodes with the order.")
+@client_options(admin=True)
+@json_option
+def scale(service: str, replicas: int, role_groups: tuple[tuple[str, tuple[int, ...]], ...],
+          spec: str | None, conn: Conn, as_json: bool) -> None:
+    """Scale SERVICE to N replicas; prints each node's share.
+
+    Without --role-group the replicas are one `default` group with indices 0..N-1. With
+    role groups, every index is named (e.g. --role-group db=0,1 --role-group web=0-2 for
+    N=5). Needs the admin token.
+    """
+    from .model import InternalScaleRequest, ScaleAssignment
+
+    spec_obj = None
+    if spec is not None:
+        try:
+            spec_obj = json.loads(spec)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="'--spec'") from None
+        if not isinstance(spec_obj, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="'--spec'")
+    try:
+        if role_groups:
+            roles = [r for r, _ in role_groups]
+            if len(set(roles)) != len(roles):
+                raise click.BadParameter("a role appears twice", param_hint="'--role-group'")
+            total = sum(len(ix) for _, ix in role_groups)
+            if total != replicas:
+                raise click.BadParameter(
+                    f"N is {replicas} but the role groups hold {total} indices",
+                    param_hint="'--role-group'")
+            req = InternalScaleRequest.phase2(
+                service, [ScaleAssignment(role=r, indices=ix) for r, ix in role_groups],
+                spec=spec_obj)
+        else:
+            req = InternalScaleRequest.legacy(service, replicas, spec=spec_obj)
+        req = InternalScaleRequest.from_dict(to_dict(req))  # the wire checks, before sending
+    except RaftdirError as exc:
+        raise click.BadParameter(exc.message, param_hint="SERVICE/N") from None
+
+    split = _run(conn, lambda client: client.scale(req))
+    rows = [(node, r.replicas, _groups_text(r)) for node, r in sorted(split.items())]
+    data = {"service": service, "replicas": replicas,
+            "nodes": [{"node_id": n, "request": to_dict(r)} for n, r in sorted(split.items())]}
+    _emit(Listing(("NODE", "REPLICAS", "ASSIGNMENTS"), rows, data,
+                  header=None if as_json else f"scaled {service} to {replicas}"), as_json)
+
+
+# ---------------------------------------------------------------------------- nodes
+
+def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
+    result = _run(conn, lambda client: getattr(client, op)(node_id))
+    if as_json:
+        click.echo(_json_text(result))
+    elif isinstance(result, dict):
+        click.echo(" ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+            for k, v in result.items()))
+    else:
+        click.echo(str(result))
+
+
+@cli.command()
+@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@client_options(admin=True)
+@json_option
+def drain(node_id: int, conn: Conn, as_json: bool) -> None:
+    """Drain node ID: no new placement on it, and its share moves away. Needs the admin
+    token."""
+    _node_write(conn, "drain", node_id, as_json)
+
+
+@cli.command()
+@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@client_options(admin=True)
+@json_option
+def evict(node_id: int, conn: Conn, as_json: bool) -> None:
+    """Remove node ID's record: its share is placed elsewhere and it must register again.
+    Needs the admin token."""
+    _node_write(conn, "evict", node_id, as_json)
+
+
+# ---------------------------------------------------------------------------- tokens, secrets
+
+@cli.group()
+def token() -> None:
+    """Join tokens (for workers) and the admin token."""
+
+
+@token.command("create")
+@click.option("--valid-for", type=Duration(), default="1h", show_default=True,
+              help="How long the token is valid: 3600, 90s, 15m, 1h, 2d.")
+@click.option("--max-uses", type=click.IntRange(min=0), default=1, show_default=True,
+              help="How many registrations it allows (0: no limit).")
+@client_options(admin=True)
+@json_option
+def token_create(valid_for: int, max_uses: int, conn: Conn, as_json: bool) -> None:
+    """Issue a join token and print it (a worker registers with it). Needs the admin
+    token."""
+    result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
+    click.echo(_json_text(result) if as_json else result["token"])
+
+
+def _load_secret_or_exit(data_dir: Path) -> str:
+    from .replication.secret import load_secret, secret_path
+    try:
+        secret = load_secret(data_dir)
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except OSError as exc:
+        raise Unusable(f"{secret_path(data_dir)}: {_reason(exc)}") from None
+    if secret is None:
+        raise Unusable(f"{secret_path(data_dir)}: no cluster secret (create one with "
+                       f"`raftdir secret create --data-dir {data_dir}`)")
+    return secret
+
+
+@token.command("admin")
+@_data_dir_option
+def token_admin(data_dir: Path) -> None:
+    """Print the admin token derived from DIR/cluster.secret (every server accepts it).
+
+    Keep it like the secret: e.g. `raftdir token admin --data-dir DIR > admin.token`
+    then `--token-file admin.token`, or export RAFTDIR_ADMIN_TOKEN.
+    """
+    from .auth import admin_token
+    click.echo(admin_token(_load_secret_or_exit(data_dir)))
+
+
+@cli.group()
+def secret() -> None:
+    """The cluster secret (DIR/cluster.secret): the same file on every server."""
+
+
+@secret.command("create")
+@_data_dir_option
+@click.option("--force", is_flag=True,
+              help="Replace an existing cluster.secret (every server then needs the new one).")
+def secret_create(data_dir: Path, force: bool) -> None:
+    """Write a new random cluster.secret (mode 0600) into DIR, creating DIR if needed.
+
+    Refuses to overwrite an existing secret without --force (exit 2). Copy the file to
+    every server's data dir; it keys Raft traffic, join tokens and the admin token.
+    """
+    from .replication.secret import create_secret, secret_path
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_secret(data_dir, force=force)
+    except ConfigError as exc:
+        raise Unusable(exc.message.replace("pass force=True", "pass --force")) from None
+    except OSError as exc:
+        raise Unusable(f"{exc.filename or data_dir}: {_reason(exc)}") from None
+    click.echo(f"wrote {secret_path(data_dir)} (mode 0600); copy it to every server's data "
+               "dir", err=True)
+
+
+# ---------------------------------------------------------------------------- demo
+# `raftdir demo` lives in raftdir/demo.py (written separately), which exposes the click
+# command `demo_command`. It is registered here when that module exists; if it exists but
+# fails to import, `raftdir demo` says why instead of breaking every other command.
+
+def _register_demo() -> None:
+    try:
+        from .demo import demo_command
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == f"{__package__}.demo":
+            return  # no demo in this build
+        problem = f"{type(exc).__name__}: {exc}"
+
+        @cli.command("demo", context_settings={"ignore_unknown_options": True})
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def demo_unavailable(args: tuple[str, ...]) -> None:
+            """The three-peer local demo (unavailable: its module failed to import)."""
+            raise Failed(f"demo: raftdir.demo failed to import ({problem})")
+        return
+    cli.add_command(demo_command, "demo")
+
+
+_register_demo()
+
+
+# ============================================================================ entry point
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="raftdir")
+    """Console-script entry point. An unexpected exception is one line on stderr and exit
+    1 (set RAFTDIR_DEBUG=1 for the traceback)."""
+    try:
+        cli.main(prog_name="raftdir", standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a CLI never shows a traceback by default
+        if os.environ.get(DEBUG_ENV):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for "
+                   "the traceback)", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,172 @@
+"""Listings against a live single-node server: tables, --json, --watch, where the server
+comes from, and dead peers."""
+
+from __future__ import annotations
+
+import json
+
+from cli_harness import free_port, run_cli
+
+
+def table(text: str) -> tuple[str, list[str]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0], lines[1:]
+
+
+# ---------------------------------------------------------------------------- peers
+
+def test_peers_table_names_the_leader(live):
+    result = run_cli("peers", "--server", live.url)
+    assert result.exit_code == 0, result.output
+    header, rows = table(result.stdout)
+    assert header.split() == ["ID", "RAFT", "ADDR", "API", "ADDR", "ROLE", "TERM", "COMMIT",
+                              "APPLIED", "LAG", "LAST", "CONTACT"]
+    assert len(rows) == 1
+    cells = rows[0].split()
+    assert cells[0] == "1" and cells[2] == f"127.0.0.1:{live.api.port}"
+    assert cells[3] == "leader" and cells[7] == "0"  # LAG
+
+
+def test_peers_json_is_valid_and_has_every_field(live):
+    result = run_cli("peers", "--server", live.url, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["role"] for r in rows] == ["leader"]
+    row = rows[0]
+    assert row["id"] == 1 and row["api_addr"] == f"127.0.0.1:{live.api.port}"
+    for key in ("raft_addr", "term", "commit", "applied", "lag", "last_contact_secs"):
+        assert key in row
+    assert row["error"] is None and row["status"]["is_leader"] is True
+
+
+def test_peers_asks_every_peer_and_a_dead_one_is_a_row_not_a_failure(live):
+    dead = free_port()
+    result = run_cli("peers", "--server", f"{live.url},127.0.0.1:{dead}", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["api_addr"]: r for r in json.loads(result.stdout)}
+    assert rows[f"127.0.0.1:{live.api.port}"]["role"] == "leader"
+    assert rows[f"127.0.0.1:{dead}"]["role"] == "unreachable"
+    assert rows[f"127.0.0.1:{dead}"]["error"] == "connection refused"
+
+    text = run_cli("peers", "-s", live.url, "-s", f"127.0.0.1:{dead}")
+    assert text.exit_code == 0
+    _, lines = table(text.stdout)
+    assert any("unreachable" in line and f"127.0.0.1:{dead}" in line for line in lines)
+    assert f"127.0.0.1:{dead}: connection refused" in text.stdout
+
+
+def test_peers_with_no_peer_answering_is_exit_1_naming_each_peer():
+    a, b = free_port(), free_port()
+    result = run_cli("peers", "--server", f"127.0.0.1:{a}", "--server", f"127.0.0.1:{b}")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ")
+    assert f"127.0.0.1:{a}: connection refused" in result.stderr
+    assert f"127.0.0.1:{b}: connection refused" in result.stderr
+    assert result.stdout == ""
+
+
+def test_peers_watch_redraws_count_times(live):
+    result = run_cli("peers", "-s", live.url, "--watch", "--interval", "0.05", "--count", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Every 0.05s: raftdir peers") == 3
+    assert result.stdout.count("leader") == 3
+
+    as_json = run_cli("peers", "-s", live.url, "-w", "--interval", "0.05", "--count", "2",
+                      "--json")
+    assert as_json.exit_code == 0
+    frames = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(frames) == 2 and all(f[0]["role"] == "leader" for f in frames)
+
+
+def test_a_watch_goes_on_when_every_peer_is_down():
+    dead = free_port()
+    result = run_cli("peers", "-s", f"127.0.0.1:{dead}", "-w", "--interval", "0.05",
+                     "--count", "2")
+    assert result.exit_code == 0
+    assert result.stdout.count("unreachable") == 2
+
+
+# ---------------------------------------------------------------------------- where the server comes from
+
+def test_the_server_comes_from_the_environment_comma_separated(live):
+    dead = free_port()
+    result = run_cli("peers", "--json",
+                     env={"RAFTDIR_SERVER": f"127.0.0.1:{dead}, {live.url}"})
+    assert result.exit_code == 0, result.output
+    assert {r["role"] for r in json.loads(result.stdout)} == {"leader", "unreachable"}
+
+
+def test_a_missing_server_is_a_usage_error():
+    for args in (["peers"], ["workers"], ["leases"], ["ps", "web"], ["drain", "1"],
+                 ["token", "create"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, args
+        assert "no server given" in result.stderr and "RAFTDIR_SERVER" in result.stderr
+
+
+def test_a_malformed_server_is_a_usage_error_naming_the_option():
+    result = run_cli("workers", "--server", "not a host")
+    assert result.exit_code == 2
+    assert "--server" in result.stderr
+
+
+def test_a_dead_server_is_exit_1_naming_the_peer_and_the_reason():
+    dead = free_port()
+    for args in (["workers"], ["leases"], ["ps", "web"], ["service-state", "web"],
+                 ["scale", "web", "1"], ["drain", "3"], ["token", "create"]):
+        result = run_cli(*args, "--server", f"127.0.0.1:{dead}", "--timeout", "1")
+        assert result.exit_code == 1, (args, result.output)
+        assert f"error: 127.0.0.1:{dead}: connection refused" in result.stderr, args
+
+
+# ---------------------------------------------------------------------------- workers, leases
+
+def test_workers_table_and_json(live):
+    a, a_secret = live.register(labels={"zone": "a", "gpu": "no"})
+    b, _ = live.register(os="windows", arch="aarch64")
+    live.report(a, a_secret)
+
+    result = run_cli("workers", "--server", live.url)
+    assert result.exit_code == 0, result.output
+    header, rows = table(result.stdout)
+    assert header.split() == ["ID", "STATE", "TTL", "LEFT", "LAST", "REPORT", "OS", "ARCH",
+                              "LABELS"]
+    by_id = {row.split()[0]: row.split() for row in rows}
+    assert by_id[str(a)][1] == "ready" and by_id[str(a)][2].endswith("s")  # TTL LEFT
+    assert by_id[str(a)][-1] == "gpu=no,zone=a"
+    assert by_id[str(b)][-3:] == ["windows", "aarch64", "-"]
+
+    data = json.loads(run_cli("workers", "--server", live.url, "--json").stdout)
+    nodes = {n["node_id"]: n for n in data}
+    assert nodes[a]["profile"]["labels"] == {"zone": "a", "gpu": "no"}
+    assert nodes[a]["ttl_left_secs"] is not None
+    assert nodes[a]["last_report_secs_ago"] is not None
+
+    assert {n["kind"] for n in data} == {"worker"}  # servers only with --kind
+    everything = run_cli("workers", "-s", live.url, "--kind", "all")
+    header, rows = table(everything.stdout)
+    assert header.split()[:3] == ["ID", "KIND", "STATE"]
+    assert any(row.split()[:3] == ["1", "server", "ready"] for row in rows)
+
+
+def test_workers_watch(live):
+    live.register()
+    result = run_cli("workers", "-s", live.url, "--watch", "--interval", "0.05",
+                     "--count", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Every 0.05s: raftdir workers") == 2
+    assert result.stdout.count("ID  ") == 2
+
+
+def test_leases_table_and_json(live):
+    nid, _ = live.register(labels={"zone": "b"})
+    result = run_cli("leases", "--server", live.url)
+    assert result.exit_code == 0, result.output
+    header, rows = table(result.stdout)
+    assert header.split()[:4] == ["ID", "API", "ADDR", "OS"]
+    assert any(row.split()[0] == str(nid) and "127.0.0.1:9000" in row for row in rows)
+
+    data = json.loads(run_cli("leases", "--server", live.url, "--json").stdout)
+    lease = next(x for x in data if x["node_id"] == nid)
+    assert lease["profile"]["labels"] == {"zone": "b"}
+    assert lease["ttl_secs"] > 0 and "ttl_left_secs" in lease
