@@ -1,0 +1,159 @@
+"""A worker's identity on disk: node id, node secret, cluster id, known servers.
+
+Owns: the identity file (``identity.json`` in the identity directory, by default
+``<data_dir>/worker/identity/``), written atomically (temporary file, fsync, rename, fsync
+of the directory) with mode 0600 in a directory of mode 0700, and read back strictly: a
+file that exists but cannot be used is a ``ConfigError`` naming it, never silently
+replaced (replacing it would make the worker a new node). Blocking file I/O; the agent
+calls it from ``start()`` and after a registration, never from a constructor. Imports
+``raftdir.errors`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["Identity", "IDENTITY_FILE", "load_identity", "store_identity",
+           "default_identity_dir"]
+
+log = logging.getLogger(__name__)
+
+#: The file inside the identity directory.
+IDENTITY_FILE = "identity.json"
+_VERSION = 1
+
+
+def default_identity_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data_dir>/worker/identity/`` (wire-types.md §2.4 ``identity_dir``)."""
+    return Path(data_dir) / "worker" / "identity"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What registration gave this worker. ``internal_token`` is the node secret: it is
+    sent as ``Authorization: Bearer`` on every report and poll, and never logged."""
+
+    node_id: int
+    cluster_id: str
+    internal_token: str
+    servers: tuple[str, ...] = ()
+    heartbeat_ttl_secs: int = 0
+    heartbeat_grace_secs: int = 0
+    registered_unix_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": _VERSION, "node_id": self.node_id, "cluster_id": self.cluster_id,
+                "internal_token": self.internal_token, "servers": list(self.servers),
+                "heartbeat_ttl_secs": self.heartbeat_ttl_secs,
+                "heartbeat_grace_secs": self.heartbeat_grace_secs,
+                "registered_unix_ms": self.registered_unix_ms}
+
+    def __repr__(self) -> str:  # never print the secret
+        return (f"Identity(node_id={self.node_id}, cluster_id={self.cluster_id!r}, "
+                f"servers={list(self.servers)!r})")
+
+
+def _bad(path: Path, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {problem}; fix or remove the file (removing it makes this "
+                       "worker register as a new node)", file=str(path))
+
+
+def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
+    """The stored identity, or None when there is none. A file with group or other
+    permissions is tightened to 0600 (with a warning). Raises ``ConfigError`` for a file
+    that exists but is unreadable or malformed."""
+    path = Path(identity_dir) / IDENTITY_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _bad(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s: mode %o lets others read the node secret; setting 0600",
+                        path, mode)
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _bad(path, "expected a JSON object")
+    if data.get("version") != _VERSION:
+        raise _bad(path, f"version: expected {_VERSION}, got {data.get('version')!r}")
+
+    def get(name: str, kind: type, default: Any = ...) -> Any:
+        if name not in data:
+            if default is ...:
+                raise _bad(path, f"{name}: required field missing")
+            return default
+        value = data[name]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _bad(path, f"{name}: expected an integer, got {type(value).__name__}")
+        if kind is str and (not isinstance(value, str) or not value):
+            raise _bad(path, f"{name}: expected a non-empty string")
+        if kind is list and (not isinstance(value, list)
+                             or not all(isinstance(s, str) for s in value)):
+            raise _bad(path, f"{name}: expected a list of strings")
+        return value
+
+    known = {"version", "node_id", "cluster_id", "internal_token", "servers",
+             "heartbeat_ttl_secs", "heartbeat_grace_secs", "registered_unix_ms"}
+    return Identity(
+        node_id=get("node_id", int), cluster_id=get("cluster_id", str),
+        internal_token=get("internal_token", str),
+        servers=tuple(get("servers", list, [])),
+        heartbeat_ttl_secs=get("heartbeat_ttl_secs", int, 0),
+        heartbeat_grace_secs=get("heartbeat_grace_secs", int, 0),
+        registered_unix_ms=get("registered_unix_ms", int, 0),
+        extra={k: v for k, v in data.items() if k not in known})
+
+
+def store_identity(identity_dir: str | os.PathLike[str], identity: Identity) -> Path:
+    """Write the identity atomically: a temporary file created 0600 in the same directory,
+    fsync, rename over ``identity.json``, fsync the directory. The directory is created
+    (and kept) at 0700. Returns the file's path."""
+    directory = Path(identity_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / IDENTITY_FILE
+    tmp = directory / f".{IDENTITY_FILE}.{os.getpid()}.tmp"
+    payload = (json.dumps(identity.to_json(), indent=2, sort_keys=False) + "\n").encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return path
