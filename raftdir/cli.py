@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -789,7 +789,15 @@ def _change_peer(conn: Conn, method: str, body: dict[str, Any], as_json: bool) -
         return await client._call(method, "/api/v1/cluster/peers", body, auth="admin",
                                   write=True)
 
-    result = _run(conn, go)
+    # No retries: a membership change is not idempotent, and its outcome may be unknown
+    # (the leader waits up to 10 s for it to commit), which `raftdir peers` then shows.
+    conn = replace(conn, timeout=max(conn.timeout, 15.0))
+    try:
+        result = _run(conn, go, retries=0)
+    except Failed as exc:
+        if "timeout_outcome_unknown" in exc.message or "no answer in" in exc.message:
+            exc.message += "; check with `raftdir peers` before trying again"
+        raise
     if as_json:
         click.echo(_json_text(result))
     else:
