@@ -427,8 +427,7 @@ class WorkerAgent:
         token, problem = self._read_token()
         previous = self.identity
         if token is None:
-            why = f"{self._refusal}; " if self._refusal else ""
-            self._set_fatal(f"{why}cannot register: {problem}")
+            self._cannot_register(f"cannot register: {problem}")
             return False
         profile = self.profile
         assert profile is not None
@@ -442,7 +441,7 @@ class WorkerAgent:
         except asyncio.CancelledError:
             raise
         except (TokenInvalid, TokenExhausted) as exc:
-            self._set_fatal(f"registration refused ({exc.code}): {exc.message}")
+            self._cannot_register(f"registration refused ({exc.code}): {exc.message}")
             return False
         except RaftdirError as exc:
             if _transient(exc):
@@ -450,7 +449,7 @@ class WorkerAgent:
                 self._wake(self._wake_watch)
                 log.warning("registration failed, will retry: %s", exc.message)
             else:
-                self._set_fatal(f"registration refused ({exc.code}): {exc.message}")
+                self._cannot_register(f"registration refused ({exc.code}): {exc.message}")
             return False
         if expected is not None and resp.cluster_id != expected:
             # The client took the new secret: put the old one back, store nothing.
@@ -475,6 +474,10 @@ class WorkerAgent:
             log.info("registered as node %d in cluster %s", identity.node_id,
                      identity.cluster_id)
         return True
+
+    def _cannot_register(self, problem: str) -> None:
+        """LOST, saying why, and why a registration was needed at all."""
+        self._set_fatal(f"{self._refusal}; {problem}" if self._refusal else problem)
 
     def _adopt_identity(self, identity: Identity, ttl: float, grace: float,
                         sent: float) -> None:

@@ -57,6 +57,7 @@ class ControlPlane:
         self.clock = clock
         self.apis: list[ApiServer | None] = []
         self.ports: list[int] = []
+        self.advertised: list[int] | None = None   # which APIs acks list (None: all)
         self.server.servers = self._servers            # type: ignore[method-assign]
         self.server.leader_endpoint = self._leader     # type: ignore[method-assign]
 
@@ -64,7 +65,8 @@ class ControlPlane:
         return f"http://{HOST}:{self.ports[i]}"
 
     def _servers(self) -> list[str]:
-        return [self.url(i) for i in range(len(self.ports))]
+        which = range(len(self.ports)) if self.advertised is None else self.advertised
+        return [self.url(i) for i in which]
 
     def _leader(self) -> str | None:
         return next((self.url(i) for i, api in enumerate(self.apis) if api is not None), None)
