@@ -248,8 +248,11 @@ class RaftdirClient:
 
     # -- the worker protocol ----------------------------------------------------------------
     async def register(self, req: WorkerRegisterRequest) -> WorkerRegisterResponse:
-        """Register; adopts the response's server list and node secret."""
-        data = await self._call("POST", "/api/v1/workers/register", to_dict(req), write=True)
+        """Register; adopts the response's server list and node secret. A client that
+        already holds a node secret (a worker registering again with its stored identity)
+        sends it as ``Authorization: Bearer``."""
+        data = await self._call("POST", "/api/v1/workers/register", to_dict(req), write=True,
+                                auth="node" if self.node_secret else None)
         resp = from_dict(WorkerRegisterResponse, data)
         self.node_secret = resp.internal_token
         self._adopt(servers=resp.servers)
