@@ -8,6 +8,7 @@ import pytest
 
 from agent_harness import control_plane, make_agent, step, transitions, until
 from raftdir.agent import AgentState, load_identity, report_interval
+from raftdir.api.client import RaftdirClient
 from raftdir.clock import ManualClock
 from raftdir.core.commands import Compact
 
@@ -155,8 +156,19 @@ async def test_registers_again_after_eviction_when_the_token_allows(tmp_path):
     clock = ManualClock()
     cp = await control_plane(clock=clock)
     other = await cp.direct_worker()                  # takes the evicted worker's share
+    sent: list[tuple[str, dict]] = []
+
+    def recording_client(*args, **kwargs):
+        client = RaftdirClient(*args, **kwargs)
+        send = client._send
+
+        async def recorded(method, url, payload, headers, timeout, query):
+            sent.append((url, dict(headers)))
+            return await send(method, url, payload, headers, timeout, query)
+        client._send = recorded
+        return client
     agent = make_agent(tmp_path, [cp.url()], await cp.token_file(tmp_path, max_uses=2),
-                       clock=clock, manual=True)
+                       clock=clock, manual=True, client_factory=recording_client)
     changes = []
     agent.on_change(lambda change, current: changes.append(change))
     try:
@@ -175,7 +187,10 @@ async def test_registers_again_after_eviction_when_the_token_allows(tmp_path):
         assert cp.state(agent.node_id) == "ready"
         assert agent.node_id == node_id               # it asked for its old id and got it
         stored = load_identity(tmp_path / "worker" / "identity")
-        assert stored.internal_token == agent.identity.internal_token != first_secret
+        assert stored.internal_token == agent.identity.internal_token
+        registers = [h for url, h in sent if url.endswith("/workers/register")]
+        assert "Authorization" not in registers[0]
+        assert registers[-1]["Authorization"] == f"Bearer {first_secret}"  # its old secret
         # the old record's assignments are gone: a full resync of the new one says so
         await until(lambda: agent.assignments.containers() == [], what="the full resync")
         assert changes[-1].full and changes[-1].deleted == ("web",)
