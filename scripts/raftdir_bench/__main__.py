@@ -1,0 +1,85 @@
+"""``scripts/bench [NAME ...] [--json FILE]``: run raftdir's benchmarks and print a table.
+
+Names: ``adapter`` (A, issue 3), ``state`` (B), ``restart`` (C), ``fleet`` (D, issue 4).
+Every process started is killed by PID at the end; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+
+from .common import BenchResult, log, machine, print_table
+
+NAMES = ("adapter", "state", "restart", "fleet")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", default=[], metavar="NAME",
+                    help=f"benchmarks to run: {', '.join(NAMES)} (default: all)")
+    ap.add_argument("--json", metavar="FILE", help="write machine-readable results here")
+    ap.add_argument("--workers", type=int, default=100_000,
+                    help="workers for state/restart (default 100000)")
+    ap.add_argument("--phase-seconds", type=float, default=2.5,
+                    help="adapter: seconds per measured phase (default 2.5)")
+    ap.add_argument("--rounds", type=int, default=5, help="adapter: rounds (default 5)")
+    ap.add_argument("--fill-seconds", type=float, default=150.0,
+                    help="restart: bound on registering the workers (default 150)")
+    ap.add_argument("--restart-trials", type=int, default=4)
+    ap.add_argument("--fleet", type=int, default=10_000,
+                    help="fleet: registered workers (default 10000)")
+    ap.add_argument("--fanout", type=int, default=1_000,
+                    help="fleet: parked workers for the fan-out (default 1000)")
+    ap.add_argument("--status-seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", type=int, default=64,
+                    help="fleet: requests in flight for registrations and reports")
+    ap.add_argument("--failover-trials", type=int, default=10)
+    ap.add_argument("--failover-idle", type=float, default=11.0,
+                    help="fleet: seconds the cluster idles before each kill (default 11, "
+                         "more than PySyncObj's connectionTimeout of 10 s)")
+    opts = ap.parse_args()
+    names = list(opts.names or NAMES)
+    for n in names:
+        if n not in NAMES:
+            ap.error(f"unknown benchmark {n!r}; choose from {', '.join(NAMES)}")
+    from . import raft_benches
+    funcs = {"adapter": raft_benches.bench_adapter, "state": raft_benches.bench_state,
+             "restart": raft_benches.bench_restart}
+    if "fleet" in names:
+        from . import fleet
+        funcs["fleet"] = fleet.bench_fleet
+    info = machine()
+    log(f"machine: {info}")
+    results: list[BenchResult] = []
+    started = time.time()
+    for name in names:
+        t0 = time.monotonic()
+        log(f"=== {name}")
+        try:
+            res = funcs[name](opts)
+        except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON
+            traceback.print_exc()
+            res = BenchResult(name, error=f"{type(exc).__name__}: {exc}")
+        res.seconds = time.monotonic() - t0
+        results.append(res)
+        log(f"=== {name} done in {res.seconds:.0f} s")
+    print()
+    print(f"raftdir benchmarks: {info['nproc']} cores, {info['cpu_model']}, "
+          f"Python {info['python']}")
+    print_table(results)
+    if opts.json:
+        doc = {"command": "scripts/bench " + " ".join(sys.argv[1:]), "machine": info,
+               "started_unix": int(started), "results": [r.to_dict() for r in results]}
+        with open(opts.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        log(f"wrote {opts.json}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
