@@ -214,7 +214,7 @@ class Daemon:
         from .api.server import start_api
         host, port = parse_addr(api_addr)
         self.api = await start_api(cp, self.options.api_host or host, port,
-                                   ssl_context=self._ssl())
+                                   ssl_context=self._ssl(), forward_ssl=self._client_ssl())
 
     async def _start_directory(self, mode: ClusterMode) -> None:
         from .api.client import RaftdirClient

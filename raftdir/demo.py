@@ -246,8 +246,8 @@ async def _scale_and_show(client: Any, story: Story, service: str, replicas: int
         state = await client.service_state(service)
         return state if state["running"] == replicas and not state["unknown"] else None
     state = await _until(story, f"workers to report {service} running", running, 25)
-    per_node = ", ".join(f"{n['node_id']}: {n['running']}" for n in state["nodes"]
-                         if n["running"])
+    per_node = ", ".join(f"{n.node_id}: {n.running}" for n in state["nodes"]
+                         if n.running)
     story.say((proves or f"every worker runs its share of {service}") + f" ({per_node})")
 
 

@@ -370,7 +370,9 @@ class DirectoryServer:
             except UnknownNode:
                 raise Reregister(f"node {node_id} is not registered; register again",
                                  field="node_id") from None
-            if data.get("events") or data.get("full"):
+            # A full answer at revision 0 to a poll from 0 tells nothing new (no assignment
+            # was ever made): answering it at once would make the poller spin.
+            if data.get("events") or (data.get("full") and data["revision"] > 0):
                 return WorkerPollResponse.from_dict(data)
             current = max(data["revision"], last_revision)
             remaining = deadline - loop.time()
@@ -387,6 +389,10 @@ class DirectoryServer:
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
         return await self._leading().scale(req, request_id)
+
+    async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
+                               ) -> dict[int, InternalScaleRequest]:
+        return await self.scale(req, request_id)
 
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         return await self._leading().drain(node_id, request_id)

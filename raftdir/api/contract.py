@@ -39,10 +39,11 @@ class ControlPlane(Protocol):
         ...
 
     # -- worker protocol -------------------------------------------------------------
-    async def register(self, req: WorkerRegisterRequest, request_id: str | None
-                       ) -> WorkerRegisterResponse:
-        """Leader only. Raises TokenInvalid, TokenExhausted, NotLeader, NoLeader,
-        TimeoutOutcomeUnknown."""
+    async def register(self, req: WorkerRegisterRequest, request_id: str | None,
+                       node_secret: str | None = None) -> WorkerRegisterResponse:
+        """Leader only. ``node_secret``: a worker registering again with its identity
+        (same desired id and secret gets the same record). Raises TokenInvalid,
+        TokenExhausted, NotLeader, NoLeader, TimeoutOutcomeUnknown."""
         ...
 
     async def report(self, report: WorkerStatusReport, node_secret: str | None
@@ -64,6 +65,12 @@ class ControlPlane(Protocol):
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
         """Place the service and commit it; returns the per-node split."""
+        ...
+
+    async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
+                               ) -> dict[int, InternalScaleRequest]:
+        """The leader places the service over the cluster (``scale`` on a directory
+        server; on a static peer ``scale`` is an order for that peer only)."""
         ...
 
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]: ...

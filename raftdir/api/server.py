@@ -164,11 +164,12 @@ _ADMIN_ERRORS = (Unauthorized,)
 
 ROUTES: tuple[Route, ...] = (
     Route("register", "POST", "/api/v1/workers/register",
-          lambda cp, c: cp.register(c.body, c.request_id),
+          lambda cp, c: cp.register(c.body, c.request_id, c.secret),
           body=WorkerRegisterRequest, forward=True,
           errors=(TokenInvalid, TokenExhausted, Conflict) + _WRITE_ERRORS,
           summary="Register a worker with a join token (WorkerRegisterRequest -> "
-                  "WorkerRegisterResponse)."),
+                  "WorkerRegisterResponse). A worker that registers again sends its node "
+                  "secret as Bearer and gets its existing record back."),
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
@@ -186,6 +187,14 @@ ROUTES: tuple[Route, ...] = (
           body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
           errors=_ADMIN_ERRORS + (BadRequest, NodeNotReady, Conflict) + _WRITE_ERRORS,
           summary="Scale a service; returns the per-node split."),
+    Route("distribute_scale", "POST", "/api/v1/cluster/scale",
+          lambda cp, c: cp.distribute_scale(c.body, c.request_id),
+          body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
+          errors=_ADMIN_ERRORS + (BadRequest, NodeNotReady, Conflict) + _WRITE_ERRORS,
+          summary="Have the leader place a service over the cluster; returns the split. "
+                  "The same as /internal/scale on a directory server; on a static peer, "
+                  "where /internal/scale is an order for that peer alone, the leader "
+                  "distributes."),
     Route("service_state", "GET", "/api/v1/internal/services/{service}/state",
           lambda cp, c: cp.service_state(c.params["service"]),
           read=True, forward=True,
@@ -556,8 +565,9 @@ class _Api:
             call = Call()
             if route.auth == "admin":
                 await _maybe_await(self.cp.check_admin(_admin_token(request)))
-            elif route.auth == "node":
+            else:
                 call.secret = _node_secret(request)
+            if route.auth == "node":
                 if call.secret is None:
                     raise Unauthorized("missing node secret: send Authorization: Bearer "
                                        "<internal_token>")

@@ -123,8 +123,8 @@ class FakeControlPlane:
     def servers(self) -> list[str]:
         return list(self.server_list)
 
-    async def register(self, req: WorkerRegisterRequest, request_id: str | None
-                       ) -> WorkerRegisterResponse:
+    async def register(self, req: WorkerRegisterRequest, request_id: str | None,
+                       node_secret: str | None = None) -> WorkerRegisterResponse:
         self._enter("register", request_id)
         self._write()
         if request_id and request_id in self.done_requests:
@@ -178,6 +178,10 @@ class FakeControlPlane:
         self._enter("check_admin")
         if token != ADMIN:
             raise Unauthorized("this operation needs the admin token")
+
+    async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
+                               ) -> dict[int, InternalScaleRequest]:
+        return await self.scale(req, request_id)
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:

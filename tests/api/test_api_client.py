@@ -106,7 +106,7 @@ async def test_a_write_whose_answer_was_lost_is_applied_once():
     real = cp.register
     calls = 0
 
-    async def commits_then_times_out(req, rid):
+    async def commits_then_times_out(req, rid, secret=None):
         nonlocal calls
         calls += 1
         out = await real(req, rid)

@@ -137,7 +137,7 @@ async def test_a_leader_that_does_not_answer_in_time_gives_504():
     leader_cp = FakeControlPlane(1)
     stuck = asyncio.Event()
 
-    async def slow_register(req, request_id):
+    async def slow_register(req, request_id, secret=None):
         await stuck.wait()
 
     leader_cp.register = slow_register

@@ -22,6 +22,7 @@ STATUS_BODY = {
 #: route name -> the fake's method the route calls
 CP_METHOD = {
     "register": "register", "poll": "poll", "status": "report", "scale": "scale",
+    "distribute_scale": "scale",   # the fake distributes through its scale()
     "service_state": "service_state", "service_containers": "service_containers",
     "peers": "peer_status", "workers": "workers", "leases": "leases", "drain": "drain",
     "deregister": "deregister", "create_token": "create_token", "health": None,
@@ -51,6 +52,8 @@ def valid_request(route_name: str, cp: FakeControlPlane, base: str):
                    bearer(secret)),
         "scale": ("POST", "/api/v1/internal/scale", {"service": "web", "replicas": 2},
                   admin()),
+        "distribute_scale": ("POST", "/api/v1/cluster/scale",
+                             {"service": "web", "replicas": 2}, admin()),
         "service_state": ("GET", "/api/v1/internal/services/web/state", None, {}),
         "service_containers": ("GET", "/api/v1/internal/services/web/containers", None, {}),
         "peers": ("GET", "/api/v1/cluster/peers", None, {}),

@@ -1,0 +1,102 @@
+"""The embedding API: single-node without a network, the sync context manager, static
+mode's lowest-reachable-id leader, and the embedding example."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raftdir import ConfigError, InternalScaleRequest, StaticMode, StaticPeer
+from raftdir.daemon import Daemon
+from raftdir.replication.local import LocalNode
+from raftdir.testing import async_wait_until, free_ports, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_single_node_runs_in_process_without_a_network(tmp_path):
+    async def body() -> None:
+        daemon = Daemon.from_data_dir(tmp_path)
+        changes = []
+        daemon.on_assignments(lambda change, current: changes.append(current.containers()))
+        async with daemon:
+            assert isinstance(daemon.server.raft, LocalNode)
+            assert daemon.api is None          # no socket at all
+            await async_wait_until(daemon.cluster.is_leader, 5, "leadership")
+            await daemon.cluster.forward_scale(InternalScaleRequest.legacy("web", 2))
+            await async_wait_until(lambda: changes, 5, "the assignment callback")
+            assert changes[-1] == ["web-default-0", "web-default-1"]
+            assert daemon.status()["assignments"] == changes[-1]
+        assert not daemon.status()["started"]
+
+    asyncio.run(body())
+
+
+def test_sync_context_manager_runs_on_its_own_thread(tmp_path):
+    with Daemon.from_data_dir(tmp_path) as daemon:
+        wait_until(lambda: daemon.status().get("is_leader"), 5, "leadership")
+        assert daemon.status()["mode"] == "single-node"
+
+
+def test_a_broken_config_names_the_file_and_field(tmp_path):
+    (tmp_path / "cluster_mode.yaml").write_text("mode: raft\nnode_id: 1\npeers: []\n")
+    with pytest.raises(ConfigError, match="cluster_mode.yaml: node_id: 1 is not the id"):
+        Daemon.from_data_dir(tmp_path)
+
+
+def test_constructor_does_no_io(tmp_path):
+    missing = tmp_path / "nowhere"
+    daemon = Daemon(StaticMode(node_id=1, peers=(StaticPeer(id=1, api_addr="127.0.0.1:1"),)),
+                    missing)
+    assert not missing.exists() and daemon.api is None
+
+
+@pytest.mark.timeout(60)
+def test_static_mode_elects_the_lowest_reachable_id_and_moves_on(tmp_path):
+    async def body() -> None:
+        ports = free_ports(3)
+        peers = tuple(StaticPeer(id=i + 1, api_addr=f"127.0.0.1:{p}")
+                      for i, p in enumerate(ports))
+        daemons = {i: Daemon(StaticMode(node_id=i, peers=peers, heartbeat_interval=1,
+                                        failure_threshold=2), tmp_path / f"s{i}")
+                   for i in (1, 2, 3)}
+        got: dict[int, list] = {i: [] for i in daemons}
+        for i, d in daemons.items():
+            d.on_assignments(lambda change, current, i=i: got[i].append(current.containers()))
+        try:
+            for d in daemons.values():
+                await d.start()
+            await async_wait_until(lambda: all(
+                n.state == "ready" for d in daemons.values() for n in d.cluster.list_nodes()),
+                10, "every peer to see every other")
+            assert all(d.cluster.leader_addr() == peers[0].api_addr for d in daemons.values())
+            assert [d.cluster.is_leader() for d in daemons.values()] == [True, False, False]
+            # a scale forwarded from a follower is distributed by the leader
+            split = await daemons[3].cluster.forward_scale(InternalScaleRequest.legacy("web", 3))
+            assert sorted(split) == [1, 2, 3]
+            await async_wait_until(lambda: all(got[i] for i in daemons), 10,
+                                   "every peer to receive its share")
+            await daemons[1].stop()
+            await async_wait_until(lambda: daemons[2].cluster.is_leader()
+                                   and daemons[3].cluster.leader_addr() == peers[1].api_addr,
+                                   10, "peer 2 to take over")
+            states = {n.node_id: n.state for n in daemons[3].cluster.list_nodes()}
+            assert states == {1: "unreachable", 2: "ready", 3: "ready"}
+        finally:
+            for d in daemons.values():
+                await d.stop()
+
+    asyncio.run(body())
+
+
+def test_the_embedding_example_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "embed_daemon.py"),
+                          str(tmp_path), "--seconds", "0.5"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "running ['web-default-0', 'web-default-1', 'web-default-2']" in out.stdout
+    assert out.stdout.strip().endswith("stopped")
