@@ -595,9 +595,8 @@ def _run_daemon(daemon: Any, what: str) -> None:
 @click.option("--api-host", metavar="HOST",
               help="Bind the HTTP API to this host (default: the host of the peer's api_addr; "
                    "single-node: 127.0.0.1).")
-@click.option("--api-port", type=click.IntRange(0, 65535), metavar="PORT",
-              help="single-node: serve the HTTP API on this port (default 3669; 0: any free "
-                   "port, logged at start).")
+@click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="single-node: serve the HTTP API on this port (default 3669).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="PEM certificate chain: serve the API over https.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",

@@ -132,7 +132,7 @@ def run_cli(*args: str, env: dict[str, str | None] | None = None,
     """Invoke the CLI in process; fails the test on a traceback (an exception that
     escaped click)."""
     result = CliRunner().invoke(cli, [str(a) for a in args], env={**CLEAN_ENV, **(env or {})},
-                                input=input, catch_exceptions=True)
+                                input=input, catch_exceptions=True, prog_name="raftdir")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"raftdir {' '.join(map(str, args))} raised "
                              f"{result.exception!r}\n{result.output}") from result.exception
