@@ -360,6 +360,9 @@ class WorkerAgent:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
                 pass
+        refresh = getattr(self._cluster, "_refresh", None)
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
         if self._client is not None:
             await self._client.close()
         if self._running:
