@@ -413,7 +413,7 @@ async def _prefer_leader(client: Any) -> None:
     leader = health.get("leader") if isinstance(health, dict) else None
     if not leader or health.get("is_leader"):
         return
-    url = normalize_endpoint(leader, default_scheme=client._scheme)
+    url = normalize_endpoint(leader, default_scheme=urlsplit(client.preferred).scheme)
     if url not in client.servers:
         client.servers.insert(0, url)
     client.preferred = url
@@ -872,8 +872,7 @@ def workers(conn: Conn, as_json: bool, watch: bool, interval: float, count: int,
     """
 
     async def frame(client: Any, n: int) -> Listing:
-        if n == 0:
-            await _prefer_leader(client)
+        await _prefer_leader(client)  # every frame: the leader may have changed
         nodes = await client.workers()
         if kind != "all":
             nodes = [x for x in nodes if x.get("kind", "worker") == kind]
