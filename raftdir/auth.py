@@ -1,7 +1,7 @@
 """Credentials: join tokens, per-node secrets and the admin token (directory.md §4, §11).
 
 Owns: the join-token format and its checks, node-secret issue and hashing, the admin
-token. All keys derive from the cluster secret (``raftdir.replication.secret.derive_key``),
+token. All keys derive from the cluster secret (``derive_key``, also used for the Raft password),
 which itself never travels. Pure functions (``secrets`` is the only randomness, and only
 in the ``new_*`` functions); any thread. Must not import the API, agent or CLI.
 
@@ -23,15 +23,27 @@ from dataclasses import dataclass
 import msgpack
 
 from .errors import TokenInvalid, Unauthorized
-from .replication.secret import derive_key
 
 __all__ = [
-    "JoinToken", "issue_join_token", "verify_join_token", "new_node_secret",
+    "derive_key", "JoinToken", "issue_join_token", "verify_join_token", "peek_join_token", "new_node_secret",
     "hash_node_secret", "node_secret_matches", "admin_token", "check_admin_token",
     "bearer_token",
 ]
 
 _PREFIX = "rdj1"
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose (``"raft-password"``, ``"join-token"``,
+    ``"admin-token"``, ...): HMAC-SHA256 keyed by the secret. Keys for different purposes
+    are independent, so leaking one (say the admin token) reveals nothing of the others."""
+    if not secret:
+        raise ValueError("derive_key needs a non-empty secret")
+    if not purpose:
+        raise ValueError("derive_key needs a purpose")
+    return hmac.new(secret.encode("utf-8"), b"raftdir/v1/" + purpose.encode("utf-8"),
+                    hashlib.sha256).digest()
+
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,37 @@ def issue_join_token(secret: str, cluster_id: str, *, valid_for_secs: int, max_u
     return f"{signed}.{_b64(_mac(secret, signed))}", claims
 
 
-def verify_join_token(token: str, secret: str, cluster_id: str, now_unix_secs: int
-                      ) -> JoinToken:
-    """Check the signature, the cluster and the expiry, in that order; raises
-    ``TokenInvalid`` whose message names the check that failed."""
+def _split(token: str) -> list[str]:
     parts = token.strip().split(".")
     if len(parts) != 3 or parts[0] != _PREFIX:
         raise TokenInvalid("join token is malformed (expected rdj1.<payload>.<mac>)",
                            field="token")
+    return parts
+
+
+def _claims(payload: str) -> JoinToken:
+    try:
+        claims = msgpack.unpackb(_unb64(payload), raw=False, strict_map_key=True)
+        return JoinToken(str(claims["cid"]), str(claims["tid"]), int(claims["exp"]),
+                         int(claims["max"]))
+    except Exception:  # noqa: BLE001 - whatever is wrong, the payload is unreadable
+        raise TokenInvalid("join token payload is unreadable", field="token") from None
+
+
+def peek_join_token(token: str) -> JoinToken | None:
+    """The claims of a join token read WITHOUT checking its signature (a worker's hint to
+    catch an identity from another cluster early); None when it is not a join token."""
+    try:
+        return _claims(_split(token)[1])
+    except TokenInvalid:
+        return None
+
+
+def verify_join_token(token: str, secret: str, cluster_id: str, now_unix_secs: int
+                      ) -> JoinToken:
+    """Check the signature, the cluster and the expiry, in that order; raises
+    ``TokenInvalid`` whose message names the check that failed."""
+    parts = _split(token)
     signed = f"{parts[0]}.{parts[1]}"
     try:
         mac = _unb64(parts[2])
@@ -89,12 +124,7 @@ def verify_join_token(token: str, secret: str, cluster_id: str, now_unix_secs: i
     if not hmac.compare_digest(mac, _mac(secret, signed)):
         raise TokenInvalid("join token signature does not match this cluster's secret",
                            field="token")
-    try:
-        claims = msgpack.unpackb(_unb64(parts[1]), raw=False, strict_map_key=True)
-        parsed = JoinToken(str(claims["cid"]), str(claims["tid"]), int(claims["exp"]),
-                           int(claims["max"]))
-    except Exception:  # noqa: BLE001 - a signed but unreadable payload: our own bug
-        raise TokenInvalid("join token payload is unreadable", field="token") from None
+    parsed = _claims(parts[1])
     if parsed.cluster_id != cluster_id:
         raise TokenInvalid(f"join token is for cluster {parsed.cluster_id!r}, not "
                            f"{cluster_id!r}", field="token")

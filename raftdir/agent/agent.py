@@ -27,7 +27,6 @@ the core).
 from __future__ import annotations
 
 import asyncio
-import base64
 import enum
 import inspect
 import logging
@@ -36,10 +35,10 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import msgpack
 
 from ..api.client import RaftdirClient, Unreachable, normalize_endpoint
 from ..assignments import AssignmentSet, Change
+from ..auth import peek_join_token
 from ..clock import Clock, SystemClock
 from ..codec import from_dict
 from ..errors import (
@@ -92,19 +91,10 @@ def report_interval(ttl_secs: float) -> float:
 
 
 def token_cluster_id(token: str) -> str | None:
-    """The cluster id a join token claims (``rdj1.<payload>.<mac>``), read WITHOUT checking
-    the signature: only a hint to catch an identity from another cluster before use. None
-    when the token is not in that form."""
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != "rdj1":
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        cid = claims.get("cid") if isinstance(claims, dict) else None
-    except Exception:  # noqa: BLE001 - a hint only; the server checks the token
-        return None
-    return cid if isinstance(cid, str) and cid else None
+    """The cluster id a join token claims, read WITHOUT checking the signature: only a
+    hint to catch an identity from another cluster before use (the server checks)."""
+    claims = peek_join_token(token)
+    return claims.cluster_id or None if claims is not None else None
 
 
 def _transient(exc: RaftdirError) -> bool:

@@ -20,6 +20,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from raftdir.auth import derive_key  # the one key derivation, shared with tokens
 from raftdir.errors import ConfigError
 
 __all__ = [
@@ -96,18 +97,6 @@ def load_secret(data_dir: str | os.PathLike[str]) -> str | None:
         raise ConfigError(f"{target}: cluster secret must be at least {_MIN_LEN} hex "
                           "characters on one line", file=str(target), field="cluster_secret")
     return value
-
-
-def derive_key(secret: str, purpose: str) -> bytes:
-    """A 32-byte key for one purpose (``"raft-password"``, ``"join-token"``,
-    ``"admin-token"``, ...): HMAC-SHA256 keyed by the secret. Keys for different purposes
-    are independent, so leaking one (say the admin token) reveals nothing of the others."""
-    if not secret:
-        raise ValueError("derive_key needs a non-empty secret")
-    if not purpose:
-        raise ValueError("derive_key needs a purpose")
-    return hmac.new(secret.encode("utf-8"), b"raftdir/v1/" + purpose.encode("utf-8"),
-                    hashlib.sha256).digest()
 
 
 def raft_password(secret: str) -> str:
