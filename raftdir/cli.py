@@ -634,16 +634,25 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
 
 @cli.command()
 @_data_dir_option
+@click.option("--api-addr", default=None, metavar="HOST:PORT",
+              help="This worker's own API address, as servers should dial it (its "
+                   "profile's api_addr; default 127.0.0.1:3669).")
 @_log_level_option
-def worker(data_dir: Path, log_level: str) -> None:
+def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     The daemon starts the worker agent: it registers with the join token in token_file,
     keeps its identity under identity_dir, reports and polls. Logs go to stderr; a clean
     stop exits 0; a config that is not a worker-tier worker exits 2.
     """
-    from .daemon import Daemon
+    from .codec import ADDR
+    from .daemon import Daemon, DaemonOptions
 
+    if api_addr is not None:
+        try:
+            api_addr = ADDR.decode(api_addr, "--api-addr")
+        except RaftdirError as exc:
+            raise Unusable(exc.message) from None
     config = _load_config(data_dir)
     if not config.is_worker_tier_worker():
         raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
@@ -653,7 +662,7 @@ def worker(data_dir: Path, log_level: str) -> None:
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
         raise Failed(f"worker: the worker agent is not available ({exc})") from None
-    daemon = Daemon(config, data_dir)
+    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
 

@@ -60,6 +60,7 @@ class DaemonOptions:
     reconcile_interval: float = 5.0
     raft_tuning: Any = None              # raftdir.replication.RaftTuning
     cluster_id: str | None = None
+    advertise_addr: str | None = None    # a worker's own API address (its profile)
 
 
 class Daemon:
@@ -272,7 +273,9 @@ class Daemon:
 
     async def _start_worker(self, mode: WorkerTierMode) -> None:
         from .agent import WorkerAgent
-        self.agent = WorkerAgent.from_config(mode, self.data_dir, clock=self.clock)
+        extra = {"api_addr": self.options.advertise_addr} if self.options.advertise_addr \
+            else {}
+        self.agent = WorkerAgent.from_config(mode, self.data_dir, clock=self.clock, **extra)
         self.agent.on_change(self._deliver_change)
         self._cluster = self.agent.cluster()
         await self.agent.start()

@@ -111,7 +111,8 @@ class Workers:
             (data_dir / "cluster_mode.yaml").write_text(dump_yaml(mode))
             log = open(data_dir / "worker.log", "ab")
             self.procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "raftdir", "worker", "--data-dir", str(data_dir)],
+                [sys.executable, "-m", "raftdir", "worker", "--data-dir", str(data_dir),
+                 "--api-addr", f"127.0.0.1:{7300 + i}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
             log.close()

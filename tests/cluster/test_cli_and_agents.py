@@ -1,0 +1,137 @@
+"""The CLI and worker agents as real processes against a real three-peer cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raftdir.auth import admin_token
+from raftdir.config import dump_yaml
+from raftdir.model import WorkerTierMode, WorkerTierRole
+from raftdir.testing import LocalCluster, free_ports, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def raftdir(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raftdir", *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster")).prepare(
+        heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6})
+    c.start()
+    try:
+        c.wait_leader(30)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def env(cluster):
+    return {"RAFTDIR_SERVER": ",".join(cluster.endpoints),
+            "RAFTDIR_ADMIN_TOKEN": admin_token(cluster.secret)}
+
+
+def test_peers_asks_every_peer(cluster, env):
+    out = raftdir("peers", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    text = json.dumps(rows)
+    for peer in cluster.peers.values():
+        assert peer.api_addr in text
+    table = raftdir("peers", env=env)
+    assert table.returncode == 0 and "leader" in table.stdout
+    assert table.stdout.count("follower") == 2
+    for column in ("ID", "RAFT ADDR", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
+                   "LAST CONTACT"):
+        assert column in table.stdout
+
+
+def test_listings_are_valid_json_and_scale_works(cluster, env):
+    for args in (["workers", "--json"], ["leases", "--json"]):
+        out = raftdir(*args, env=env)
+        assert out.returncode == 0, out.stderr
+        json.loads(out.stdout)
+    out = raftdir("scale", "web", "0", env=env)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_dead_server_is_exit_1_naming_it(cluster):
+    (port,) = free_ports(1)
+    out = raftdir("workers", "--server", f"http://127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_bad_config_is_exit_2(tmp_path):
+    (tmp_path / "cluster_mode.yaml").write_text("mode: raft\nnode_id: 1\n")
+    out = raftdir("serve", "--data-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "cluster_mode.yaml: peers: required field missing" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def start_worker(cluster: LocalCluster, data_dir: Path, token: str) -> subprocess.Popen:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "join.token").write_text(token + "\n")
+    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=tuple(cluster.endpoints),
+                          token_file=str(data_dir / "join.token"))
+    (data_dir / "cluster_mode.yaml").write_text(dump_yaml(mode))
+    log = open(data_dir / "worker.log", "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "raftdir", "worker", "--data-dir",
+                                 str(data_dir)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def workers(env) -> dict[int, dict]:
+    out = raftdir("workers", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    return {w["node_id"]: w for w in json.loads(out.stdout) if w["node_id"] >= 1_000_000}
+
+
+def test_agent_keeps_its_identity_and_fails_over(cluster, env, tmp_path):
+    token = raftdir("token", "create", "--valid-for", "600", "--max-uses", "1", env=env)
+    assert token.returncode == 0, token.stderr
+    proc = start_worker(cluster, tmp_path / "w1", token.stdout.strip().splitlines()[-1])
+    try:
+        node_id = wait_until(lambda: next(iter(workers(env)), None), 30, "registration")
+        # a restarted worker is the same node (and needs no second token use)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = start_worker(cluster, tmp_path / "w1", "rdj1.used.up")
+        wait_until(lambda: workers(env)[node_id]["last_report_secs_ago"] is not None
+                   and workers(env)[node_id]["last_report_secs_ago"] < 2, 30,
+                   "the restarted worker to report")
+        assert list(workers(env)) == [node_id]
+        # kill -9 of the leader: the agent fails over and stays ready
+        old = cluster.leader_id()
+        cluster.kill(old)
+        cluster.wait_leader(20, exclude=old)
+        wait_until(lambda: (workers(env)[node_id]["last_report_secs_ago"] or 99) < 2, 30,
+                   "a report to the new leader")
+        assert workers(env)[node_id]["state"] == "ready"
+        scaled = raftdir("scale", "api", "2", env=env)
+        assert scaled.returncode == 0, scaled.stderr
+        wait_until(lambda: raftdir("service-state", "api", "--json", env=env).stdout.count(
+            '"running": 2') >= 1, 30, "the worker to run api")
+        cluster.start(old)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
