@@ -676,7 +676,7 @@ def _role(status: dict[str, Any]) -> str:
     return "leader" if status.get("is_leader") else "follower"
 
 
-async def _peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
+async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
     """Ask every server in the list for its Raft status at once; one row per server (an
     unreachable one too), plus Raft partners the answers name that were not asked."""
 
@@ -734,7 +734,7 @@ async def _peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]
     return rows
 
 
-def _peers_listing(rows: list[dict[str, Any]]) -> Listing:
+def peers_listing(rows: list[dict[str, Any]]) -> Listing:
     columns = ("ID", "RAFT ADDR", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
                "LAST CONTACT")
     table = [(r["id"], r["raft_addr"], r["api_addr"], r["role"], r["term"], r["commit"],
@@ -767,11 +767,11 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
     seen: dict[str, float] = {}
 
     async def frame(client: Any, n: int) -> Listing:
-        rows = await _peer_rows(client, seen)
+        rows = await peer_rows(client, seen)
         if not watch and not any(r["asked"] and r["error"] is None for r in rows):
             raise Failed("no peer answered: " + "; ".join(
                 f"{r['api_addr']}: {r['error']}" for r in rows if r["asked"]))
-        return _peers_listing(rows)
+        return peers_listing(rows)
 
     _watch_loop(conn, frame, watch=watch, interval=interval, count=count, as_json=as_json,
                 title="peers")

@@ -64,6 +64,7 @@ def _port_free(addr: str) -> bool:
     import socket
     host, port = addr.rsplit(":", 1)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
         try:
             s.bind((host, int(port)))
             return True
@@ -130,20 +131,11 @@ class Workers:
                 proc.wait(5)
 
 
-def render_peers(statuses: dict[str, Any]) -> str:
-    rows = [("ID", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED")]
-    for server, status in sorted(statuses.items()):
-        addr = server.split("://", 1)[-1]
-        if isinstance(status, BaseException) or not isinstance(status, dict):
-            rows.append(("?", addr, "unreachable", "-", "-", "-"))
-            continue
-        role = "leader" if status.get("is_leader") else "follower"
-        rows.append((str(status.get("node_id", "?")), addr, role,
-                     str(status.get("term", "-")), str(status.get("commit_index", "-")),
-                     str(status.get("last_applied", "-"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("    " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in rows)
+async def peer_table(client: Any) -> str:
+    """The same table as ``raftdir peers``, indented."""
+    from .cli import peer_rows, peers_listing
+    listing = peers_listing(await peer_rows(client, {}))
+    return "\n".join("    " + line for line in listing.text().splitlines())
 
 
 async def _until(story: Story, what: str, check: Any, timeout: float,
@@ -175,10 +167,9 @@ async def _story(cluster: LocalCluster, workers: Workers, story: Story, count: i
             return cluster.leader_id()
         leader = await _until(story, "the election", one_leader, 20)
         story.leaders.append(leader)
-        statuses = await client.per_server("peers")
-        story.say(f"election: peer {leader} leads (term "
-                  f"{statuses[cluster.peers[leader].url].get('term')})")
-        click.echo(render_peers(statuses))
+        term = (await client.peers(server=cluster.peers[leader].url)).get("term")
+        story.say(f"election: peer {leader} leads (term {term})")
+        click.echo(await peer_table(client))
 
         token = (await client.create_token(600, count))["token"]
         story.writes.append("token")
@@ -230,7 +221,7 @@ async def _story(cluster: LocalCluster, workers: Workers, story: Story, count: i
             return None
         applied, commit = await _until(story, f"peer {old} to catch up", caught_up, 20)
         story.say(f"peer {old} caught up: applied {applied}, leader commit {commit}")
-        click.echo(render_peers(await client.per_server("peers")))
+        click.echo(await peer_table(client))
         await _check_writes(client, story)
     finally:
         await client.close()
@@ -307,24 +298,35 @@ def run_demo(data_dir: Path | None = None, *, keep: bool = False, workers: int =
     except KeyboardInterrupt:
         story.say("interrupted")
         keep = False
+    except BrokenPipeError:
+        keep = False
+    except Exception as exc:  # noqa: BLE001 - a failed step is reported, then cleaned up
+        story.say(f"FAILED: {type(exc).__name__}: {exc}")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        click.echo(summary(story, ok))
-        if keep and ok:
-            servers = ",".join(cluster.endpoints)
-            click.echo(f"\nthe cluster keeps running (data in {base}). Explore it:\n"
-                       f"  export RAFTDIR_SERVER={servers}\n"
-                       f"  export RAFTDIR_ADMIN_TOKEN={admin_token(cluster.secret)}\n"
-                       "  raftdir peers\n  raftdir workers\n  raftdir leases\n"
-                       "  raftdir service-state web\n  raftdir scale web 18\n"
-                       f"stop it with: kill {' '.join(str(p.proc.pid) for p in cluster.peers.values() if p.proc)}"
-                       f" {' '.join(str(p.pid) for p in fleet.procs.values())}")
-        else:
-            fleet.stop()
+        if not (keep and ok):
+            fleet.stop()       # first: nothing below may leave processes behind
             cluster.stop()
-            if data_dir is None and ok:
-                shutil.rmtree(base, ignore_errors=True)
+        try:
+            click.echo(summary(story, ok))
+            if keep and ok:
+                click.echo(_keep_note(cluster, fleet, base))
+        except BrokenPipeError:  # the reader went away (| head): the cleanup is done
+            pass
+        if not keep and data_dir is None and ok:
+            shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1
+
+
+def _keep_note(cluster: LocalCluster, fleet: Workers, base: Path) -> str:
+    pids = [p.proc.pid for p in cluster.peers.values() if p.proc] + \
+        [p.pid for p in fleet.procs.values()]
+    return (f"\nthe cluster keeps running (data in {base}). Explore it:\n"
+            f"  export RAFTDIR_SERVER={','.join(cluster.endpoints)}\n"
+            f"  export RAFTDIR_ADMIN_TOKEN={admin_token(cluster.secret)}\n"
+            "  raftdir peers\n  raftdir workers\n  raftdir leases\n"
+            "  raftdir service-state web\n  raftdir scale web 18\n"
+            f"stop it with: kill {' '.join(map(str, pids))}")
 
 
 @click.command("demo")
