@@ -169,7 +169,7 @@ class DirectoryServer:
         s = self.settings
         if not s.peers:
             from .replication.local import LocalNode
-            return LocalNode(self.guard, address=f"node-{s.node_id}")
+            return LocalNode(self.guard, address=f"node-{s.node_id}", data_dir=s.data_dir)
         from .replication.pysyncobj_node import PySyncObjNode
         me = next(p for p in s.peers if p.id == s.node_id)
         if s.data_dir is None:

@@ -100,3 +100,18 @@ def test_the_embedding_example_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "running ['web-default-0', 'web-default-1', 'web-default-2']" in out.stdout
     assert out.stdout.strip().endswith("stopped")
+
+
+def test_single_node_keeps_its_directory_across_a_restart(tmp_path):
+    async def body() -> None:
+        async with Daemon.from_data_dir(tmp_path) as daemon:
+            await async_wait_until(daemon.cluster.is_leader, 5, "leadership")
+            await daemon.cluster.forward_scale(InternalScaleRequest.legacy("web", 2))
+        again = Daemon.from_data_dir(tmp_path)
+        seen = []
+        again.on_assignments(lambda change, current: seen.append(current.containers()))
+        async with again:
+            await async_wait_until(lambda: seen, 5, "the assignments after the restart")
+            assert seen[-1] == ["web-default-0", "web-default-1"]
+
+    asyncio.run(body())

@@ -2,7 +2,9 @@
 
 Owns: single-node mode and the node most tests use. It is always the leader (term 1) once
 started; ``propose`` applies under a lock on the caller's thread and fires the apply
-listeners there. Nothing is persisted.
+listeners there. With a ``data_dir`` every command is journaled (fsync'd) before it is
+applied and the state is rebuilt from the snapshot and the journal at ``start()``
+(``local_journal.py``); without one nothing is persisted.
 
 Threads: any thread may call ``propose``/``barrier``/``status``; applies are serialised by
 one lock. Listeners run on the proposing thread, inside the lock (keep them quick).
@@ -17,6 +19,7 @@ from typing import Any
 
 from raftdir.core.result import Result
 from raftdir.errors import NoLeader
+from raftdir.replication.local_journal import LocalJournal
 from raftdir.replication.base import (
     ApplyListener,
     LeadershipListener,
@@ -35,8 +38,12 @@ class LocalNode:
 
     TERM = 1
 
-    def __init__(self, state_machine: StateMachine, address: str = "local") -> None:
+    def __init__(self, state_machine: StateMachine, address: str = "local", *,
+                 data_dir: str | None = None, compact_every: int = 10_000) -> None:
         self._sm = state_machine
+        self._journal = (LocalJournal(data_dir, compact_every=compact_every)
+                         if data_dir is not None else None)
+        self._recovered = False
         self._address = address
         self._lock = threading.RLock()
         self._running = False
@@ -53,8 +60,21 @@ class LocalNode:
         with self._lock:
             if self._running:
                 return
+            if self._journal is not None and not self._recovered:
+                self._recover(self._journal)
+                self._recovered = True
             self._running = True
             call_listeners(self._leadership_listeners, True, self.TERM)
+
+    def _recover(self, journal: LocalJournal) -> None:
+        state, applied, commands = journal.load()
+        if state is not None:
+            self._sm.restore(state)
+        self._applied = applied
+        for data in commands:
+            apply_safely(self._sm, data)
+            self._applied += 1
+        call_listeners(self._apply_listeners, self._sm.revision, None)
 
     def stop(self) -> None:
         with self._lock:
@@ -78,7 +98,11 @@ class LocalNode:
             self._applied += 1
             if is_barrier(data):
                 return Result.applied(None, revision=self._sm.revision)
+            if self._journal is not None:
+                self._journal.append(bytes(data))     # write ahead: durable, then applied
             result = apply_safely(self._sm, bytes(data))
+            if self._journal is not None and self._journal.due():
+                self._journal.compact(self._sm.to_snapshot(), self._applied)
             call_listeners(self._apply_listeners, self._sm.revision, result)
             return result
 
