@@ -34,6 +34,7 @@ from .errors import (
 )
 from .leader.placement import Candidate, constraints_from_spec, eligible, place
 from .model import InternalScaleRequest, NodeServiceState, StaticMode
+from .tasks import cancel_and_wait
 
 __all__ = ["NodeInfo", "Cluster", "DirectoryCluster", "StaticCluster", "StaticControlPlane"]
 
@@ -180,12 +181,7 @@ class StaticCluster:
         self._task = asyncio.ensure_future(self._probe_loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait([self._task])
         if self._session is not None:
             await self._session.close()
 

@@ -569,7 +569,7 @@ def loads_msgpack(data: bytes) -> Any:
     except BadRequest:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise BadRequest(f"malformed msgpack: {exc}") from None
+        raise BadRequest(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -32,6 +32,7 @@ from .model import (
     ClusterMode, InternalScaleRequest, RaftMode, SetEvent, SingleNodeMode, StaticMode,
     WorkerPollResponse, WorkerTierMode,
 )
+from .tasks import cancel_and_wait
 
 __all__ = ["Daemon", "DaemonOptions", "TlsFiles"]
 
@@ -140,14 +141,8 @@ class Daemon:
 
     async def stop(self) -> None:
         """Answer parked polls, cancel timers, stop Raft. Safe to call twice."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
-                pass
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
         if self.server is not None:
             await self.server.stop()      # releases parked polls with a bookmark
         if self.api is not None:

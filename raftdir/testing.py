@@ -30,6 +30,7 @@ from .model import (
     WorkerResourceUsage, WorkerStatusReport, WorkerTierMode, WorkerTierRole,
 )
 from .replication.secret import create_secret, load_secret
+from .tasks import cancel_and_wait
 
 __all__ = ["free_ports", "wait_until", "async_wait_until", "LocalCluster", "SimWorker",
            "SimFleet"]
@@ -276,13 +277,7 @@ class SimWorker:
                        asyncio.ensure_future(self._poll_loop())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
-                pass
+        await cancel_and_wait(self._tasks)
         if self.client is not None:
             await self.client.close()
 

@@ -49,6 +49,7 @@ from ..model import (
     WorkerContainerStatus, WorkerPollRequest, WorkerProfile, WorkerRegisterRequest,
     WorkerResourceUsage, WorkerStatusAck, WorkerStatusReport, WorkerTierMode,
 )
+from ..tasks import cancel_and_wait
 from .identity import Identity, default_identity_dir, load_identity, store_identity
 from .profile import detect_profile
 
@@ -343,13 +344,7 @@ class WorkerAgent:
     async def stop(self) -> None:
         """Cancel the tasks and close the client. Safe to call twice."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
+        await cancel_and_wait(tasks)
         refresh = getattr(self._cluster, "_refresh", None)
         if refresh is not None and not refresh.done():
             refresh.cancel()

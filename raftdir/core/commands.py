@@ -31,6 +31,7 @@ from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
 import msgpack
 
+from raftdir.codec import _fail, loads_msgpack, type_name as _type_name
 from raftdir.errors import BadRequest
 
 __all__ = [
@@ -191,20 +192,6 @@ LEADER_COMMANDS = frozenset(cls for cls in COMMANDS.values() if cls.LEADER)
 
 
 # ---------------------------------------------------------------------------- type walker
-
-def _fail(path: str, problem: str) -> BadRequest:
-    return BadRequest(f"{path}: {problem}" if path else problem, field=path or None)
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"),
-                    (bytes, "bytes"), (dict, "map"), (list, "list"), (tuple, "list")):
-        if isinstance(value, t):
-            return name
-    return type(value).__name__
-
 
 def _check_int(value: Any, tag: str, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -387,31 +374,15 @@ def encode_command(cmd: Command) -> bytes:
     return pack_plain(command_to_plain(cmd))
 
 
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BadRequest(f"command: msgpack ext type {code} is not allowed")
-
-
-def _no_duplicates(pairs: list[tuple[Any, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadRequest(f"duplicate key {key!r} in one map", field=str(key))
-        out[key] = value
-    return out
-
-
 def decode_command(data: bytes) -> Command:
     """Decode msgpack bytes into a command, strictly. Raises ``BadRequest`` naming the
     field for anything but a well-formed command of a known type and version."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadRequest(f"command: expected bytes, got {type(data).__name__}")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
-                              object_pairs_hook=_no_duplicates, use_list=True, timestamp=0)
-    except BadRequest:
-        raise
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise BadRequest(f"command: malformed msgpack: {type(exc).__name__}: {exc}") from None
+        obj = loads_msgpack(bytes(data))
+    except BadRequest as exc:
+        raise BadRequest(f"command: {exc.message}") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"command: expected a map, got {_type_name(obj)}")
     for key in obj:

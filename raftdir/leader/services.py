@@ -25,6 +25,7 @@ from ..errors import BadRequest, Conflict, NoLeader, NotLeader, RaftdirError, Un
 from ..model import InternalScaleRequest, ScaleAssignment
 from .leases import LeaseTable
 from .placement import Candidate, constraints_from_spec, eligible, place
+from ..tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..server import DirectoryServer
@@ -54,14 +55,8 @@ class LeaderServices:
 
     async def stop(self) -> None:
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
 
     async def _run(self) -> None:
         try:

@@ -14,7 +14,7 @@ import raftdir.core
 CORE = Path(raftdir.core.__file__).parent
 FILES = sorted(CORE.rglob("*.py"))
 FORBIDDEN = ("replication", "api", "agent", "cli", "leader", "daemon", "cluster")
-ALLOWED_RAFTDIR = ("raftdir.errors", "raftdir.model", "raftdir.core")
+ALLOWED_RAFTDIR = ("raftdir.errors", "raftdir.codec", "raftdir.model", "raftdir.core")
 FORBIDDEN_STDLIB = ("socket", "threading", "time", "random", "logging", "asyncio", "os",
                     "subprocess", "datetime", "pickle", "uuid", "secrets", "hashlib")
 
