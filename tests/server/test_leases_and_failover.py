@@ -224,3 +224,19 @@ async def test_failovers_never_expire_a_live_worker_and_never_keep_a_dead_one():
         assert down_at - last_dead_renewal <= 5 + 2 * 10 + 10 + 2 + 2.5
     finally:
         await h.server.stop()
+
+
+@run
+async def test_token_max_uses_hold_across_a_leader_change():
+    h = await harness()
+    try:
+        token = (await h.server.create_token(600, 2))["token"]
+        await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
+        await fail_over(h, 2)
+        await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
+        await fail_over(h, 3)
+        with pytest.raises(TokenExhausted):
+            await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
+        assert h.server.read(lambda d: d.node_count("worker")) == 2
+    finally:
+        await h.server.stop()
