@@ -28,10 +28,28 @@ from .model import (
 
 __version__ = "0.1.0"
 
+#: Names loaded on first use, so that ``import raftdir`` (and the pure core under it)
+#: does not pull in aiohttp and the server side.
+_LAZY = {
+    "Daemon": ("raftdir.daemon", "Daemon"),
+    "DaemonOptions": ("raftdir.daemon", "DaemonOptions"),
+    "RaftdirClient": ("raftdir.api.client", "RaftdirClient"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'raftdir' has no attribute {name!r}")
+
 encode = to_msgpack
 decode = from_msgpack
 
 __all__ = [
+    # embedding
+    "Daemon", "DaemonOptions", "RaftdirClient",
     # configuration
     "load_cluster_mode", "ClusterMode", "SingleNodeMode", "RaftMode", "StaticMode",
     "WorkerTierMode", "WorkerTierRole", "RaftPeer", "StaticPeer", "AdaptiveTtlConfig",

@@ -8,6 +8,7 @@ import raftdir
 from raftdir import errors, model
 
 EXPECTED_PUBLIC = {
+    "Daemon", "DaemonOptions", "RaftdirClient",
     "load_cluster_mode", "ClusterMode", "SingleNodeMode", "RaftMode", "StaticMode",
     "WorkerTierMode", "WorkerTierRole", "RaftPeer", "StaticPeer", "AdaptiveTtlConfig",
     "WorkerProfile", "WorkerLease", "WorkerRegisterRequest", "WorkerRegisterResponse",
@@ -77,3 +78,15 @@ def test_not_leader_body_carries_the_leader():
     body = errors.NotLeader("peer 2 does not lead", leader="127.0.0.1:7201").to_body()
     assert body == {"code": "not_leader", "message": "peer 2 does not lead",
                     "leader": "127.0.0.1:7201"}
+
+
+def test_importing_raftdir_does_not_load_the_server_side():
+    import subprocess
+    import sys
+    code = ("import sys, raftdir; print(sorted(m for m in ('aiohttp', 'pysyncobj', "
+            "'raftdir.daemon', 'raftdir.server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    from raftdir.daemon import Daemon
+    assert raftdir.Daemon is Daemon
