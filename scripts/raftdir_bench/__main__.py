@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
+from pathlib import Path
+
+from . import common
 
 from .common import BenchResult, log, machine, print_table
 
@@ -28,8 +32,8 @@ def main() -> int:
     ap.add_argument("--phase-seconds", type=float, default=2.5,
                     help="adapter: seconds per measured phase (default 2.5)")
     ap.add_argument("--rounds", type=int, default=5, help="adapter: rounds (default 5)")
-    ap.add_argument("--fill-seconds", type=float, default=150.0,
-                    help="restart: bound on registering the workers (default 150)")
+    ap.add_argument("--fill-seconds", type=float, default=200.0,
+                    help="restart: bound on registering the workers (default 200)")
     ap.add_argument("--restart-trials", type=int, default=4)
     ap.add_argument("--fleet", type=int, default=10_000,
                     help="fleet: registered workers (default 10000)")
@@ -42,11 +46,18 @@ def main() -> int:
     ap.add_argument("--failover-idle", type=float, default=11.0,
                     help="fleet: seconds the cluster idles before each kill (default 11, "
                          "more than PySyncObj's connectionTimeout of 10 s)")
+    ap.add_argument("--code", choices=("head", "tree"), default="head",
+                    help="benchmark the committed HEAD (a copy; default) or the work tree")
     opts = ap.parse_args()
     names = list(opts.names or NAMES)
     for n in names:
         if n not in NAMES:
             ap.error(f"unknown benchmark {n!r}; choose from {', '.join(NAMES)}")
+    code_tmp = None
+    commit = "work tree"
+    if opts.code == "head":
+        code_tmp = tempfile.TemporaryDirectory(prefix="raftdir-bench-code-")
+        commit = common.use_head_copy(common.SCRIPTS.parent, Path(code_tmp.name))
     from . import raft_benches
     funcs = {"adapter": raft_benches.bench_adapter, "state": raft_benches.bench_state,
              "restart": raft_benches.bench_restart}
@@ -54,6 +65,7 @@ def main() -> int:
         from . import fleet
         funcs["fleet"] = fleet.bench_fleet
     info = machine()
+    info["raftdir_code"] = commit
     log(f"machine: {info}")
     results: list[BenchResult] = []
     started = time.time()
@@ -78,6 +90,8 @@ def main() -> int:
         with open(opts.json, "w") as f:
             json.dump(doc, f, indent=1)
         log(f"wrote {opts.json}")
+    if code_tmp is not None:
+        code_tmp.cleanup()
     return 1 if any(r.error for r in results) else 0
 
 

@@ -127,10 +127,31 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------- peers
 
+#: Where the raftdir code under test lives (a copy of the committed HEAD by default, so
+#: that edits other people make in the shared work tree during a run cannot break it).
+CODE_DIR: str | None = None
+
+
+def use_head_copy(root: Path, dest: Path) -> str:
+    """Export ``raftdir/`` at git HEAD into ``dest`` and put it first on the import path
+    of this process and of every child; returns the commit."""
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(root), "archive", "HEAD", "raftdir"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    global CODE_DIR
+    CODE_DIR = str(dest)
+    sys.path.insert(0, CODE_DIR)
+    return commit
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(SCRIPTS) + (os.pathsep + env["PYTHONPATH"]
-                                        if env.get("PYTHONPATH") else "")
+    parts = ([CODE_DIR] if CODE_DIR else []) + [str(SCRIPTS)]
+    if env.get("PYTHONPATH"):
+        parts.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(parts)
     return env
 
 

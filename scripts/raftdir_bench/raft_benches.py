@@ -134,6 +134,20 @@ def _wait_caught_up(cluster: PeerCluster, timeout: float) -> list[dict[str, Any]
         time.sleep(0.2)
 
 
+def _log_evidence(cl: PeerCluster) -> dict[str, list[str]]:
+    """Each peer's leadership changes and snapshot writes (timestamps from its log), to
+    line the elections up with the synchronous snapshots."""
+    out = {}
+    for p in cl.peers:
+        try:
+            lines = p.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        out[p.args["self"]] = [ln[11:23] + " " + ln.split(": ", 1)[-1][:70] for ln in lines
+                               if "leadership" in ln or "snapshot written" in ln][-60:]
+    return out
+
+
 def bench_restart(opts: Any) -> BenchResult:
     r = BenchResult("restart")
     n = opts.workers
@@ -145,13 +159,37 @@ def bench_restart(opts: Any) -> BenchResult:
             leader = cl.wait_leader()
             st0 = leader.request("status")["status"]
             rss0 = [s["rss_mb"] for s in cl.statuses() if s]
-            log(f"restart: registering {n:,} workers through the leader (window 256)")
-            fill = leader.request("fill", count=n, window=256, seconds=opts.fill_seconds,
-                                  timeout=opts.fill_seconds + 120)["result"]
+            log(f"restart: registering {n:,} workers through the leader (window 256, "
+                "chunks of 10,000, following the leader)")
+            fill = {"ops": 0, "seconds": 0.0, "errors": 0, "leader_changes": 0,
+                    "error_kinds": [], "chunks": []}
+            t_fill = time.monotonic()
+            chunk = 10_000
+            i = 0
+            while i < n and time.monotonic() - t_fill < opts.fill_seconds:
+                leader = cl.wait_leader(60)
+                left = opts.fill_seconds - (time.monotonic() - t_fill)
+                res = leader.request("fill", start=i, count=min(chunk, n - i), window=256,
+                                     seconds=max(5.0, left), timeout=left + 120)["result"]
+                fill["chunks"].append(dict(res, start=i))
+                fill["errors"] += res["errors"]
+                fill["error_kinds"] = sorted(set(fill["error_kinds"]) | set(res["error_kinds"]))
+                if res["lost_leader"]:
+                    fill["leader_changes"] += 1
+                    log(f"restart: leader lost during chunk at {i:,}; re-sending the chunk")
+                    continue
+                i += min(chunk, n - i)
+            fill["seconds"] = time.monotonic() - t_fill
+            fill["ops"] = i
             r.figures["fill"] = fill
             log(f"restart: filled {fill['ops']:,} in {fill['seconds']:.1f} s "
-                f"({fill['ops'] / fill['seconds']:.0f}/s), errors {fill['errors']} "
+                f"({fill['ops'] / fill['seconds']:.0f}/s), leader lost "
+                f"{fill['leader_changes']} times, errors {fill['errors']} "
                 f"{fill['error_kinds']}")
+            if i < n:
+                raise RuntimeError(f"only {i:,} of {n:,} workers registered in "
+                                   f"{opts.fill_seconds:g} s")
+            r.figures["fill_log_evidence"] = _log_evidence(cl)
             sts = _wait_caught_up(cl, 120)
             leader = cl.wait_leader()
             st1 = leader.request("status")["status"]
@@ -161,6 +199,7 @@ def bench_restart(opts: Any) -> BenchResult:
             r.figures["nodes"] = [s["nodes"] for s in sts if s]
             r.info("fill rate (RegisterNode, async window 256)",
                    fill["ops"] / fill["seconds"], "cmd/s")
+            r.info("leader lost during the fill", fill["leader_changes"], "times")
             r.info("elections during the fill", st1["term"] - st0["term"], "terms")
             lowest = min(p.args["self"] for p in cl.peers)
             trials = []

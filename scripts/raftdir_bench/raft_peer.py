@@ -216,7 +216,11 @@ class Peer:
                 "size": sizes[0] if sizes else size}
 
     def fill(self, count: int, window: int, seconds: float, start: int) -> dict[str, Any]:
+        """Register workers ``start .. start+count-1`` (request id ``fill-<i>``, so a
+        chunk re-sent to a new leader is idempotent). Stops early (``lost_leader``) as
+        soon as this peer is not the leader any more."""
         from raftdir.core.commands import RegisterNode, encode_command
+        from raftdir.errors import NoLeader, NotLeader
         node = self.node
         assert node is not None
 
@@ -224,31 +228,37 @@ class Peer:
             sem = asyncio.Semaphore(window)
             errors: list[str] = []
             done = 0
+            lost = False
             deadline = time.monotonic() + seconds
 
             async def one(i: int) -> None:
-                nonlocal done
+                nonlocal done, lost
                 async with sem:
-                    if time.monotonic() > deadline:
-                        return
                     data = encode_command(RegisterNode(
                         request_id=f"fill-{i}", profile=profile(i), ttl_secs=600,
                         grace_secs=10, secret_hash=f"{i:064x}", token_id="bench",
                         ts_ms=int(time.time() * 1000)))
-                    for _attempt in range(20):
+                    for _attempt in range(5):
+                        if lost or time.monotonic() > deadline:
+                            return
                         try:
                             res = await node.propose_async(data, 10.0)
-                            if res.ok:
-                                done += 1
-                            else:
-                                errors.append(res.code or "refused")
+                        except (NotLeader, NoLeader) as exc:
+                            errors.append(type(exc).__name__)
+                            lost = True
                             return
                         except Exception as exc:  # noqa: BLE001 - retried, same request id
                             errors.append(type(exc).__name__)
                             await asyncio.sleep(0.05)
+                            continue
+                        if res.ok:
+                            done += 1
+                        else:
+                            errors.append(res.code or "refused")
+                        return
             t0 = time.monotonic()
             await asyncio.gather(*(one(i) for i in range(start, start + count)))
-            return {"ops": done, "seconds": time.monotonic() - t0,
+            return {"ops": done, "seconds": time.monotonic() - t0, "lost_leader": lost,
                     "errors": len(errors), "error_kinds": sorted(set(errors))[:10]}
         fut = asyncio.run_coroutine_threadsafe(run(), self.loop)
         return fut.result(seconds + 60)

@@ -52,7 +52,8 @@ def main() -> None:
         "snapshot_bytes": len(packed), "snapshot_per_worker_bytes": len(packed) / n,
         "apply_us_per_command": apply_s / n * 1e6, "snapshot_s": snap_s,
         "restore_s": restore_s, "restore_ok": nodes_ok,
-        "request_ids_kept": len(d.state.request_ids)}))
+        "request_ids_kept": len(d.state.request_ids),
+        "raftdir_file": __import__("raftdir").__file__}))
 
 
 if __name__ == "__main__":
