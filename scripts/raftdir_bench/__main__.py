@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -58,6 +59,11 @@ def main() -> int:
     if opts.code == "head":
         code_tmp = tempfile.TemporaryDirectory(prefix="raftdir-bench-code-")
         commit = common.use_head_copy(common.SCRIPTS.parent, Path(code_tmp.name))
+    if opts.json:
+        opts.json = str(Path(opts.json).resolve())
+    # children inherit the cwd, and ``python -m`` puts the cwd first on sys.path: run them
+    # from scripts/ (no raftdir/ there) so they import the code chosen above
+    os.chdir(common.SCRIPTS)
     from . import raft_benches
     funcs = {"adapter": raft_benches.bench_adapter, "state": raft_benches.bench_state,
              "restart": raft_benches.bench_restart}
