@@ -319,6 +319,14 @@ class Fleet:
     # -- failover ----------------------------------------------------------------------
     async def failover_trial(self, idle: float) -> dict[str, Any]:
         cl = self.cluster
+        for n in sorted(cl.peers):     # every trial starts from three live peers
+            if not cl.alive(n):
+                cl.start(n)
+        t_up = time.monotonic() + 30
+        while not all(cl.alive(n) and cl.health(n) for n in sorted(cl.peers)):
+            if time.monotonic() > t_up:
+                raise RuntimeError("a peer did not come back; see its server.log")
+            await asyncio.sleep(0.2)
         await asyncio.sleep(idle)
         leader = await asyncio.to_thread(cl.wait_leader, 30.0)
         survivors = [n for n in sorted(cl.peers) if n != leader]
