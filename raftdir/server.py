@@ -31,7 +31,7 @@ from .core.commands import Command, MarkReady, RegisterNode, encode_command
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
-    ERRORS_BY_CODE, Conflict, Forbidden, NoLeader, NotLeader, RaftdirError, Reregister,
+    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, RaftdirError, Reregister,
     Unauthorized, UnknownNode,
 )
 from .leader.aggregation import service_view
@@ -185,12 +185,15 @@ class DirectoryServer:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.leader is not None:
-            leader, self.leader = self.leader, None
-            await leader.stop()
+        async with self._leadership_lock:
+            if self.leader is not None:
+                leader, self.leader = self.leader, None
+                await leader.stop()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.raft.stop)
-        self.notifier.notify(self.directory.revision + 1)  # release parked polls
+        # Release every parked poll, including those parked above this peer's revision
+        # (a lagging follower's): each wakes, sees _stopping and answers its bookmark.
+        self.notifier.notify(2**63)
 
     async def __aenter__(self) -> "DirectoryServer":
         await self.start()
@@ -212,6 +215,8 @@ class DirectoryServer:
 
     async def _change_leadership(self, is_leader: bool, term: int) -> None:
         async with self._leadership_lock:
+            if self._stopping:
+                return
             old = self.leader
             if old is not None and (not is_leader or old.term != term):
                 self.leader = None
@@ -269,12 +274,15 @@ class DirectoryServer:
         raise NoLeader(f"node {self.node_id}: no leader is ready yet; retry shortly")
 
     # -- ControlPlane: worker protocol ---------------------------------------------------
-    def _node_secret_for(self, request_id: str | None) -> str:
-        """A retried registration (same request id) must get the same secret back, so it
-        is derived from the request id when there is one."""
+    def _node_secret_for(self, request_id: str | None, token_id: str) -> str:
+        """A retried registration (same request id, same token) must get the same secret
+        back, so it is derived from both when there is a request id. The request id of a
+        registration is therefore a credential: clients make it random (uuid4) and it is
+        never logged."""
         if request_id and self.secret:
             return hmac.new(derive_key(self.secret, "node-secret"),
-                            request_id.encode("utf-8"), hashlib.sha256).hexdigest()
+                            f"{token_id}\x00{request_id}".encode("utf-8"),
+                            hashlib.sha256).hexdigest()
         return new_node_secret()
 
     async def register(self, req: WorkerRegisterRequest, request_id: str | None,
@@ -283,10 +291,18 @@ class DirectoryServer:
         if not self.secret:
             raise Conflict("this cluster has no cluster secret, so it cannot check join "
                            "tokens", field="token")
+        if node_secret and req.desired_node_id is not None:
+            # A worker that already has an identity (its id and secret) gets its record
+            # back even when its join token has expired since: it is not joining.
+            node = self.read(lambda d: d.node(req.desired_node_id))
+            stored = self.read(lambda d: d.secret_hash(req.desired_node_id))
+            if node is not None and node["kind"] == "worker" \
+                    and node_secret_matches(node_secret, stored):
+                return self._registered(leader, node, node_secret)
         cluster_id = self.read(lambda d: d.cluster_id) or ""
         claims = verify_join_token(req.token, self.secret, cluster_id,
                                    self.clock.wall_ms() // 1000)
-        secret = node_secret or self._node_secret_for(request_id)
+        secret = node_secret or self._node_secret_for(request_id, claims.token_id)
         live = self.read(lambda d: d.node_count("worker", "ready"))
         ttl = self._ttl(live + 1)
         result = await self.propose(RegisterNode(
@@ -294,35 +310,45 @@ class DirectoryServer:
             profile=req.profile.to_dict(), ttl_secs=ttl, grace_secs=self.settings.ttl.grace_secs,
             secret_hash=hash_node_secret(secret), token_id=claims.token_id,
             token_max_uses=claims.max_uses or None))
-        value = result.value
-        if leader.leases.entries.get(value["node_id"]) is None:
-            leader.leases.arm_new(value["node_id"], ttl_secs=value["ttl_secs"],
-                                  grace_secs=value["grace_secs"],
+        return self._registered(leader, result.value, secret)
+
+    def _registered(self, leader: LeaderServices, node: dict[str, Any], secret: str
+                    ) -> WorkerRegisterResponse:
+        if leader.leases.entries.get(node["node_id"]) is None and node.get("state") != "down":
+            leader.leases.arm_new(node["node_id"], ttl_secs=node["ttl_secs"],
+                                  grace_secs=node["grace_secs"],
                                   now_mono=self.clock.monotonic(),
                                   now_wall_ms=self.clock.wall_ms())
         return WorkerRegisterResponse(
-            node_id=value["node_id"], cluster_id=value["cluster_id"],
-            heartbeat_ttl_secs=value["ttl_secs"], heartbeat_grace_secs=value["grace_secs"],
+            node_id=node["node_id"], cluster_id=self.read(lambda d: d.cluster_id) or "",
+            heartbeat_ttl_secs=node["ttl_secs"], heartbeat_grace_secs=node["grace_secs"],
             internal_token=secret, servers=tuple(self.servers()))
 
-    def _authenticate(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
-        """The node's record if ``node_secret`` is its secret. Unknown node: ``reregister``;
-        another node's secret: ``forbidden``; anything else: ``unauthorized``."""
-        node = self.read(lambda d: d.node(node_id))
-        stored = self.read(lambda d: d.secret_hash(node_id))
+    def _check_secret(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
+        """The node's record if ``node_secret`` is its secret, from this peer's applied
+        state. Unknown node: ``reregister``; anything else: ``unauthorized`` (a secret of
+        another node is refused the same way: telling them apart would mean a lookup of
+        the secret's hash, which an unauthenticated caller must not be able to make us
+        pay for)."""
+        node, stored = self.read(lambda d: (d.node(node_id), d.secret_hash(node_id)))
         if node is None:
             raise Reregister(f"node {node_id} is not registered (evicted?); register again",
                              field="node_id")
-        if node_secret_matches(node_secret, stored):
-            return node
-        if node_secret:
-            hashed = hash_node_secret(node_secret)
-            other = self.read(lambda d: next(
-                (n for n in d.node_ids() if d.secret_hash(n) == hashed), None))
-            if other is not None:
-                raise Forbidden(f"this secret belongs to node {other}, not {node_id}",
-                                field="node_id")
-        raise Unauthorized(f"missing or wrong secret for node {node_id}")
+        if not node_secret_matches(node_secret, stored):
+            raise Unauthorized(f"missing or wrong secret for node {node_id}")
+        return node
+
+    async def _authenticate(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
+        """``_check_secret``, made safe on a follower: a follower may not have applied a
+        registration the leader just acknowledged, so before it refuses it commits a
+        barrier (it then holds every acknowledged write) and checks again."""
+        try:
+            return self._check_secret(node_id, node_secret)
+        except (Reregister, Unauthorized):
+            if self.raft.is_leader():
+                raise
+        await self.barrier()
+        return self._check_secret(node_id, node_secret)
 
     def _ttl(self, live: int) -> int:
         ttl = self.settings.ttl.compute_ttl(live)
@@ -333,17 +359,18 @@ class DirectoryServer:
     async def report(self, report: WorkerStatusReport, node_secret: str | None
                      ) -> WorkerStatusAck:
         leader = self._leading()
-        node = self._authenticate(report.node_id, node_secret)
+        node = self._check_secret(report.node_id, node_secret)   # the leader is current
         self.heartbeats += 1
         live = self.read(lambda d: d.node_count("worker", "ready"))
         ttl = self._ttl(live)
         now_mono, now_wall = self.clock.monotonic(), self.clock.wall_ms()
-        entry = leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
-                                    now_wall_ms=now_wall, report=report)
-        if entry is None:  # down (or not armed here): it is back
-            if node["state"] == "down":
-                await self.propose(MarkReady(term=leader.term, node_id=report.node_id,
-                                             renewed_ms=now_wall))
+        if node["state"] == "down":
+            # It is back. Decided from the directory, not from the lease table: a
+            # mark_down whose answer was lost may have left an entry behind.
+            await self.propose(MarkReady(term=leader.term, node_id=report.node_id,
+                                         renewed_ms=now_wall))
+        if leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
+                               now_wall_ms=now_wall, report=report) is None:
             leader.leases.arm_new(report.node_id, ttl_secs=ttl, grace_secs=node["grace_secs"],
                                   now_mono=now_mono, now_wall_ms=now_wall)
             leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
@@ -353,7 +380,7 @@ class DirectoryServer:
 
     async def poll(self, req: WorkerPollRequest, node_secret: str | None
                    ) -> WorkerPollResponse:
-        self._authenticate(req.node_id, node_secret)
+        await self._authenticate(req.node_id, node_secret)
         return await self.poll_local(req.node_id, req.last_revision,
                                      min(req.max_wait_secs, MAX_POLL_WAIT_SECS))
 

@@ -59,14 +59,22 @@ class LeaderServices:
         await cancel_and_wait(tasks)
 
     async def _run(self) -> None:
-        try:
-            await self._take_office()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - logged; the next leadership change retries
-            log.exception("term %d: taking office failed; leader services not started",
-                          self.term)
-            return
+        delay = 0.05
+        while True:
+            try:
+                await self._take_office()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried while this peer still leads
+                if self._stopped or not self.server.raft.is_leader():
+                    log.warning("term %d: taking office failed and leadership is gone: %s",
+                                self.term, exc)
+                    return
+                log.warning("term %d: taking office failed (%s); retrying in %.2f s",
+                            self.term, exc, delay)
+                await self.server.clock.sleep(delay)
+                delay = min(2 * delay, 2.0)
         self.ready.set()
         log.info("term %d: leader services ready on node %d", self.term,
                  self.server.settings.node_id)
@@ -140,8 +148,11 @@ class LeaderServices:
         if not due or not server.raft.is_leader():
             return []
         result = await server.propose(MarkDown(term=self.term, node_ids=tuple(due)))
-        for node_id in due:
-            self.leases.forget(node_id)
+        now = server.clock.monotonic()
+        for node_id in due:   # one that reported meanwhile keeps its entry (and is back)
+            left = self.leases.time_left(node_id, now)
+            if left is not None and left < 0:
+                self.leases.forget(node_id)
         went = result.value.get("went_down", [])
         self.expired_total += len(went)
         if went:

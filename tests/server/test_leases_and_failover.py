@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from raftdir import (
-    Forbidden, InternalScaleRequest, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    InternalScaleRequest, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
     WorkerPollRequest, WorkerRegisterRequest,
 )
 from raftdir.auth import issue_join_token
@@ -152,7 +152,7 @@ async def test_secrets_are_checked_per_node():
     try:
         a, b = await h.register(2)
         poll = WorkerPollRequest(node_id=a.node_id, max_wait_secs=0)
-        with pytest.raises(Forbidden, match=f"belongs to node {b.node_id}"):
+        with pytest.raises(Unauthorized):      # another node's secret: refused
             await h.server.poll(poll, b.internal_token)
         with pytest.raises(Unauthorized):
             await h.server.poll(poll, "wrong")
@@ -238,5 +238,109 @@ async def test_token_max_uses_hold_across_a_leader_change():
         with pytest.raises(TokenExhausted):
             await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE), None)
         assert h.server.read(lambda d: d.node_count("worker")) == 2
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_a_down_node_whose_lease_entry_survived_is_marked_ready_by_its_report():
+    # a mark_down whose answer was lost leaves the lease entry behind; the next report
+    # must still bring the node back (decided from the directory, not the entry)
+    h = await harness()
+    try:
+        (a,) = await h.register(1)
+        from raftdir.core.commands import MarkDown
+        await h.server.propose(MarkDown(term=h.server.leader.term, node_ids=(a.node_id,)))
+        assert h.state(a.node_id) == "down"
+        assert a.node_id in h.server.leader.leases.entries
+        await h.report(a)
+        assert h.state(a.node_id) == "ready"
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_a_worker_with_its_identity_reregisters_even_after_its_token_expired():
+    h = await harness()
+    try:
+        token = (await h.server.create_token(60, 1))["token"]
+        first = await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE),
+                                        None)
+        h.clock.advance(3600)                   # the token has long expired
+        again = await h.server.register(
+            WorkerRegisterRequest(token=token, desired_node_id=first.node_id,
+                                  profile=PROFILE), None, first.internal_token)
+        assert (again.node_id, again.internal_token) == (first.node_id, first.internal_token)
+        with pytest.raises(TokenInvalid, match="expired"):   # a stranger still cannot
+            await h.server.register(WorkerRegisterRequest(token=token, profile=PROFILE),
+                                    None)
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_stop_releases_polls_parked_above_this_peers_revision():
+    h = await harness()
+    (a,) = await h.register(1)
+    parked = asyncio.ensure_future(h.server.poll(
+        WorkerPollRequest(node_id=a.node_id, last_revision=500, max_wait_secs=60),
+        a.internal_token))
+    await settle()
+    assert not parked.done()
+    await h.server.stop()
+    reply = await asyncio.wait_for(parked, 2)
+    assert reply.revision == 500 and reply.events == ()
+
+
+@run
+async def test_a_lagging_follower_catches_up_before_refusing_a_poll():
+    """A follower that has not applied a registration yet commits a barrier (and so
+    applies it) before it answers reregister or unauthorized."""
+    h = await harness()
+    try:
+        from raftdir.auth import hash_node_secret
+        from raftdir.core.commands import RegisterNode
+        # a second server that plays a follower: same state, minus the last registration
+        follower = h.server.__class__(h.server.settings, secret=SECRET, clock=h.clock)
+        pending = RegisterNode(desired_node_id=1_000_042, kind="worker",
+                               profile=PROFILE.to_dict(), ttl_secs=10, grace_secs=10,
+                               secret_hash=hash_node_secret("s3cret"), ts_ms=1)
+        barriers = []
+
+        async def barrier() -> None:       # catching up = applying what was committed
+            barriers.append(1)
+            follower.directory.apply(pending)
+        follower.barrier = barrier
+        follower.raft.is_leader = lambda: False
+        reply = await follower.poll(WorkerPollRequest(node_id=1_000_042, max_wait_secs=0),
+                                    "s3cret")
+        assert barriers == [1] and reply.revision == 0
+        with pytest.raises(Reregister):    # still unknown after the barrier: really gone
+            await follower.poll(WorkerPollRequest(node_id=1_000_043, max_wait_secs=0), "x")
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_taking_office_is_retried_while_this_peer_leads():
+    h = await harness()
+    try:
+        real = h.server.propose
+        failures = []
+
+        async def flaky(cmd):
+            if type(cmd).__name__ == "Barrier" and len(failures) < 2:
+                failures.append(cmd)
+                from raftdir.errors import TimeoutOutcomeUnknown
+                raise TimeoutOutcomeUnknown("lost")
+            return await real(cmd)
+        h.server.propose = flaky
+        await h.server._change_leadership(False, 1)
+        await h.server._change_leadership(True, 2)
+        for _ in range(50):                # the retries back off on the (manual) clock
+            if h.server.is_leader():
+                break
+            await h.advance(0.1)
+        assert len(failures) == 2 and h.server.is_leader()
     finally:
         await h.server.stop()
