@@ -591,7 +591,7 @@ def loads_json(data: bytes | str) -> Any:
         return out
     except BadRequest:
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
 
 

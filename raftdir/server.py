@@ -38,7 +38,7 @@ from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy
 from .leader.services import LeaderServices
 from .model import (
-    AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerLease, WorkerPollRequest,
+    AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
     WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
     WorkerStatusReport,
 )
@@ -492,8 +492,19 @@ class DirectoryServer:
         status["revision"] = self.directory.revision
         return status
 
+    def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],
+                  chunk: int = 2000) -> list[T]:
+        """``fn(directory, id)`` for every id, taking the apply lock one chunk at a time:
+        a listing of 100,000 nodes never holds PySyncObj's tick thread for long."""
+        out: list[T] = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            out.extend(self.read(lambda d: [fn(d, n) for n in part]))
+        return out
+
     def workers(self) -> list[dict[str, Any]]:
-        nodes = self.read(lambda d: d.nodes())
+        ids = self.read(lambda d: d.node_ids())
+        nodes = [n for n in self.read_each(ids, lambda d, n: d.node(n)) if n is not None]
         leader = self.leader if self.is_leader() else None
         now = self.clock.monotonic()
         for node in nodes:
@@ -503,12 +514,16 @@ class DirectoryServer:
                                             else round(now - entry.last_report, 3))
         return nodes
 
-    def leases(self) -> list[tuple[WorkerLease, float | None]]:
-        leases = self.read(lambda d: d.leases())
+    def leases(self) -> list[tuple[dict[str, Any], float | None]]:
+        """Every worker's lease as its ``WorkerLease`` wire dict (the directory's own
+        checked data: no object per lease for a listing of the whole fleet) and its
+        seconds left on this leader (None elsewhere)."""
+        ids = self.read(lambda d: d.node_ids(kind="worker"))
+        rows = [r for r in self.read_each(ids, lambda d, n: d.lease_data(n)) if r is not None]
         leader = self.leader if self.is_leader() else None
         now = self.clock.monotonic()
-        return [(lease, None if leader is None else leader.leases.time_left(lease.node_id, now))
-                for lease in leases]
+        return [(r, None if leader is None else leader.leases.time_left(r["node_id"], now))
+                for r in rows]
 
     def metrics(self) -> dict[str, float]:
         status = self.raft.status()

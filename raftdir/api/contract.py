@@ -101,8 +101,9 @@ class ControlPlane(Protocol):
         """Every node: ``{node_id, kind, state, profile, ...}``."""
         ...
 
-    def leases(self) -> list[tuple[WorkerLease, float | None]]:
-        """Every worker's lease and its seconds left (None when unknown here)."""
+    def leases(self) -> list[tuple[WorkerLease | dict[str, Any], float | None]]:
+        """Every worker's lease (a ``WorkerLease`` or its wire dict) and its seconds left
+        (None when unknown here)."""
         ...
 
     def metrics(self) -> dict[str, float]:

@@ -145,7 +145,7 @@ def _encode_scale(split: dict[int, InternalScaleRequest], call: Call) -> dict[st
 def _encode_leases(leases: list, call: Call) -> list[dict[str, Any]]:
     out = []
     for lease, left in leases:
-        item = to_dict(lease)
+        item = dict(lease) if isinstance(lease, dict) else to_dict(lease)
         item["ttl_left_secs"] = None if left is None else float(left)
         out.append(item)
     return out
