@@ -1033,3 +1033,11 @@ def test_decode_error_code_is_bad_request():
     with pytest.raises(BadRequest) as info:
         from_msgpack(WorkerPollRequest, msgpack.packb({"node_id": 1, "max_wait_secs": 2**32}))
     assert str(info.value) == "max_wait_secs: 4294967296 is out of range for u32"
+
+
+def test_deeply_nested_input_is_a_bad_request_not_a_crash():
+    from raftdir.codec import loads_json, loads_msgpack
+    with pytest.raises(BadRequest, match="malformed JSON"):
+        loads_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BadRequest, match="malformed msgpack"):
+        loads_msgpack(b"\x91" * 100_000 + b"\xc0")
