@@ -67,10 +67,9 @@ class LocalNode:
             call_listeners(self._leadership_listeners, True, self.TERM)
 
     def _recover(self, journal: LocalJournal) -> None:
-        state, applied, commands = journal.load()
+        state, commands = journal.load()
         if state is not None:
             self._sm.restore(state)
-        self._applied = applied
         for data in commands:
             apply_safely(self._sm, data)
             self._applied += 1
@@ -102,7 +101,7 @@ class LocalNode:
                 self._journal.append(bytes(data))     # write ahead: durable, then applied
             result = apply_safely(self._sm, bytes(data))
             if self._journal is not None and self._journal.due():
-                self._journal.compact(self._sm.to_snapshot(), self._applied)
+                self._journal.compact(self._sm.to_snapshot())
             call_listeners(self._apply_listeners, self._sm.revision, result)
             return result
 

@@ -90,3 +90,46 @@ os.kill(os.getpid(), signal.SIGKILL)
     d = Directory()
     LocalNode(d, data_dir=str(tmp_path)).start()
     assert d.node_count("worker") == acknowledged
+
+
+def test_a_crash_between_snapshot_and_new_journal_replays_nothing_twice(tmp_path):
+    from raftdir.replication.local_journal import LocalJournal
+    before = run(tmp_path, [register(i) for i in range(5)])
+    journal_bytes = (tmp_path / "local.journal").read_bytes()
+    # compact as a crash would leave it: the snapshot renamed, the old journal still there
+    j = LocalJournal(tmp_path)
+    j.load()
+    j.seq = 5
+    real_new = j._new_journal
+    j._new_journal = lambda base: None        # "crash" before the journal is replaced
+    j.compact(before.to_snapshot())
+    j._new_journal = real_new
+    j.close()
+    assert (tmp_path / "local.journal").read_bytes() == journal_bytes
+    after = run(tmp_path, [])
+    assert after == before and after.node_count("worker") == 5
+
+
+def test_a_failed_append_is_cut_back_and_not_applied(tmp_path, monkeypatch):
+    d = Directory()
+    node = LocalNode(d, data_dir=str(tmp_path))
+    node.start()
+    node.propose(register(1))
+    size = (tmp_path / "local.journal").stat().st_size
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "ENOSPC")))
+    with pytest.raises(OSError):
+        node.propose(register(2))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (tmp_path / "local.journal").stat().st_size == size
+    assert d.node_count("worker") == 1
+    node.propose(register(3))
+    node.stop()
+    assert run(tmp_path, []).node_count("worker") == 2
+
+
+def test_a_journal_that_starts_after_the_snapshot_is_refused(tmp_path):
+    run(tmp_path, [register(i) for i in range(3)], compact_every=2)   # snapshot at 2
+    (tmp_path / "local.snapshot").unlink()                           # ... lost
+    with pytest.raises(ConfigError, match="starts after command 2"):
+        LocalNode(Directory(), data_dir=str(tmp_path)).start()
