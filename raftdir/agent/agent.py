@@ -32,6 +32,7 @@ import inspect
 import logging
 import os
 import random
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -145,6 +146,7 @@ class WorkerAgent:
         self.seeds: list[str] = list(servers)
         if not self.seeds:
             raise ConfigError("servers: a worker needs at least one server", field="servers")
+        self._registration: tuple[tuple[str, int | None], str] | None = None
         self.identity_dir = Path(identity_dir)
         self.token_file = Path(token_file) if token_file is not None else None
         self.api_addr = api_addr
@@ -424,8 +426,12 @@ class WorkerAgent:
         expected = (previous.cluster_id if previous else None) or self.expected_cluster_id \
             or token_cluster_id(token)
         sent = self.clock.monotonic()
+        # One request id for every try of this registration: if an answer is lost (a
+        # leader change), the retry gets the same node instead of making a second one.
+        if self._registration is None or self._registration[0] != (token, req.desired_node_id):
+            self._registration = ((token, req.desired_node_id), uuid.uuid4().hex)
         try:
-            resp = await self._client.register(req)
+            resp = await self._client.register(req, request_id=self._registration[1])
         except asyncio.CancelledError:
             raise
         except (TokenInvalid, TokenExhausted) as exc:
@@ -446,6 +452,7 @@ class WorkerAgent:
                             f"{resp.cluster_id!r}, this worker belongs to {expected!r}")
             log.error("%s", self._fatal)
             return False
+        self._registration = None
         identity = Identity(node_id=resp.node_id, cluster_id=resp.cluster_id,
                             internal_token=resp.internal_token,
                             servers=tuple(resp.servers) or tuple(self.servers),

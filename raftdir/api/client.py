@@ -157,7 +157,8 @@ class RaftdirClient:
     async def _call(self, method: str, path: str, body: Any = None, *, auth: str | None = None,
                     server: str | None = None, timeout: float | None = None,
                     write: bool = False, text: bool = False,
-                    query: dict[str, str] | None = None) -> Any:
+                    query: dict[str, str] | None = None,
+                    request_id: str | None = None) -> Any:
         """Send one logical request; ``server`` pins it to one server (one attempt, no
         failover, no leader following)."""
         payload = dumps_msgpack(body) if body is not None else None
@@ -165,7 +166,7 @@ class RaftdirClient:
         if payload is not None:
             headers["Content-Type"] = MSGPACK
         if write:
-            headers["X-Request-Id"] = uuid.uuid4().hex
+            headers["X-Request-Id"] = request_id or uuid.uuid4().hex
         token = self.node_secret if auth == "node" else self.admin_token if auth == "admin" \
             else None
         if token:
@@ -247,12 +248,17 @@ class RaftdirClient:
         return {"consistent": "1"} if consistent else None
 
     # -- the worker protocol ----------------------------------------------------------------
-    async def register(self, req: WorkerRegisterRequest) -> WorkerRegisterResponse:
+    async def register(self, req: WorkerRegisterRequest, *, request_id: str | None = None
+                       ) -> WorkerRegisterResponse:
         """Register; adopts the response's server list and node secret. A client that
         already holds a node secret (a worker registering again with its stored identity)
-        sends it as ``Authorization: Bearer``."""
+        sends it as ``Authorization: Bearer``. ``request_id``: keep one for every try of the
+        same registration (a lost answer then gives the same node, not a second one); it
+        is a credential (the node secret derives from it), so make it random and keep it
+        private."""
         data = await self._call("POST", "/api/v1/workers/register", to_dict(req), write=True,
-                                auth="node" if self.node_secret else None)
+                                auth="node" if self.node_secret else None,
+                                request_id=request_id)
         resp = from_dict(WorkerRegisterResponse, data)
         self.node_secret = resp.internal_token
         self._adopt(servers=resp.servers)

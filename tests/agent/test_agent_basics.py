@@ -208,3 +208,29 @@ async def test_the_workers_cluster_view(tmp_path):
     finally:
         await agent.stop()
         await cp.stop()
+
+
+async def test_a_registration_whose_answer_was_lost_is_retried_as_the_same_node(tmp_path):
+    from raftdir.errors import TimeoutOutcomeUnknown
+    cp = await control_plane()
+    real = cp.server.register
+    calls: list[str | None] = []
+
+    async def commits_then_loses_the_answer(req, request_id, secret=None):
+        calls.append(request_id)
+        resp = await real(req, request_id, secret)
+        if len(calls) == 1:
+            raise TimeoutOutcomeUnknown("committed, but the answer was lost")
+        return resp
+    cp.server.register = commits_then_loses_the_answer
+    agent = make_agent(tmp_path, [cp.url()], await cp.token_file(tmp_path, max_uses=1),
+                       client_retries=0)
+    try:
+        await agent.start()
+        await agent.wait_connected(10)
+        assert len(calls) >= 2 and len(set(calls)) == 1      # one request id throughout
+        workers = cp.server.read(lambda d: d.node_ids(kind="worker"))
+        assert workers == [agent.node_id]                      # one node, token use 1
+    finally:
+        await agent.stop()
+        await cp.stop()
