@@ -15,6 +15,8 @@ to raftdir; this one key is raftdir's convention.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from heapq import heapify, heappop, heappush
+from itertools import groupby
 from typing import Iterable, Mapping
 
 from ..errors import BadRequest, NodeNotReady
@@ -123,10 +125,18 @@ def place(groups: Iterable[ScaleAssignment], nodes: Iterable[Candidate],
             assign(node, role, index)
         else:
             rest.append((role, index))
-    for role, index in rest:
-        node = min((n for n in ids if count[n] < target[n]),
-                   key=lambda n: (count[n] - target[n], role_count.get((n, role), 0), n))
-        assign(node, role, index)
+    # The rest, a role at a time: a heap of the nodes below their target keyed by
+    # (count - target, items of this role, id); only the chosen node's key changes.
+    # O(items log nodes), so 10,000 replicas on 10,000 nodes take milliseconds.
+    for role, group in groupby(rest, key=lambda item: item[0]):
+        heap = [(count[n] - target[n], role_count.get((n, role), 0), n)
+                for n in ids if count[n] < target[n]]
+        heapify(heap)
+        for _, index in group:
+            _, _, node = heappop(heap)
+            assign(node, role, index)
+            if count[node] < target[node]:
+                heappush(heap, (count[node] - target[node], role_count[(node, role)], node))
     for roles in out.values():
         for indices in roles.values():
             indices.sort()
