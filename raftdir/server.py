@@ -130,6 +130,11 @@ class GuardedDirectory:
     def revision(self) -> int:
         return self.directory.revision
 
+    def after_fork_in_child(self) -> None:
+        """In a forked snapshot writer: another thread may have held the lock at the fork,
+        and no thread of the child will ever release that copy. The child only reads."""
+        self.lock = threading.RLock()
+
 
 def error_for(result: Result) -> RaftdirError:
     cls = ERRORS_BY_CODE.get(result.code or "internal", RaftdirError)

@@ -19,7 +19,8 @@ journal always has a full dump file next to it (finding 4), writes are refused o
 with ``NotLeader(leader=...)`` instead of being forwarded, the bind address is the peer's
 own address (never 0.0.0.0, finding 8) and a non-loopback address needs the cluster secret.
 
-Snapshots: PySyncObj's custom serializer hook writes ``raft.dump`` as msgpack of
+Snapshots: PySyncObj's custom serializer hook writes ``raft.dump`` (from a forked child,
+so the tick thread never stalls on a large state) as msgpack of
 ``{"format": 1, "state": sm.to_snapshot(), "revision": ..., "raft": {"last": entry,
 "prev": entry, "cluster": [addr, ...]}}`` where an entry is ``[command bytes, index,
 term]``. We never unpickle anything; the command bytes are PySyncObj's own log entries,
@@ -37,10 +38,12 @@ import logging
 import os
 import secrets as _secrets
 import threading
+import time
 from typing import Any, Callable
 
 import msgpack
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
@@ -78,6 +81,31 @@ _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _PARTNER_KEY = "partner_node_status_server_"
 
 
+class _Deferred(Exception):
+    """Raised by the serializer hook after forking: the child writes the dump."""
+
+
+def exempt_sends_from_the_read_timeout() -> None:
+    """pysyncobj.md §5.3, finding 5: ``TcpConnection`` closes a connection on SEND when
+    nothing was read on it for ``connectionTimeout``. Followers never talk to each other,
+    so after that long idle the first RequestVote of an election is dropped and a failover
+    takes two election rounds. With this patch a send goes out on the open socket; a dead
+    connection is still noticed by the read side and by socket errors. Idempotent; it
+    applies to every PySyncObj connection in the process."""
+    from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+    if getattr(TcpConnection, "_raftdir_send_patch", False):
+        return
+
+    def try_send_buffer(self: Any) -> None:
+        if self.state == CONNECTION_STATE.DISCONNECTED:
+            return
+        while self._TcpConnection__processSend():
+            pass
+
+    TcpConnection._TcpConnection__trySendBuffer = try_send_buffer
+    TcpConnection._raftdir_send_patch = True
+
+
 # --------------------------------------------------------------------------------------
 # configuration
 
@@ -85,6 +113,7 @@ def build_conf(self_addr: str, data_dir: str, tuning: RaftTuning, *, password: s
                serializer: Callable[[str, Any], None] | None,
                deserializer: Callable[[str], Any] | None,
                on_state_changed: Callable[[int, int], None] | None,
+               serialize_checker: Callable[[], int] | None = None,
                on_ready: Callable[[], None] | None = None) -> SyncObjConf:
     """The pinned ``SyncObjConf`` (pysyncobj.md §5.1)."""
     conf = SyncObjConf(
@@ -92,7 +121,8 @@ def build_conf(self_addr: str, data_dir: str, tuning: RaftTuning, *, password: s
         password=password,
         journalFile=os.path.join(data_dir, JOURNAL_FILE),
         fullDumpFile=os.path.join(data_dir, DUMP_FILE),  # mandatory with a journal (finding 4)
-        serializer=serializer,                      # msgpack, synchronous (no fork)
+        serializer=serializer,                      # msgpack, in a forked child
+        serializeChecker=serialize_checker,         # ... whose progress this reports
         deserializer=deserializer,
         appendEntriesUseBatch=False,                # ~0.5 ms instead of ~100 ms (finding 1)
         raftMinTimeout=tuning.raft_min_timeout,
@@ -224,6 +254,7 @@ class PySyncObjNode:
         self._reported_leader = False
         self._barriers: dict[bytes, Callable[[], None]] = {}
         self.snapshot_error: str | None = None
+        self._snapshot_child: int | None = None
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
 
     @property
@@ -241,6 +272,7 @@ class PySyncObjNode:
         if self._so is not None:
             return
         os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
+        exempt_sends_from_the_read_timeout()
         dump = os.path.join(self._data_dir, DUMP_FILE)
         if os.path.exists(dump):
             # PySyncObj would log a failed load and go on with EMPTY state, still voting
@@ -255,6 +287,7 @@ class PySyncObjNode:
             self._self_addr, self._data_dir, self._tuning,
             password=raft_password(self._secret) if self._secret else None,
             serializer=self._write_snapshot, deserializer=self._read_snapshot,
+            serialize_checker=self._snapshot_progress,
             on_state_changed=self._on_state_changed)
         so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf)
         # PySyncObj's tick thread stops when the thread that built the SyncObj ends; bind its
@@ -279,6 +312,7 @@ class PySyncObjNode:
             return
         so.destroy()
         self._join(so, timeout)
+        self._reap_snapshot(timeout)
         with self._lock:
             was_leader, self._reported_leader = self._reported_leader, False
         if was_leader:
@@ -327,23 +361,77 @@ class PySyncObjNode:
 
     # snapshots (tick thread) -----------------------------------------------------------
     def _write_snapshot(self, filename: str, data: Any) -> None:
-        # ``data`` is (entry at last_applied, the entry before it, set of cluster Nodes);
-        # called synchronously in the tick thread, so the state is exactly at last_applied.
+        """PySyncObj's serializer hook (tick thread). ``data`` is (entry at last_applied,
+        the entry before it, set of cluster Nodes); the state is exactly at last_applied.
+
+        Where ``fork`` exists, a child process writes the snapshot from its copy-on-write
+        view of the state and renames it into place, and the tick thread goes on at once
+        (a synchronous write of 100,000 workers stalls the peer for ~0.6-0.9 s: longer
+        than an election timeout). PySyncObj learns the outcome from
+        ``_snapshot_progress``; the ``_Deferred`` raised here stops it from renaming the
+        not-yet-written file itself (its ``Serializer.serialize`` swallows the exception)."""
         last, prev, cluster = data
-        doc = {
-            "format": SNAPSHOT_FORMAT,
-            "revision": int(self._sm.revision),
-            "state": self._sm.to_snapshot(),
-            "raft": {"last": _entry_out(last), "prev": _entry_out(prev),
-                     "cluster": sorted(str(getattr(n, "id", n)) for n in cluster)},
-        }
+        raft = {"last": _entry_out(last), "prev": _entry_out(prev),
+                "cluster": sorted(str(getattr(n, "id", n)) for n in cluster)}
+        final = os.path.join(self._data_dir, DUMP_FILE)
+        if not hasattr(os, "fork"):
+            self._dump(filename, final, raft)
+            return
+        pid = os.fork()
+        if pid == 0:  # the child: write, rename, leave without running any cleanup
+            code = 1
+            try:
+                after_fork = getattr(self._sm, "after_fork_in_child", None)
+                if after_fork is not None:
+                    after_fork()
+                self._dump(filename, final, raft)
+                code = 0
+            finally:
+                os._exit(code)
+        self._snapshot_child = pid
+        raise _Deferred()
+
+    def _dump(self, tmp: str, final: str, raft: dict[str, Any]) -> None:
+        doc = {"format": SNAPSHOT_FORMAT, "revision": int(self._sm.revision),
+               "state": self._sm.to_snapshot(), "raft": raft}
         packed = msgpack.packb(doc, use_bin_type=True)
-        with open(filename, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(packed)
             f.flush()
             os.fsync(f.fileno())
-        logger.info("raft snapshot written: %d bytes at index %d (revision %d)",
-                    len(packed), last[1], doc["revision"])
+        os.replace(tmp, final)
+        dir_fd = os.open(self._data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _snapshot_progress(self) -> int:
+        """PySyncObj's ``serializeChecker`` (tick thread): where the forked snapshot is."""
+        pid = self._snapshot_child
+        if pid is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 1
+        if done == 0:
+            return SERIALIZER_STATE.SERIALIZING
+        self._snapshot_child = None
+        if os.waitstatus_to_exitcode(status) == 0:
+            logger.info("raft snapshot written by child %d", pid)
+            return SERIALIZER_STATE.SUCCESS
+        self.snapshot_error = f"snapshot child {pid} exited with status {status}"
+        logger.error("raft snapshot failed: %s; the log is kept", self.snapshot_error)
+        return SERIALIZER_STATE.FAILED
+
+    def _reap_snapshot(self, timeout: float) -> None:
+        """Wait (bounded) for a snapshot child still writing when the node stops."""
+        pid, deadline = self._snapshot_child, time.monotonic() + timeout
+        while pid is not None and time.monotonic() < deadline:
+            if self._snapshot_progress() != SERIALIZER_STATE.SERIALIZING:
+                return
+            time.sleep(0.01)
 
     def _read_snapshot(self, filename: str) -> tuple[Any, Any, list[TCPNode]]:
         # Called at start-up (our own dump) and when the leader streamed us its dump.
