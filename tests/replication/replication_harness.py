@@ -10,7 +10,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,27 +17,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from raftdir.testing import free_ports  # noqa: F401 - re-exported for the tests
+
 #: Quick elections for tests; still the pinned shape (no batching, journal + dump).
 TEST_TUNING = dict(
     raft_min_timeout=0.3, raft_max_timeout=0.9, append_entries_period=0.075,
     auto_tick_period=0.02, connection_timeout=10.0, connection_retry_time=0.3,
     leader_fallback_timeout=2.0, bind_retry_time=0.2, max_bind_retries=3,
 )
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports the OS considered free on 127.0.0.1 a moment ago (bound with
-    port 0, read, closed). A clash later is possible; callers retry on bind failure."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 PEER_MAIN = str(Path(__file__).with_name("peer_main.py"))

@@ -18,16 +18,7 @@ from raftdir.replication.tuning import RaftTuning
 from replication_harness import TEST_TUNING, free_ports
 from replication_toy import ToyKV, cmd
 
-
-def wait_for(cond, timeout: float, what: str, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+from raftdir.testing import wait_until as wait_for
 
 
 def start_single(tmp_path, sm, tuning, secret=None):
