@@ -10,7 +10,7 @@ from raftdir.replication import RaftTuning
 
 def test_defaults_are_the_pinned_configuration():
     t = RaftTuning()
-    assert (t.raft_min_timeout, t.raft_max_timeout, t.append_entries_period) == (0.3, 0.9, 0.075)
+    assert (t.raft_min_timeout, t.raft_max_timeout, t.append_entries_period) == (0.2, 0.6, 0.05)
     assert (t.auto_tick_period, t.connection_retry_time, t.leader_fallback_timeout) == (
         0.02, 1.0, 2.0)
     assert t.connection_timeout >= t.raft_max_timeout
@@ -30,8 +30,8 @@ def test_pinned_defaults_reach_syncobjconf(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,field,rule", [
-    ({"raft_min_timeout": 0.2}, "raft_min_timeout", "3 \\* append_entries_period"),
-    ({"raft_max_timeout": 0.3}, "raft_max_timeout", "> raft_min_timeout"),
+    ({"raft_min_timeout": 0.15}, "raft_min_timeout", "3 \\* append_entries_period"),
+    ({"raft_max_timeout": 0.2}, "raft_max_timeout", "> raft_min_timeout"),
     ({"connection_timeout": 0.5}, "connection_timeout", ">= raft_max_timeout"),
     ({"leader_fallback_timeout": 0.05}, "leader_fallback_timeout", "> append_entries_period"),
     ({"auto_tick_period": 0.1}, "auto_tick_period", "<= append_entries_period"),
