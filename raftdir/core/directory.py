@@ -17,12 +17,14 @@ Must not import anything from raftdir but ``raftdir.errors``, ``raftdir.model`` 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from raftdir.core.commands import (
     Barrier, Bootstrap, Command, Compact, Deregister, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, decode_command,
+    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, command_to_plain,
+    decode_command, pack_plain,
 )
 from raftdir.core.result import Result
 from raftdir.core.state import (
@@ -38,6 +40,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Directory"]
 
 _HEX = re.compile(r"[0-9a-f]{1,256}")
+
+
+def _fingerprint(cmd: Command) -> str:
+    """What a command asks for, without when it was proposed: a retry of the same
+    request (same id, same command, another ``ts_ms``) matches; another command reusing
+    the id does not. Deterministic on every peer (no ``hash()``)."""
+    plain = command_to_plain(cmd)
+    del plain["ts_ms"], plain["request_id"]
+    return hashlib.sha256(pack_plain(plain)).hexdigest()[:32]
 
 
 class _Refuse(Exception):
@@ -75,7 +86,8 @@ class Directory:
     def apply(self, cmd: Command) -> Result:
         """Apply one command: an applied ``Result`` with a plain-data value, or a refusal
         (``Result.refused(code, message)``) that left the state exactly as it was. A
-        command whose ``request_id`` was already applied gets its first result again."""
+        command whose ``request_id`` was already applied gets its first result again; a
+        different command reusing that id is refused as ``conflict``."""
         try:
             cmd = canonical_command(cmd)
         except BadRequest as exc:
@@ -85,10 +97,15 @@ class Directory:
     def _apply(self, cmd: Command) -> Result:
         hs = self.state
         rid = cmd.request_id
+        fingerprint = None
         if rid is not None:
-            first = hs.request_ids.get(rid)
-            if first is not None:
-                return first
+            fingerprint = _fingerprint(cmd)
+            seen = hs.request_ids.get(rid)
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    return Result.refused("conflict", f"request_id: {rid!r} was already "
+                                          "used for another command", hs.revision)
+                return seen[1]
         term = getattr(cmd, "term", None)
         if cmd.LEADER and term < hs.max_term:
             return Result.refused("stale", f"term: {term} is older than term {hs.max_term}",
@@ -105,7 +122,7 @@ class Directory:
         result = Result.applied(value, hs.revision)
         if rid is not None:
             table = hs.request_ids
-            table[rid] = result
+            table[rid] = (fingerprint, result)
             while len(table) > hs.max_request_ids:
                 table.popitem(last=False)
         return result

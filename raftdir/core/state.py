@@ -151,7 +151,8 @@ class HardState:
       ascending (a deque of event tuples); ``compacted_revision``;
     - ``max_term``: the highest leader term seen; ``now_ms``: the largest proposer time
       seen (never goes backwards);
-    - ``request_ids``: applied request id -> its first ``Result``, oldest first, at most
+    - ``request_ids``: applied request id -> (the command's fingerprint, its first
+      ``Result``), oldest first, at most
       ``max_request_ids`` (the oldest is evicted first). ``max_request_ids`` is hard state
       too: eviction must be the same on every peer.
 
@@ -239,7 +240,8 @@ def state_to_snapshot(hs: HardState) -> dict[str, Any]:
                        for nid, (share, rev) in sorted(svc.placement.items())]]
                      for _name, svc in sorted(hs.services.items())],
         "log": [_event_to_plain(ev) for ev in hs.log],
-        "request_ids": [[rid, _result_to_plain(res)] for rid, res in hs.request_ids.items()],
+        "request_ids": [[rid, fp, _result_to_plain(res)]
+                        for rid, (fp, res) in hs.request_ids.items()],
     }
 
 
@@ -325,8 +327,10 @@ def state_from_snapshot(data: Any) -> HardState:
                 if rec.events is None:
                     rec.events = []
                 rec.events.append(ev)
-        for rid, (ok, value, code, message, revision) in data["request_ids"]:
-            hs.request_ids[rid] = Result(ok, value, code, message, revision)
+        for rid, fp, (ok, value, code, message, revision) in data["request_ids"]:
+            if not isinstance(fp, str):
+                raise ValueError(f"request id {rid!r}: fingerprint is not a string")
+            hs.request_ids[rid] = (fp, Result(ok, value, code, message, revision))
     except BadRequest:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as exc:

@@ -10,6 +10,7 @@ as ``Directory``'s queries.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -39,17 +40,19 @@ class Reference:
         self.compacted = 0
         self.max_term = 0
         self.now = 0
-        self.seen: list[tuple[str, tuple]] = []  # (request id, result), oldest first
+        self.seen: list[tuple[str, Any, tuple]] = []  # (request id, command, result)
         self.max_ids = max_request_ids
 
     # ---------------------------------------------------------------- apply
 
     def apply(self, cmd: Any) -> tuple:
         """(ok, value, code, revision), like ``Result`` without the message."""
+        key = dataclasses.replace(cmd, ts_ms=0)   # what it asks, not when
         if cmd.request_id is not None:
-            for rid, result in self.seen:
+            for rid, seen_key, result in self.seen:
                 if rid == cmd.request_id:
-                    return result
+                    return result if seen_key == key else (False, None, "conflict",
+                                                           self.revision)
         if isinstance(cmd, LEADER) and cmd.term < self.max_term:
             return (False, None, "stale", self.revision)
         before = copy.deepcopy(self.__dict__)
@@ -63,7 +66,7 @@ class Reference:
             self.max_term = max(self.max_term, cmd.term)
         result = (True, value, None, self.revision)
         if cmd.request_id is not None:
-            self.seen.append((cmd.request_id, result))
+            self.seen.append((cmd.request_id, key, result))
             self.seen = self.seen[-self.max_ids:]
         return result
 

@@ -122,12 +122,17 @@ def test_snapshot_round_trip_and_restore_in_place() -> None:
     other = Directory()
     other.restore(snap)
     assert other == d
-    # the restored directory remembers request ids: a retry gets the first result
-    first = d.apply(RegisterNode(profile=PROFILE, ttl_secs=1, grace_secs=1,
-                                 secret_hash="ff", request_id="r1"))
-    assert first == other.apply(RegisterNode(profile=PROFILE, ttl_secs=1, grace_secs=1,
-                                             secret_hash="ff", request_id="r1"))
+    # the restored directory remembers request ids: a retry (same command, proposed
+    # later) gets the first result; another command reusing the id is a conflict
+    retry = RegisterNode(profile=dict(PROFILE, labels={"zone": "z1"}), ttl_secs=30,
+                         grace_secs=10, secret_hash="bb", request_id="r1", ts_ms=99_000)
+    first = d.apply(retry)
+    assert first == other.apply(retry)
     assert first.value["node_id"] == 1_000_001
+    reuse = RegisterNode(profile=PROFILE, ttl_secs=1, grace_secs=1, secret_hash="ff",
+                         request_id="r1")
+    assert (other.apply(reuse).code, d.apply(reuse).code) == ("conflict", "conflict")
+    assert other == d
     assert d != Directory()
 
 
@@ -165,7 +170,7 @@ def test_wire_objects() -> None:
 
 def test_results_are_plain_data() -> None:
     d = loaded()
-    for r in d.state.request_ids.values():
+    for _fingerprint, r in d.state.request_ids.values():
         assert isinstance(r, Result)
         assert msgpack.unpackb(msgpack.packb(r.value), raw=False) == r.value
 
