@@ -42,12 +42,21 @@ __all__ = ["Directory"]
 _HEX = re.compile(r"[0-9a-f]{1,256}")
 
 
+#: Fields the leader decides afresh on every try of a request (the TTL it hands out, the
+#: placement it computes): a retry may carry other values and is still the same request.
+LEADER_CHOICES: dict[type, tuple[str, ...]] = {
+    RegisterNode: ("ttl_secs", "grace_secs"),
+    SetPlacement: ("placement",),
+}
+
+
 def _fingerprint(cmd: Command) -> str:
-    """What a command asks for, without when it was proposed: a retry of the same
-    request (same id, same command, another ``ts_ms``) matches; another command reusing
-    the id does not. Deterministic on every peer (no ``hash()``)."""
+    """What a client asked for, without when it was proposed or what the leader chose:
+    a retry of the same request matches; another command reusing the id does not.
+    Deterministic on every peer (no ``hash()``)."""
     plain = command_to_plain(cmd)
-    del plain["ts_ms"], plain["request_id"]
+    for name in ("ts_ms", "request_id") + LEADER_CHOICES.get(type(cmd), ()):
+        del plain[name]
     return hashlib.sha256(pack_plain(plain)).hexdigest()[:32]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import tracemalloc
 
@@ -129,6 +131,8 @@ def test_snapshot_round_trip_and_restore_in_place() -> None:
     first = d.apply(retry)
     assert first == other.apply(retry)
     assert first.value["node_id"] == 1_000_001
+    # the leader may hand out another TTL on a retry: still the same request
+    assert d.apply(dataclasses.replace(retry, ttl_secs=45)) == first
     reuse = RegisterNode(profile=PROFILE, ttl_secs=1, grace_secs=1, secret_hash="ff",
                          request_id="r1")
     assert (other.apply(reuse).code, d.apply(reuse).code) == ("conflict", "conflict")
