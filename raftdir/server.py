@@ -335,13 +335,15 @@ class DirectoryServer:
         another node is refused the same way: telling them apart would mean a lookup of
         the secret's hash, which an unauthenticated caller must not be able to make us
         pay for)."""
-        node, stored = self.read(lambda d: (d.node(node_id), d.secret_hash(node_id)))
-        if node is None:
+        brief = self.read(lambda d: d.node_brief(node_id))
+        if brief is None:
             raise Reregister(f"node {node_id} is not registered (evicted?); register again",
                              field="node_id")
+        kind, state, ttl_secs, grace_secs, stored = brief
         if not node_secret_matches(node_secret, stored):
             raise Unauthorized(f"missing or wrong secret for node {node_id}")
-        return node
+        return {"node_id": node_id, "kind": kind, "state": state, "ttl_secs": ttl_secs,
+                "grace_secs": grace_secs}
 
     async def _authenticate(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
         """``_check_secret``, made safe on a follower: a follower may not have applied a

@@ -459,6 +459,14 @@ class Directory:
         return sum(n for (k, s), n in self.state.counts.items()
                    if (kind is None or k == kind) and (state is None or s == state))
 
+    def node_brief(self, node_id: int) -> tuple[str, str, int, int, str] | None:
+        """``(kind, state, ttl_secs, grace_secs, secret_hash)`` of a node, or None: what a
+        heartbeat needs, without building the node's profile (the hot path)."""
+        rec = self.state.nodes.get(node_id)
+        if rec is None:
+            return None
+        return rec.kind, rec.state, rec.ttl_secs, rec.grace_secs, rec.secret_hash
+
     def secret_hash(self, node_id: int) -> str | None:
         """The stored hash of a node's secret (to check a request against), or None."""
         rec = self.state.nodes.get(node_id)

@@ -202,3 +202,10 @@ def test_memory_per_worker() -> None:
     snap_bytes = len(msgpack.packb(d.to_snapshot())) / n
     assert per_worker < 1024, per_worker
     assert snap_bytes < 512, snap_bytes
+
+
+def test_node_brief_is_what_a_heartbeat_needs() -> None:
+    d = loaded()
+    assert d.node_brief(1_000_001) == ("worker", "ready", 30, 10, "bb")
+    assert d.node_brief(1_000_002)[1] == "draining"
+    assert d.node_brief(42) is None
