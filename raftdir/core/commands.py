@@ -4,7 +4,9 @@ Owns: every command class (a frozen, keyword-only dataclass with a ``TYPE`` tag 
 ``VERSION``), the registry ``COMMANDS`` (tag -> class), ``encode_command`` /
 ``decode_command`` (msgpack) and ``canonical_command`` (the same checks for a command built
 in Python). The codec is written once, driven by the dataclass field annotations; no command
-has code of its own here.
+has code of its own here: each class's annotations are compiled once, at import, into one
+converter per field, so a command is checked without ``typing`` introspection, and encoded
+in one pass.
 
 Called from any thread (the proposer encodes, the Raft apply thread decodes); pure
 functions. Must not import anything from raftdir but ``raftdir.errors`` and
@@ -27,7 +29,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, ClassVar, Union, get_args, get_origin
 
 import msgpack
 
@@ -191,7 +193,7 @@ COMMANDS: dict[str, type[Command]] = {
 LEADER_COMMANDS = frozenset(cls for cls in COMMANDS.values() if cls.LEADER)
 
 
-# ---------------------------------------------------------------------------- type walker
+# ---------------------------------------------------------------------------- value checks
 
 def _check_int(value: Any, tag: str, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -236,111 +238,246 @@ def _check_profile(value: Any, path: str) -> dict:
     return WorkerProfile.from_dict(value, path).to_dict()
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and return its canonical Python form
-    (sequences as tuples, int-keyed maps as dicts). Accepts both the wire form (lists,
-    pair lists) and the Python form (tuples, dicts)."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        _base, tag = get_args(tp)[:2]
-        if tag in _RANGES:
-            return _check_int(value, tag, path)
-        if tag == "opaque":
-            if not isinstance(value, dict):
-                raise _fail(path, f"expected a map, got {_type_name(value)}")
-            return _check_opaque(value, path)
-        if tag == "profile":
-            return _check_profile(value, path)
-        raise TypeError(f"unknown annotation {tag!r}")  # pragma: no cover - a coding error
-    if tp is int:
-        return _check_int(value, "u64", path)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _fail(path, f"expected a string, got {_type_name(value)}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _fail(path, f"expected a bool, got {_type_name(value)}")
-        return value
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(value, args[0], path)
-    if origin is tuple:
-        args = get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise _fail(path, f"expected a list, got {_type_name(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise _fail(path, f"expected a list of {len(args)} items, got {len(value)}")
-        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        ktp, vtp = get_args(tp)
-        if ktp is str:
-            if not isinstance(value, dict):
-                raise _fail(path, f"expected a map, got {_type_name(value)}")
-            out = {}
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise _fail(path, f"map key {k!r} is not a string")
-                out[k] = _convert(v, vtp, f'{path}["{k}"]')
-            return out
-        # integer keys: a dict (Python) or a list of [key, value] pairs (wire)
-        if isinstance(value, dict):
-            pairs = list(value.items())
-        elif isinstance(value, (list, tuple)):
-            pairs = []
-            for i, pair in enumerate(value):
-                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise _fail(f"{path}[{i}]", "expected a [key, value] pair")
-                pairs.append((pair[0], pair[1]))
-        else:
-            raise _fail(path, f"expected a list of [key, value] pairs, got {_type_name(value)}")
-        out = {}
-        for k, v in pairs:
-            key = _convert(k, ktp, f'{path}["{k}"]' if isinstance(k, str) else f"{path}[{k}]")
-            if key in out:
-                raise _fail(f"{path}[{key}]", "duplicate key")
-            out[key] = _convert(v, vtp, f"{path}[{key}]")
-        return out
-    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - a coding error
+# ---------------------------------------------------------------------------- converters
+#
+# A converter ``conv(value, path)`` checks one value against one field annotation and
+# returns its canonical Python form (sequences as tuples, int-keyed maps as dicts) or its
+# wire form (sequences as lists, int-keyed maps as ``[key, value]`` pairs ascending by key).
+# It accepts both the wire form and the Python form and raises ``BadRequest("<path>: ...")``.
+# ``_compile`` builds them once per field from the annotation, so no ``typing``
+# introspection happens per command. Containers give their items a blank path and, only if
+# one fails, convert them again with their paths (converters are pure, so the same item
+# fails the same way): paths are formatted only to report an error.
+
+Converter = Callable[[Any, str], Any]
 
 
-def _to_plain(value: Any, tp: Any) -> Any:
-    """The wire (msgpack-able) form of a canonical value of annotation ``tp``."""
-    origin = get_origin(tp)
-    if value is None:
-        return None
-    if origin is Annotated:
-        return value
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return _to_plain(value, args[0])
-    if origin is tuple:
-        args = get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return [_to_plain(v, args[0]) for v in value]
-        return [_to_plain(v, a) for v, a in zip(value, args)]
-    if origin is dict:
-        ktp, vtp = get_args(tp)
-        if ktp is str:
-            return {k: _to_plain(v, vtp) for k, v in value.items()}
-        return [[k, _to_plain(value[k], vtp)] for k in sorted(value)]
+def _opaque(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(path, f"expected a map, got {_type_name(value)}")
+    return _check_opaque(value, path)
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(path, f"expected a string, got {_type_name(value)}")
     return value
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, f"expected a bool, got {_type_name(value)}")
+    return value
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        allh = typing.get_type_hints(cls, include_extras=True)
-        hints = {f.name: allh[f.name] for f in dataclasses.fields(cls)}
-        _HINTS[cls] = hints
-    return hints
+def _int_of(tag: str) -> Converter:
+    lo, hi = _RANGES[tag]
+
+    def conv(value: Any, path: str) -> int:
+        if type(value) is int and lo <= value <= hi:
+            return value
+        return _check_int(value, tag, path)  # an int subclass, or the error
+
+    return conv
+
+
+def _optional(item: Converter) -> Converter:
+    def conv(value: Any, path: str) -> Any:
+        return None if value is None else item(value, path)
+
+    return conv
+
+
+def _int_sequence(tag: str, n: int | None, wire: bool) -> Converter:
+    """A list of integers of one range: any length (``n`` None) or exactly ``n``."""
+    lo, hi = _RANGES[tag]
+
+    def conv(value: Any, path: str) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, f"expected a list, got {_type_name(value)}")
+        if n is not None and len(value) != n:
+            raise _fail(path, f"expected a list of {n} items, got {len(value)}")
+        for v in value:
+            if type(v) is not int or not lo <= v <= hi:
+                for i, w in enumerate(value):  # raises unless all are int subclasses in range
+                    _check_int(w, tag, f"{path}[{i}]")
+                break
+        return list(value) if wire else tuple(value)
+
+    return conv
+
+
+def _sequence_of(item: Converter, wire: bool) -> Converter:
+    def conv(value: Any, path: str) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, f"expected a list, got {_type_name(value)}")
+        out = []
+        try:
+            for v in value:
+                out.append(item(v, ""))
+        except BadRequest:  # again with the items' paths, to raise the exact error
+            out = [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return out if wire else tuple(out)
+
+    return conv
+
+
+def _fixed_sequence(items: list[Converter], wire: bool) -> Converter:
+    n = len(items)
+
+    def conv(value: Any, path: str) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, f"expected a list, got {_type_name(value)}")
+        if len(value) != n:
+            raise _fail(path, f"expected a list of {n} items, got {len(value)}")
+        try:
+            out = [c(v, "") for c, v in zip(items, value)]
+        except BadRequest:  # again with the items' paths, to raise the exact error
+            out = [c(v, f"{path}[{i}]") for i, (c, v) in enumerate(zip(items, value))]
+        return out if wire else tuple(out)
+
+    return conv
+
+
+def _str_map(item: Converter) -> Converter:
+    def convert(value: Any, path: str, paths: bool) -> dict:
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _fail(path, f"map key {k!r} is not a string")
+            out[k] = item(v, f'{path}["{k}"]' if paths else "")
+        return out
+
+    def conv(value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            raise _fail(path, f"expected a map, got {_type_name(value)}")
+        try:
+            return convert(value, path, False)
+        except BadRequest:  # again with the items' paths, to raise the exact error
+            return convert(value, path, True)
+
+    return conv
+
+
+def _int_map(key: Converter, item: Converter, wire: bool) -> Converter:
+    """Integer keys: a dict (Python) or a list of ``[key, value]`` pairs (wire)."""
+
+    def convert(pairs: Any, path: str, paths: bool) -> dict:
+        out = {}
+        for k, v in pairs:
+            if paths:
+                kk = key(k, f'{path}["{k}"]' if isinstance(k, str) else f"{path}[{k}]")
+            else:
+                kk = key(k, "")
+            if kk in out:
+                raise _fail(f"{path}[{kk}]", "duplicate key")
+            out[kk] = item(v, f"{path}[{kk}]" if paths else "")
+        return out
+
+    def conv(value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            pairs: Any = value.items()
+        elif isinstance(value, (list, tuple)):
+            pairs = value
+            for i, pair in enumerate(value):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise _fail(f"{path}[{i}]", "expected a [key, value] pair")
+        else:
+            raise _fail(path, f"expected a list of [key, value] pairs, got {_type_name(value)}")
+        try:
+            out = convert(pairs, path, False)
+        except BadRequest:  # again with the items' paths, to raise the exact error
+            out = convert(pairs, path, True)
+        return [[k, out[k]] for k in sorted(out)] if wire else out
+
+    return conv
+
+
+def _int_tag(tp: Any) -> str | None:
+    """``"u32"`` or ``"u64"`` for an integer annotation, else None."""
+    if tp is int:
+        return "u64"
+    if get_origin(tp) is Annotated and get_args(tp)[1] in _RANGES:
+        return get_args(tp)[1]
+    return None
+
+
+def _compile(tp: Any, wire: bool) -> Converter:
+    """The converter of annotation ``tp``: to the wire form if ``wire``, else canonical."""
+    origin = get_origin(tp)
+    tag = _int_tag(tp)
+    if tag is not None:
+        return _int_of(tag)
+    if origin is Annotated:
+        tag = get_args(tp)[1]
+        if tag == "opaque":
+            return _opaque
+        if tag == "profile":
+            return _check_profile
+        raise TypeError(f"unknown annotation {tag!r}")  # pragma: no cover - a coding error
+    if tp is str:
+        return _str
+    if tp is bool:
+        return _bool
+    if origin in (Union, types.UnionType):
+        return _optional(_compile([a for a in get_args(tp) if a is not type(None)][0], wire))
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            tag = _int_tag(args[0])
+            if tag is not None:
+                return _int_sequence(tag, None, wire)
+            return _sequence_of(_compile(args[0], wire), wire)
+        tags = {_int_tag(a) for a in args}
+        if len(tags) == 1 and None not in tags:
+            return _int_sequence(tags.pop(), len(args), wire)
+        return _fixed_sequence([_compile(a, wire) for a in args], wire)
+    if origin is dict:
+        ktp, vtp = get_args(tp)
+        if ktp is str:
+            return _str_map(_compile(vtp, wire))
+        return _int_map(_compile(ktp, wire), _compile(vtp, wire), wire)
+    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - a coding error
+
+
+class _Codec:
+    """The compiled codec of one command class: its fields in declaration order, each with
+    a converter to the canonical form (``canonical``) and one to the wire form (``wire``).
+
+    A command is built without calling its ``__init__``: ``object.__new__`` and then every
+    field set in declaration order in its ``__dict__``. The ``__init__`` of a frozen
+    dataclass does only that (with ``object.__setattr__``), so it is the same object, built
+    in a fraction of the time; hence no ``__post_init__`` and no slots."""
+
+    __slots__ = ("cls", "names", "keys", "canonical", "wire")
+
+    def __init__(self, cls: type) -> None:
+        if hasattr(cls, "__post_init__") or "__slots__" in vars(cls):  # pragma: no cover
+            raise TypeError(f"{cls.__name__}: a command must be a plain frozen dataclass")
+        hints = typing.get_type_hints(cls, include_extras=True)
+        self.cls = cls
+        self.names = [f.name for f in dataclasses.fields(cls)]
+        self.keys = frozenset(self.names) | {"type", "v"}
+        self.canonical = tuple((n, _compile(hints[n], wire=False)) for n in self.names)
+        self.wire = tuple((n, _compile(hints[n], wire=True)) for n in self.names)
+
+
+_CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in COMMANDS.values()}
+
+
+def _codec_for(cls: type) -> _Codec:
+    codec = _CODECS.get(cls)
+    if codec is None:  # a class registered after import
+        codec = _CODECS[cls] = _Codec(cls)
+    return codec
+
+
+def _codec_of(cmd: Any) -> _Codec:
+    """The codec of a command built in Python; ``BadRequest`` for anything else."""
+    cls = type(cmd)
+    if COMMANDS.get(getattr(cls, "TYPE", None)) is not cls:
+        raise BadRequest(f"not a directory command: {cls.__name__}")
+    return _CODECS.get(cls) or _codec_for(cls)
 
 
 # ---------------------------------------------------------------------------- codec
@@ -348,20 +485,21 @@ def _hints(cls: type) -> dict[str, Any]:
 def canonical_command(cmd: Any) -> Command:
     """Check a command built in Python like a decoded one and return its canonical form
     (tuples, checked profile). Raises ``BadRequest`` naming the field."""
-    cls = type(cmd)
-    if COMMANDS.get(getattr(cls, "TYPE", None)) is not cls:
-        raise BadRequest(f"not a directory command: {cls.__name__}")
-    values = {name: _convert(getattr(cmd, name), tp, name)
-              for name, tp in _hints(cls).items()}
-    return cls(**values)
+    codec = _codec_of(cmd)
+    out = object.__new__(codec.cls)  # filled field by field: see _Codec
+    fields = out.__dict__
+    for name, conv in codec.canonical:
+        fields[name] = conv(getattr(cmd, name), name)
+    return out
 
 
 def command_to_plain(cmd: Command) -> dict[str, Any]:
-    """The wire map of a command: ``{"type", "v", <fields in order>}``."""
-    cmd = canonical_command(cmd)
-    out: dict[str, Any] = {"type": cmd.TYPE, "v": cmd.VERSION}
-    for name, tp in _hints(type(cmd)).items():
-        out[name] = _to_plain(getattr(cmd, name), tp)
+    """The wire map of a command: ``{"type", "v", <fields in order>}``; checked in the same
+    pass (a bad command raises ``BadRequest`` like ``canonical_command``)."""
+    codec = _codec_of(cmd)
+    out: dict[str, Any] = {"type": codec.cls.TYPE, "v": codec.cls.VERSION}
+    for name, conv in codec.wire:
+        out[name] = conv(getattr(cmd, name), name)
     return out
 
 
@@ -385,6 +523,26 @@ def decode_command(data: bytes) -> Command:
         raise BadRequest(f"command: {exc.message}") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"command: expected a map, got {_type_name(obj)}")
+    # known keys only, and a known type and version: the header checks cannot fail
+    tag, version = obj.get("type"), obj.get("v")
+    codec = _CODECS.get(COMMANDS.get(tag)) if type(tag) is str else None
+    if (codec is None or type(version) is not int or version != codec.cls.VERSION
+            or not obj.keys() <= codec.keys):
+        codec = _check_header(obj)
+    cmd = object.__new__(codec.cls)  # filled field by field: see _Codec
+    fields = cmd.__dict__
+    for name, conv in codec.canonical:
+        try:
+            value = obj[name]
+        except KeyError:
+            raise _fail(name, "required field missing") from None
+        fields[name] = conv(value, name)
+    return cmd
+
+
+def _check_header(obj: dict) -> _Codec:
+    """The checks of a command map's keys, type and version, in order: raises the first
+    problem, or returns the codec of its class."""
     for key in obj:
         if not isinstance(key, str):
             raise BadRequest(f"command: map key {key!r} is not a string")
@@ -396,11 +554,10 @@ def decode_command(data: bytes) -> Command:
     cls = COMMANDS.get(tag)
     if cls is None:
         raise _fail("type", f"unknown command type {tag!r}; expected {', '.join(COMMANDS)}")
-    hints = _hints(cls)
-    known = list(hints)
+    codec = _codec_for(cls)
     for key in obj:
-        if key not in hints and key not in ("type", "v"):
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        if key not in codec.keys:
+            close = difflib.get_close_matches(key, codec.names, n=1, cutoff=0.6)
             raise _fail(key, "unknown key" + (f"; did you mean {close[0]!r}?" if close else ""))
     version = obj.get("v")
     if version is None:
@@ -409,9 +566,4 @@ def decode_command(data: bytes) -> Command:
         raise _fail("v", f"expected an integer, got {_type_name(version)}")
     if version != cls.VERSION:
         raise _fail("v", f"unsupported version {version} of {tag!r}; expected {cls.VERSION}")
-    values = {}
-    for name, tp in hints.items():
-        if name not in obj:
-            raise _fail(name, "required field missing")
-        values[name] = _convert(obj[name], tp, name)
-    return cls(**values)
+    return codec
