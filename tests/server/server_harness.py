@@ -74,6 +74,7 @@ async def harness(**kw) -> Harness:
     server = DirectoryServer(make_settings(**kw), secret=SECRET, clock=clock)
     await server.start()
     await until(server.is_leader)
+    await settle()   # let the leader's timers start sleeping on the manual clock
     return Harness(server, clock)
 
 
