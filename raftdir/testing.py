@@ -231,6 +231,23 @@ class LocalCluster:
         return wait_until(lambda: (lambda n: n if n is not None and n != exclude else None)(
             self.leader_id()), timeout, "a leader", interval=0.05)
 
+    def settled_leader(self) -> int | None:
+        """The leader, when exactly one peer leads and every running peer names it (a
+        peer that started late may still be a candidate for a moment after the others
+        elected a leader)."""
+        leader = self.leader_id()
+        if leader is None:
+            return None
+        url = self.peers[leader].url
+        named = [(self.health(n) or {}).get("leader") for n in self.peers if self.alive(n)]
+        return leader if all(u == url for u in named) else None
+
+    def wait_settled(self, timeout: float = 20.0, exclude: int | None = None) -> int:
+        """Wait for ``settled_leader`` (not ``exclude``)."""
+        return wait_until(lambda: (lambda n: n if n is not None and n != exclude else None)(
+            self.settled_leader()), timeout, "every peer to follow one leader",
+            interval=0.05)
+
 
 def _copy_secret(secret: str, data_dir: Path) -> None:
     path = data_dir / "cluster.secret"

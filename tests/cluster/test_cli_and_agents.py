@@ -30,7 +30,7 @@ def cluster(tmp_path_factory):
         heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6})
     c.start()
     try:
-        c.wait_leader(30)
+        c.wait_settled(30)
         yield c
     finally:
         c.stop()

@@ -24,7 +24,7 @@ def cluster(tmp_path):
                                                   "heartbeat_grace": GRACE})
     c.start()
     try:
-        c.wait_leader(30)
+        c.wait_settled(30)
         yield c
     finally:
         c.stop()
