@@ -37,13 +37,15 @@ import ipaddress
 import logging
 import os
 import secrets as _secrets
+import signal
 import threading
-import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
@@ -76,13 +78,40 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 JOURNAL_FILE = "raft.journal"
 DUMP_FILE = "raft.dump"
+SNAPSHOT_TMP_SUFFIX = ".tmp"   # raft.dump.<writer pid>.tmp, ours; raft.dump.tmp is PySyncObj's
 _LEADER_STATE = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _PARTNER_KEY = "partner_node_status_server_"
 
 
 class _Deferred(Exception):
-    """Raised by the serializer hook after forking: the child writes the dump."""
+    """Raised by the serializer hook so that PySyncObj leaves the dump file alone: the
+    outcome comes through ``_snapshot_progress``."""
+
+
+@dataclass
+class _SnapshotJob:
+    """A snapshot being written to ``tmp``: by child ``pid``, or already (``pid`` None,
+    no fork) with outcome ``ok``. ``generation``: see ``_snapshot_generation``."""
+    tmp: str
+    generation: int
+    pid: int | None
+    ok: bool = False
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def exempt_sends_from_the_read_timeout() -> None:
@@ -202,6 +231,50 @@ def read_snapshot_file(path: str) -> dict[str, Any]:
     return doc
 
 
+def remove_stale_snapshot_files(data_dir: str) -> list[str]:
+    """Delete the temporary snapshot files a crashed peer's writers left behind."""
+    removed = []
+    for name in os.listdir(data_dir):
+        writer = name[len(DUMP_FILE) + 1:-len(SNAPSHOT_TMP_SUFFIX)]
+        if (name.startswith(DUMP_FILE + ".") and name.endswith(SNAPSHOT_TMP_SUFFIX)
+                and writer.isdigit()):
+            _unlink(os.path.join(data_dir, name))
+            removed.append(name)
+    if removed:
+        logger.info("removed unfinished snapshot files %s", removed)
+    return removed
+
+
+def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
+    """Repair the one crash window of a log compaction: ``raft.dump`` was renamed into
+    place but the peer died before PySyncObj trimmed its journal to the dump's (prev,
+    last) entries. PySyncObj would then clear the whole journal at start-up and lose every
+    entry after the dump. If the journal holds those two entries further in, drop the
+    entries before them, as the trim would have. Returns whether it trimmed."""
+    dump = os.path.join(data_dir, DUMP_FILE)
+    journal_path = os.path.join(data_dir, JOURNAL_FILE)
+    if not (os.path.exists(dump) and os.path.exists(journal_path)):
+        return False
+    raft = read_snapshot_file(dump)["raft"]
+    head = [raft["prev"], raft["last"]]
+    journal = FileJournal(journal_path)
+    try:
+        entries = [journal[i] for i in range(len(journal))]
+        if entries[:2] == head:
+            return False
+        for i in range(1, len(entries) - 1):
+            if entries[i:i + 2] == head:
+                journal.deleteEntriesTo(i)
+                journal.flush()
+                logger.warning("raft journal %s: finished an interrupted log compaction "
+                               "(dropped %d entries already in the snapshot)",
+                               journal_path, i)
+                return True
+        return False
+    finally:
+        journal._destroy()
+
+
 # --------------------------------------------------------------------------------------
 # the SyncObj subclass: one replicated method, forever method id 0 (finding 10)
 
@@ -254,7 +327,9 @@ class PySyncObjNode:
         self._reported_leader = False
         self._barriers: dict[bytes, Callable[[], None]] = {}
         self.snapshot_error: str | None = None
-        self._snapshot_child: int | None = None
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_job: _SnapshotJob | None = None
+        self._snapshot_generation = 0   # bumped by every snapshot load
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
 
     @property
@@ -278,11 +353,13 @@ class PySyncObjNode:
             # PySyncObj would log a failed load and go on with EMPTY state, still voting
             # (the finding-4 failure mode): refuse to start instead.
             try:
-                read_snapshot_file(dump)
+                raft = read_snapshot_file(dump)["raft"]
             except Exception as exc:
                 raise ConfigError(f"{dump}: unreadable raft snapshot ({exc}); move it away "
                                   "and the peer will fetch the leader's snapshot",
                                   file=dump, field="data_dir") from None
+            finish_interrupted_compaction(self._data_dir, raft)
+        remove_stale_snapshot_files(self._data_dir)
         conf = build_conf(
             self._self_addr, self._data_dir, self._tuning,
             password=raft_password(self._secret) if self._secret else None,
@@ -312,7 +389,7 @@ class PySyncObjNode:
             return
         so.destroy()
         self._join(so, timeout)
-        self._reap_snapshot(timeout)
+        self._abandon_snapshot()
         with self._lock:
             was_leader, self._reported_leader = self._reported_leader, False
         if was_leader:
@@ -360,38 +437,61 @@ class PySyncObjNode:
             return Result.refused("internal", f"apply wrapper raised {exc!r}"[:500])
 
     # snapshots (tick thread) -----------------------------------------------------------
+    #
+    # Crash safety. PySyncObj trims its journal to the dump's (prev, last) entries only
+    # when ``_snapshot_progress`` answers SUCCESS, and at start-up it CLEARS a journal that
+    # does not begin with those two entries. So a dump must never reach ``raft.dump``
+    # before the tick thread is about to trim: the child only writes and fsyncs a private
+    # temporary file; the tick thread renames it in ``_snapshot_progress`` and answers
+    # SUCCESS in the same call, and PySyncObj trims in the same tick. ``stop()`` abandons
+    # a snapshot in progress (the journal still holds everything). A crash between the
+    # rename and the trim is repaired at the next start by ``finish_interrupted_compaction``.
+
     def _write_snapshot(self, filename: str, data: Any) -> None:
         """PySyncObj's serializer hook (tick thread). ``data`` is (entry at last_applied,
         the entry before it, set of cluster Nodes); the state is exactly at last_applied.
 
         Where ``fork`` exists, a child process writes the snapshot from its copy-on-write
-        view of the state and renames it into place, and the tick thread goes on at once
-        (a synchronous write of 100,000 workers stalls the peer for ~0.6-0.9 s: longer
-        than an election timeout). PySyncObj learns the outcome from
-        ``_snapshot_progress``; the ``_Deferred`` raised here stops it from renaming the
-        not-yet-written file itself (its ``Serializer.serialize`` swallows the exception)."""
+        view of the state and the tick thread goes on at once (a synchronous write of
+        100,000 workers stalls the peer for ~0.6-0.9 s: longer than an election timeout).
+        Without ``fork`` the file is written here. Either way ``_Deferred`` is raised so
+        that PySyncObj does not rename ``filename`` itself (its ``Serializer.serialize``
+        swallows the exception) and it learns the outcome from ``_snapshot_progress``."""
+        del filename  # ours is per writer, so an abandoned child can never race a new one
         last, prev, cluster = data
         raft = {"last": _entry_out(last), "prev": _entry_out(prev),
                 "cluster": sorted(str(getattr(n, "id", n)) for n in cluster)}
-        final = os.path.join(self._data_dir, DUMP_FILE)
+        with self._snapshot_lock:
+            generation = self._snapshot_generation
         if not hasattr(os, "fork"):
-            self._dump(filename, final, raft)
-            return
+            tmp = self._snapshot_tmp(os.getpid())
+            try:
+                self._dump(tmp, raft)
+                ok = True
+            except Exception:  # noqa: BLE001 - reported by _snapshot_progress
+                logger.exception("raft snapshot: writing %s failed", tmp)
+                ok = False
+            self._snapshot_job = _SnapshotJob(tmp, generation, pid=None, ok=ok)
+            raise _Deferred()
         pid = os.fork()
-        if pid == 0:  # the child: write, rename, leave without running any cleanup
+        if pid == 0:  # the child: write the temporary file, leave without any cleanup
             code = 1
             try:
                 after_fork = getattr(self._sm, "after_fork_in_child", None)
                 if after_fork is not None:
                     after_fork()
-                self._dump(filename, final, raft)
+                self._dump(self._snapshot_tmp(os.getpid()), raft)
                 code = 0
             finally:
                 os._exit(code)
-        self._snapshot_child = pid
+        self._snapshot_job = _SnapshotJob(self._snapshot_tmp(pid), generation, pid=pid)
         raise _Deferred()
 
-    def _dump(self, tmp: str, final: str, raft: dict[str, Any]) -> None:
+    def _snapshot_tmp(self, writer: int) -> str:
+        return os.path.join(self._data_dir, f"{DUMP_FILE}.{writer}{SNAPSHOT_TMP_SUFFIX}")
+
+    def _dump(self, tmp: str, raft: dict[str, Any]) -> None:
+        """Write and fsync the snapshot to ``tmp`` (never to ``raft.dump``)."""
         doc = {"format": SNAPSHOT_FORMAT, "revision": int(self._sm.revision),
                "state": self._sm.to_snapshot(), "raft": raft}
         packed = msgpack.packb(doc, use_bin_type=True)
@@ -399,43 +499,64 @@ class PySyncObjNode:
             f.write(packed)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
-        dir_fd = os.open(self._data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def _snapshot_progress(self) -> int:
-        """PySyncObj's ``serializeChecker`` (tick thread): where the forked snapshot is."""
-        pid = self._snapshot_child
-        if pid is None:
-            return SERIALIZER_STATE.NOT_SERIALIZING
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done, status = pid, 1
-        if done == 0:
-            return SERIALIZER_STATE.SERIALIZING
-        self._snapshot_child = None
-        if os.waitstatus_to_exitcode(status) == 0:
-            logger.info("raft snapshot written by child %d", pid)
+        """PySyncObj's ``serializeChecker`` (tick thread): where the snapshot is. When the
+        writer is done, the file is renamed into place here, just before PySyncObj trims
+        the journal on our SUCCESS."""
+        with self._snapshot_lock:
+            job = self._snapshot_job
+            if job is None:
+                return SERIALIZER_STATE.NOT_SERIALIZING
+            ok, why = job.ok, "writing failed"
+            if job.pid is not None:
+                try:
+                    done, status = os.waitpid(job.pid, os.WNOHANG)
+                except ChildProcessError:
+                    done, status = job.pid, -1
+                if done == 0:
+                    return SERIALIZER_STATE.SERIALIZING
+                ok = status != -1 and os.waitstatus_to_exitcode(status) == 0
+                why = f"snapshot child {job.pid} exited with status {status}"
+            self._snapshot_job = None
+            if ok and job.generation != self._snapshot_generation:
+                ok, why = False, "the leader's snapshot was installed meanwhile"
+            if ok:
+                try:
+                    os.replace(job.tmp, os.path.join(self._data_dir, DUMP_FILE))
+                    _fsync_dir(self._data_dir)
+                except OSError as exc:
+                    ok, why = False, f"renaming {job.tmp}: {exc}"
+            if not ok:
+                _unlink(job.tmp)
+                self.snapshot_error = why
+                logger.error("raft snapshot failed: %s; the log is kept", why)
+                return SERIALIZER_STATE.FAILED
+            self.snapshot_error = None
+            logger.info("raft snapshot written (%s)", "child %d" % job.pid
+                        if job.pid is not None else "in the tick thread")
             return SERIALIZER_STATE.SUCCESS
-        self.snapshot_error = f"snapshot child {pid} exited with status {status}"
-        logger.error("raft snapshot failed: %s; the log is kept", self.snapshot_error)
-        return SERIALIZER_STATE.FAILED
 
-    def _reap_snapshot(self, timeout: float) -> None:
-        """Wait (bounded) for a snapshot child still writing when the node stops."""
-        pid, deadline = self._snapshot_child, time.monotonic() + timeout
-        while pid is not None and time.monotonic() < deadline:
-            if self._snapshot_progress() != SERIALIZER_STATE.SERIALIZING:
-                return
-            time.sleep(0.01)
+    def _abandon_snapshot(self) -> None:
+        """On stop: end a snapshot writer still running and delete its file. Never
+        renames: only the tick thread may, right before PySyncObj trims the journal."""
+        with self._snapshot_lock:
+            job, self._snapshot_job = self._snapshot_job, None
+        if job is None:
+            return
+        if job.pid is not None:
+            try:
+                os.kill(job.pid, signal.SIGKILL)
+                os.waitpid(job.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        _unlink(job.tmp)
 
     def _read_snapshot(self, filename: str) -> tuple[Any, Any, list[TCPNode]]:
         # Called at start-up (our own dump) and when the leader streamed us its dump.
         # PySyncObj logs and swallows an exception here, so record it loudly too.
+        with self._snapshot_lock:
+            self._snapshot_generation += 1   # a snapshot being written is now stale
         try:
             doc = read_snapshot_file(filename)
             raft = doc["raft"]
