@@ -114,22 +114,32 @@ def _unlink(path: str) -> None:
         pass
 
 
-def exempt_sends_from_the_read_timeout() -> None:
+def spare_idle_links_from_the_read_timeout() -> None:
     """pysyncobj.md §5.3, finding 5: ``TcpConnection`` closes a connection on SEND when
     nothing was read on it for ``connectionTimeout``. Followers never talk to each other,
     so after that long idle the first RequestVote of an election is dropped and a failover
-    takes two election rounds. With this patch a send goes out on the open socket; a dead
-    connection is still noticed by the read side and by socket errors. Idempotent; it
-    applies to every PySyncObj connection in the process."""
-    from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+    takes two election rounds.
+
+    With this patch a send on a link that was idle both ways (nothing read and nothing sent
+    for ``connectionTimeout``) first gives the peer a fresh read window, so the RequestVote
+    goes out. The stock check still applies to a link we have been sending on: a peer that
+    stops answering (hung, SIGSTOPped, silently partitioned) while the leader keeps sending
+    is disconnected after ``connectionTimeout``, as before, which also bounds the write
+    buffer queued for it. Idempotent; applies to every PySyncObj connection in the process."""
+    from pysyncobj.monotonic import monotonic as monotonic_time
+    from pysyncobj.tcp_connection import TcpConnection
     if getattr(TcpConnection, "_raftdir_send_patch", False):
         return
+    stock = TcpConnection._TcpConnection__trySendBuffer
 
     def try_send_buffer(self: Any) -> None:
-        if self.state == CONNECTION_STATE.DISCONNECTED:
-            return
-        while self._TcpConnection__processSend():
-            pass
+        now = monotonic_time()
+        timeout = self._TcpConnection__timeout
+        if (now - self._TcpConnection__lastReadTime > timeout
+                and now - getattr(self, "_raftdir_last_send", 0.0) > timeout):
+            self._TcpConnection__lastReadTime = now   # idle, not dead: a fresh window
+        self._raftdir_last_send = now
+        stock(self)
 
     TcpConnection._TcpConnection__trySendBuffer = try_send_buffer
     TcpConnection._raftdir_send_patch = True
@@ -347,7 +357,7 @@ class PySyncObjNode:
         if self._so is not None:
             return
         os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
-        exempt_sends_from_the_read_timeout()
+        spare_idle_links_from_the_read_timeout()
         dump = os.path.join(self._data_dir, DUMP_FILE)
         if os.path.exists(dump):
             # PySyncObj would log a failed load and go on with EMPTY state, still voting
