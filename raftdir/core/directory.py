@@ -50,14 +50,26 @@ LEADER_CHOICES: dict[type, tuple[str, ...]] = {
 }
 
 
+def _sorted_maps(value: Any) -> Any:
+    """``value`` with every map's keys in one fixed order (by type name, then value),
+    recursively; lists keep their order. Maps equal as dicts become equal here, whatever
+    order their keys were inserted in (a client's JSON may re-serialise them)."""
+    if isinstance(value, dict):
+        return {k: _sorted_maps(value[k])
+                for k in sorted(value, key=lambda k: (type(k).__name__, k))}
+    if isinstance(value, (list, tuple)):
+        return [_sorted_maps(v) for v in value]
+    return value
+
+
 def _fingerprint(cmd: Command) -> str:
     """What a client asked for, without when it was proposed or what the leader chose:
-    a retry of the same request matches; another command reusing the id does not.
-    Deterministic on every peer (no ``hash()``)."""
+    a retry of the same request matches (whatever the key order of its maps); another
+    command reusing the id does not. Deterministic on every peer (no ``hash()``)."""
     plain = command_to_plain(cmd)
     for name in ("ts_ms", "request_id") + LEADER_CHOICES.get(type(cmd), ()):
         del plain[name]
-    return hashlib.sha256(pack_plain(plain)).hexdigest()[:32]
+    return hashlib.sha256(pack_plain(_sorted_maps(plain))).hexdigest()[:32]
 
 
 class _Refuse(Exception):

@@ -209,3 +209,33 @@ def test_node_brief_is_what_a_heartbeat_needs() -> None:
     assert d.node_brief(1_000_001) == ("worker", "ready", 30, 10, "bb")
     assert d.node_brief(1_000_002)[1] == "draining"
     assert d.node_brief(42) is None
+
+
+def test_a_retry_whose_maps_list_their_keys_in_another_order_is_the_same_request() -> None:
+    """A client's JSON may come back with its keys re-ordered: the request id still
+    matches the first try (spec and profile labels, at any depth); another spec does not."""
+    from raftdir.core.directory import _fingerprint
+    d = loaded()
+    spec = {"image": "x", "env": {"A": "1", "B": "2"}, "ports": [{"p": 80, "h": 1}]}
+    reordered = {"ports": [{"h": 1, "p": 80}], "env": {"B": "2", "A": "1"}, "image": "x"}
+    first_try = SetPlacement(service="db", replicas=1, groups={"default": (0,)}, spec=spec,
+                             placement={1_000_000: {"default": (0,)}}, request_id="s1")
+    retry = dataclasses.replace(first_try, spec=reordered, ts_ms=5_000)
+    assert _fingerprint(first_try) == _fingerprint(retry)
+    first = d.apply(first_try)
+    assert first.ok
+    assert d.apply(retry) == first
+    assert d.apply(dataclasses.replace(retry, spec=dict(reordered, image="y"))).code == \
+        "conflict"
+    # a list keeps its order: another order is another request
+    assert d.apply(dataclasses.replace(retry, spec=dict(
+        reordered, ports=[{"p": 81}, {"p": 80, "h": 1}]))).code == "conflict"
+    # a registration's profile labels, too
+    labels = {"zone": "a", "rack": "r1"}
+    reg = RegisterNode(profile=dict(PROFILE, labels=labels), ttl_secs=30, grace_secs=10,
+                       secret_hash="dd", request_id="r9")
+    registered = d.apply(reg)
+    assert registered.ok
+    again = dataclasses.replace(reg, profile={"labels": dict(reversed(labels.items())),
+                                              **dict(reversed(PROFILE.items()))})
+    assert d.apply(again) == registered
