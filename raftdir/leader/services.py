@@ -186,7 +186,11 @@ class LeaderServices:
                             spec: dict | None, *, request_id: str | None = None,
                             exclude: frozenset[int] = frozenset()
                             ) -> dict[int, dict[str, list[int]]]:
-        """Place ``groups`` of ``service`` and commit it; returns the placement."""
+        """Place ``groups`` of ``service`` and commit it; returns the placement the
+        directory holds once it is committed. That is not always the one computed here: a
+        retried request id is answered with its first result and leaves the state as the
+        first try made it (the placement is the leader's choice, left out of the
+        fingerprint), so a fleet that changed since makes this computation differ."""
         async with self._placement_lock:
             stored = self.server.read(lambda d: d.service(service))
             current = stored["placement"] if stored else {}
@@ -199,7 +203,7 @@ class LeaderServices:
                 groups={g.role: tuple(g.indices) for g in groups}, spec=spec,
                 placement={n: {r: tuple(i) for r, i in roles.items()}
                            for n, roles in placement.items()}))
-            return placement
+            return self.server.read(lambda d: d.placement(service)) or {}
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:

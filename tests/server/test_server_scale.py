@@ -1,0 +1,32 @@
+"""Scale on a real DirectoryServer (LocalNode, manual clock): the answer is the placement
+the directory committed."""
+
+from __future__ import annotations
+
+from raftdir import InternalScaleRequest
+
+from server_harness import harness, run
+
+
+@run
+async def test_a_retried_scale_answers_the_placement_committed_the_first_time():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        req = InternalScaleRequest.legacy("web", 4)
+        first = await h.server.scale(req, "scale-1")
+        assert sorted(first) == [a.node_id, b.node_id]
+        committed = h.server.read(lambda d: d.placement("web"))
+        (c,) = await h.register(1)        # a fresh placement would now give c a share
+        retry = await h.server.scale(req, "scale-1")
+        assert retry == first
+        assert c.node_id not in retry
+        assert h.server.read(lambda d: d.placement("web")) == committed
+        # a new request is placed afresh, over the three workers
+        again = await h.server.scale(req, "scale-2")
+        assert sorted(again) == [a.node_id, b.node_id, c.node_id]
+        assert {n: s.groups()[0].indices for n, s in again.items()} == {
+            n: tuple(r["default"]) for n, r in
+            h.server.read(lambda d: d.placement("web")).items()}
+    finally:
+        await h.server.stop()
