@@ -123,7 +123,7 @@ class Directory:
             fingerprint = _fingerprint(cmd)
             seen = hs.request_ids.get(rid)
             if seen is not None:
-                if seen[0] != fingerprint:
+                if seen[0] is not None and seen[0] != fingerprint:  # None: format-1 entry
                     return Result.refused("conflict", f"request_id: {rid!r} was already "
                                           "used for another command", hs.revision)
                 return seen[1]
@@ -603,7 +603,7 @@ class Directory:
     # ------------------------------------------------------------------ snapshots
 
     def to_snapshot(self) -> dict[str, Any]:
-        """The hard state as plain data with ``{"format": 1, ...}``; canonical (equal states
+        """The hard state as plain data with ``{"format": 2, ...}``; canonical (equal states
         give equal snapshots) and msgpack-able."""
         return state_to_snapshot(self.state)
 

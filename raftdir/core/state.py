@@ -35,7 +35,10 @@ __all__ = [
 
 WORKER_ID_BASE = 1_000_000
 DEFAULT_MAX_REQUEST_IDS = 10_000
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+#: Formats ``state_from_snapshot`` reads. 1: request-id rows were [id, result] (no
+#: fingerprint; such an entry matches any retry, as it did when it was written).
+READABLE_SNAPSHOT_FORMATS = (1, 2)
 
 SERVER = sys.intern("server")
 WORKER = sys.intern("worker")
@@ -151,7 +154,8 @@ class HardState:
       ascending (a deque of event tuples); ``compacted_revision``;
     - ``max_term``: the highest leader term seen; ``now_ms``: the largest proposer time
       seen (never goes backwards);
-    - ``request_ids``: applied request id -> (the command's fingerprint, its first
+    - ``request_ids``: applied request id -> (the command's fingerprint or None when it
+      came from a format-1 snapshot, its first
       ``Result``), oldest first, at most
       ``max_request_ids`` (the oldest is evicted first). ``max_request_ids`` is hard state
       too: eviction must be the same on every peer.
@@ -258,9 +262,10 @@ def state_from_snapshot(data: Any) -> HardState:
     if not isinstance(data, dict):
         raise BadRequest("snapshot: expected a map", field="snapshot")
     fmt = data.get("format")
-    if isinstance(fmt, bool) or fmt != SNAPSHOT_FORMAT:
-        raise BadRequest(f"format: unknown snapshot format {fmt!r}; expected "
-                         f"{SNAPSHOT_FORMAT}", field="format")
+    if isinstance(fmt, bool) or fmt not in READABLE_SNAPSHOT_FORMATS:
+        raise BadRequest(f"format: unknown snapshot format {fmt!r}; this version reads "
+                         f"{', '.join(map(str, READABLE_SNAPSHOT_FORMATS))} (a snapshot "
+                         "from a newer raftdir? upgrade every peer)", field="format")
     unknown = sorted(set(data) - set(_SNAPSHOT_KEYS))
     missing = [k for k in _SNAPSHOT_KEYS if k not in data]
     if unknown:
@@ -327,9 +332,13 @@ def state_from_snapshot(data: Any) -> HardState:
                 if rec.events is None:
                     rec.events = []
                 rec.events.append(ev)
-        for rid, fp, (ok, value, code, message, revision) in data["request_ids"]:
-            if not isinstance(fp, str):
-                raise ValueError(f"request id {rid!r}: fingerprint is not a string")
+        for row in data["request_ids"]:
+            if fmt == 1:
+                (rid, (ok, value, code, message, revision)), fp = row, None
+            else:
+                rid, fp, (ok, value, code, message, revision) = row
+                if not isinstance(fp, str):
+                    raise ValueError(f"request id {rid!r}: fingerprint is not a string")
             hs.request_ids[rid] = (fp, Result(ok, value, code, message, revision))
     except BadRequest:
         raise

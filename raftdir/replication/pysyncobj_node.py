@@ -107,6 +107,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _file_identity(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -340,6 +345,7 @@ class PySyncObjNode:
         self._snapshot_lock = threading.Lock()
         self._snapshot_job: _SnapshotJob | None = None
         self._snapshot_generation = 0   # bumped by every snapshot load
+        self._preloaded: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
 
     @property
@@ -361,14 +367,26 @@ class PySyncObjNode:
         dump = os.path.join(self._data_dir, DUMP_FILE)
         if os.path.exists(dump):
             # PySyncObj would log a failed load and go on with EMPTY state, still voting
-            # (the finding-4 failure mode): refuse to start instead.
+            # (the finding-4 failure mode): refuse to start instead. The state is restored
+            # here, once; PySyncObj's own load of the same file then only takes the raft
+            # entries (``_read_snapshot``).
             try:
-                raft = read_snapshot_file(dump)["raft"]
+                identity = _file_identity(dump)
+                doc = read_snapshot_file(dump)
             except Exception as exc:
                 raise ConfigError(f"{dump}: unreadable raft snapshot ({exc}); move it away "
                                   "and the peer will fetch the leader's snapshot",
                                   file=dump, field="data_dir") from None
-            finish_interrupted_compaction(self._data_dir, raft)
+            try:
+                self._sm.restore(doc["state"])
+            except Exception as exc:
+                raise ConfigError(f"{dump}: this version cannot restore the raft snapshot "
+                                  f"({exc}); run the raftdir version that wrote it, or move "
+                                  "the file away and the peer will fetch the leader's "
+                                  "snapshot", file=dump, field="data_dir") from None
+            self._preloaded = (identity, doc["raft"])
+            finish_interrupted_compaction(self._data_dir, doc["raft"])
+            del doc
         remove_stale_snapshot_files(self._data_dir)
         conf = build_conf(
             self._self_addr, self._data_dir, self._tuning,
@@ -429,6 +447,7 @@ class PySyncObjNode:
 
     # the replicated entry point (tick thread) -----------------------------------------
     def _on_apply(self, data: bytes) -> Result:
+        self._preloaded = None   # the state moved on from the file start() restored
         try:
             if is_barrier(data):
                 token = bytes(data[len(BARRIER_PREFIX):])
@@ -567,10 +586,14 @@ class PySyncObjNode:
         # PySyncObj logs and swallows an exception here, so record it loudly too.
         with self._snapshot_lock:
             self._snapshot_generation += 1   # a snapshot being written is now stale
+        preloaded, self._preloaded = self._preloaded, None
         try:
-            doc = read_snapshot_file(filename)
-            raft = doc["raft"]
-            self._sm.restore(doc["state"])
+            if preloaded is not None and preloaded[0] == _file_identity(filename):
+                raft = preloaded[1]   # start() restored this very file
+            else:
+                doc = read_snapshot_file(filename)
+                raft = doc["raft"]
+                self._sm.restore(doc["state"])
         except Exception as exc:
             self.snapshot_error = f"{filename}: {exc!r}"
             logger.critical("raft snapshot %s could not be loaded; this peer's state is "

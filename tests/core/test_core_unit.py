@@ -117,7 +117,7 @@ def loaded() -> Directory:
 def test_snapshot_round_trip_and_restore_in_place() -> None:
     d = loaded()
     snap = d.to_snapshot()
-    assert snap["format"] == 1
+    assert snap["format"] == 2
     again = Directory.from_snapshot(msgpack.unpackb(msgpack.packb(snap), raw=False,
                                                     strict_map_key=False))
     assert again == d and again.revision == d.revision == 3
@@ -142,7 +142,8 @@ def test_snapshot_round_trip_and_restore_in_place() -> None:
 
 def test_from_snapshot_rejects_unknown_format_and_garbage() -> None:
     snap = loaded().to_snapshot()
-    for bad in [dict(snap, format=2), dict(snap, format=True), {"format": 1},
+    for bad in [dict(snap, format=3), dict(snap, format=0), dict(snap, format=True),
+                {"format": 2},
                 dict(snap, extra=1), dict(snap, nodes=[[1, 2]]), [], None]:
         with pytest.raises(BadRequest):
             Directory.from_snapshot(bad)  # type: ignore[arg-type]
@@ -150,6 +151,27 @@ def test_from_snapshot_rejects_unknown_format_and_garbage() -> None:
     with pytest.raises(BadRequest):
         d.restore(dict(snap, format=9))
     assert d == loaded()  # a failed restore leaves the state as it was
+
+
+def test_a_format_1_snapshot_is_read_and_its_request_ids_match_any_retry() -> None:
+    d = loaded()
+    snap = d.to_snapshot()
+    # format 1 (before request ids were bound to their command): [id, result] rows
+    old = dict(snap, format=1, request_ids=[[rid, res] for rid, _fp, res in snap["request_ids"]])
+    restored = Directory.from_snapshot(old)
+    assert restored.revision == d.revision
+    assert restored.to_snapshot()["format"] == 2
+    # an entry without a fingerprint answers its first result to whoever retries it, as
+    # the version that wrote it did
+    retry = RegisterNode(profile=dict(PROFILE, labels={"zone": "z1"}), ttl_secs=30,
+                         grace_secs=10, secret_hash="bb", request_id="r1", ts_ms=99_000)
+    first = d.apply(retry)
+    assert restored.apply(retry) == first
+    other = RegisterNode(profile=PROFILE, ttl_secs=1, grace_secs=1, secret_hash="ff",
+                         request_id="r1")
+    assert restored.apply(other) == first
+    with pytest.raises(BadRequest, match="request_ids|malformed"):
+        Directory.from_snapshot(dict(snap, format=1))  # format-2 rows under format 1
 
 
 def test_wire_objects() -> None:

@@ -193,3 +193,50 @@ def test_stale_writer_files_are_removed_and_nothing_else(tmp_path):
     assert remove_stale_snapshot_files(str(tmp_path)) == [f"{DUMP_FILE}.123.tmp"]
     assert sorted(os.listdir(tmp_path)) == sorted(
         [f"{DUMP_FILE}.tmp", DUMP_FILE, "raft.journal", f"{DUMP_FILE}.x.tmp"])
+
+
+class NewerFormat(ToyKV):
+    def to_snapshot(self):
+        return dict(super().to_snapshot(), format=99)
+
+
+def test_a_snapshot_this_version_cannot_restore_refuses_to_start(tmp_path, tuning):
+    data = tmp_path / "data"
+    node = start(data, NewerFormat(), tuning)
+    write(node, "a", 10)
+    node._so._forceLogCompaction()
+    wait_until((data / DUMP_FILE).exists, 5, "the dump")
+    addr = node.address
+    node.stop()
+    again = PySyncObjNode(addr, [], str(data), ToyKV(), tuning=tuning)
+    with pytest.raises(ConfigError, match="cannot restore the raft snapshot") as info:
+        again.start()
+    assert info.value.field == "data_dir" and "unknown toy snapshot format" in str(info.value)
+    assert again.status()["state"] == "stopped"
+
+
+def test_start_restores_the_dump_once(tmp_path, tuning):
+    data = tmp_path / "data"
+    node = start(data, ToyKV(), tuning)
+    write(node, "a", 10)
+    node._so._forceLogCompaction()
+    wait_until((data / DUMP_FILE).exists, 5, "the dump")
+    write(node, "b", 5)
+    addr = node.address
+    node.stop()
+
+    class Counting(ToyKV):
+        restores = 0
+
+        def restore(self, snapshot):
+            Counting.restores += 1
+            super().restore(snapshot)
+
+    sm = Counting()
+    again = start(data, sm, tuning, addr)
+    try:
+        again.barrier(5)
+        assert sm.revision == 15 and len(sm.kv) == 15
+        assert Counting.restores == 1
+    finally:
+        again.stop()
