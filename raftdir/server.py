@@ -166,6 +166,9 @@ class DirectoryServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._leadership_lock = asyncio.Lock()
+        # the catch-up barriers of _authenticate: the one running, the one queued behind it
+        self._catch_up_running: asyncio.Task[None] | None = None
+        self._catch_up_queued: asyncio.Task[None] | None = None
         self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
@@ -348,14 +351,45 @@ class DirectoryServer:
     async def _authenticate(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
         """``_check_secret``, made safe on a follower: a follower may not have applied a
         registration the leader just acknowledged, so before it refuses it commits a
-        barrier (it then holds every acknowledged write) and checks again."""
+        barrier (it then holds every acknowledged write) and checks again. A leader whose
+        services are ready committed its own barrier when it took office, so it holds them
+        all already; a peer that just won an election may not, and catches up too."""
         try:
             return self._check_secret(node_id, node_secret)
         except (Reregister, Unauthorized):
-            if self.raft.is_leader():
+            if self.is_leader():
                 raise
-        await self.barrier()
+        await self._catch_up()
         return self._check_secret(node_id, node_secret)
+
+    async def _catch_up(self) -> None:
+        """``barrier()`` for ``_authenticate``, shared by the callers that arrive together:
+        a flood of unauthenticated polls on a follower commits one barrier at a time, not
+        one each.
+
+        A caller needs a barrier *started after it arrived* (one already running may be
+        ordered before the write the caller's worker was acknowledged), so it never joins
+        the running one: it joins the barrier queued behind it, creating it if there is
+        none. At most one runs and one waits; everyone who arrives while one runs shares
+        the next. Its outcome (an error too) goes to every caller; a caller cancelled
+        while it waits leaves the barrier to the others (``shield``)."""
+        queued = self._catch_up_queued
+        if queued is None:
+            queued = asyncio.ensure_future(self._queued_catch_up(self._catch_up_running))
+            self._catch_up_queued = queued
+        await asyncio.shield(queued)
+
+    async def _queued_catch_up(self, ahead: asyncio.Task[None] | None) -> None:
+        if ahead is not None:
+            await asyncio.wait((ahead,))   # its outcome is its own callers'
+        me = asyncio.current_task()
+        # From here on this barrier starts: a caller arriving now needs the next one.
+        self._catch_up_queued, self._catch_up_running = None, me
+        try:
+            await self.barrier()
+        finally:
+            if self._catch_up_running is me:
+                self._catch_up_running = None
 
     def _ttl(self, live: int) -> int:
         ttl = self.settings.ttl.compute_ttl(live)
