@@ -30,7 +30,7 @@ from raftdir.core.result import Result
 from raftdir.core.state import (
     DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS, READY, SERVER, SET,
     WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
-    share_to_plain, state_from_snapshot, state_to_snapshot, unpack_spec,
+    share_to_plain, sorted_maps, state_from_snapshot, state_to_snapshot, unpack_spec,
 )
 from raftdir.errors import BadRequest, UnknownNode
 
@@ -50,18 +50,6 @@ LEADER_CHOICES: dict[type, tuple[str, ...]] = {
 }
 
 
-def _sorted_maps(value: Any) -> Any:
-    """``value`` with every map's keys in one fixed order (by type name, then value),
-    recursively; lists keep their order. Maps equal as dicts become equal here, whatever
-    order their keys were inserted in (a client's JSON may re-serialise them)."""
-    if isinstance(value, dict):
-        return {k: _sorted_maps(value[k])
-                for k in sorted(value, key=lambda k: (type(k).__name__, k))}
-    if isinstance(value, (list, tuple)):
-        return [_sorted_maps(v) for v in value]
-    return value
-
-
 def _fingerprint(cmd: Command) -> str:
     """What a client asked for, without when it was proposed or what the leader chose:
     a retry of the same request matches (whatever the key order of its maps); another
@@ -69,7 +57,7 @@ def _fingerprint(cmd: Command) -> str:
     plain = command_to_plain(cmd)
     for name in ("ts_ms", "request_id") + LEADER_CHOICES.get(type(cmd), ()):
         del plain[name]
-    return hashlib.sha256(pack_plain(_sorted_maps(plain))).hexdigest()[:32]
+    return hashlib.sha256(pack_plain(sorted_maps(plain))).hexdigest()[:32]
 
 
 class _Refuse(Exception):

@@ -30,7 +30,7 @@ __all__ = [
     "HardState", "NodeRecord", "ServiceRecord", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
     "SERVER", "WORKER", "KINDS", "READY", "DRAINING", "DOWN", "STATES", "SNAPSHOT_FORMAT",
     "state_to_snapshot", "state_from_snapshot", "share_to_plain", "pack_spec",
-    "unpack_spec",
+    "unpack_spec", "sorted_maps",
 ]
 
 WORKER_ID_BASE = 1_000_000
@@ -200,8 +200,22 @@ def _share_from_plain(data: Any) -> tuple:
     return tuple((sys.intern(role), tuple(indices)) for role, indices in data)
 
 
+def sorted_maps(value: Any) -> Any:
+    """``value`` with every map's keys in one fixed order (by type name, then value),
+    recursively; lists keep their order. Maps equal as dicts become equal here, whatever
+    order their keys were inserted in (a client's JSON may re-serialise them)."""
+    if isinstance(value, dict):
+        return {k: sorted_maps(value[k])
+                for k in sorted(value, key=lambda k: (type(k).__name__, k))}
+    if isinstance(value, (list, tuple)):
+        return [sorted_maps(v) for v in value]
+    return value
+
+
 def pack_spec(spec: dict | None) -> bytes | None:
-    return None if spec is None else msgpack.packb(spec, use_bin_type=True)
+    """A spec's stored bytes: key order does not count (a re-sent spec whose keys a
+    client re-ordered is the same spec and sends no events)."""
+    return None if spec is None else msgpack.packb(sorted_maps(spec), use_bin_type=True)
 
 
 def unpack_spec(spec: bytes | None) -> dict | None:

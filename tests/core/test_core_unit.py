@@ -261,3 +261,7 @@ def test_a_retry_whose_maps_list_their_keys_in_another_order_is_the_same_request
     again = dataclasses.replace(reg, profile={"labels": dict(reversed(labels.items())),
                                               **dict(reversed(PROFILE.items()))})
     assert d.apply(again) == registered
+    # a new request with the stored spec in another key order changes nothing: no events
+    events_before = d.revision
+    same = d.apply(dataclasses.replace(retry, request_id="s2"))
+    assert same.ok and same.value["events_for"] == [] and d.revision == events_before
