@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..files import fsync_dir
 
 __all__ = ["Identity", "IDENTITY_FILE", "load_identity", "store_identity",
            "default_identity_dir"]
@@ -150,10 +151,5 @@ def store_identity(identity_dir: str | os.PathLike[str], identity: Identity) -> 
         raise
     os.close(fd)
     os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    fsync_dir(directory)
     return path

@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 
 from raftdir.errors import ConfigError
+from raftdir.files import fsync_dir
 
 __all__ = ["LocalJournal"]
 
@@ -32,14 +33,6 @@ _LEN = struct.Struct(">I")
 _HEADER = struct.Struct(">4sQ")
 _MAGIC = b"RDJ1"
 SNAPSHOT_FORMAT = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalJournal:
@@ -125,7 +118,7 @@ class LocalJournal:
                 os.fsync(f.fileno())
         os.replace(tmp, self.journal_path)
         if self.fsync:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         self._file = open(self.journal_path, "ab")
         self.entries = 0
 
@@ -166,7 +159,7 @@ class LocalJournal:
                 os.fsync(f.fileno())
         os.replace(tmp, self.snapshot_path)
         if self.fsync:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         self._new_journal(self.seq)
 
     def close(self) -> None:

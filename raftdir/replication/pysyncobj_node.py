@@ -50,6 +50,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from raftdir.core.result import Result
+from raftdir.files import fsync_dir
 from raftdir.errors import (
     ConfigError,
     Conflict,
@@ -97,14 +98,6 @@ class _SnapshotJob:
     generation: int
     pid: int | None
     ok: bool = False
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _file_identity(path: str) -> tuple[int, int, int]:
@@ -553,7 +546,7 @@ class PySyncObjNode:
             if ok:
                 try:
                     os.replace(job.tmp, os.path.join(self._data_dir, DUMP_FILE))
-                    _fsync_dir(self._data_dir)
+                    fsync_dir(self._data_dir)
                 except OSError as exc:
                     ok, why = False, f"renaming {job.tmp}: {exc}"
             if not ok:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from raftdir.auth import derive_key  # the one key derivation, shared with tokens
 from raftdir.errors import ConfigError
+from raftdir.files import fsync_dir
 
 __all__ = [
     "SECRET_FILE",
@@ -68,6 +69,7 @@ def create_secret(path: str | os.PathLike[str], *, force: bool = False) -> str:
             os.replace(tmp, target)
         else:
             os.link(tmp, target)  # fails if the file appeared meanwhile: never clobber
+        fsync_dir(target.parent)
     finally:
         try:
             os.unlink(tmp)

@@ -57,6 +57,18 @@ def write(node, prefix, n):
         assert node.propose(cmd("set", k=f"{prefix}{i}", v=i), 5).ok
 
 
+def stopped_peer_with_a_dump(data_dir, sm, tuning, after: int = 0) -> str:
+    """Write 10 entries, compact them into ``raft.dump``, write ``after`` more, stop.
+    Returns the peer's address (to restart it as the same peer)."""
+    node = start(data_dir, sm, tuning)
+    write(node, "a", 10)
+    node._so._forceLogCompaction()
+    wait_until((data_dir / DUMP_FILE).exists, 5, "the dump")
+    write(node, "b", after)
+    node.stop()
+    return node.address
+
+
 def restarted_keys(data_dir, addr, tuning, expect):
     sm = ToyKV()
     node = start(data_dir, sm, tuning, addr)
@@ -202,12 +214,7 @@ class NewerFormat(ToyKV):
 
 def test_a_snapshot_this_version_cannot_restore_refuses_to_start(tmp_path, tuning):
     data = tmp_path / "data"
-    node = start(data, NewerFormat(), tuning)
-    write(node, "a", 10)
-    node._so._forceLogCompaction()
-    wait_until((data / DUMP_FILE).exists, 5, "the dump")
-    addr = node.address
-    node.stop()
+    addr = stopped_peer_with_a_dump(data, NewerFormat(), tuning)
     again = PySyncObjNode(addr, [], str(data), ToyKV(), tuning=tuning)
     with pytest.raises(ConfigError, match="cannot restore the raft snapshot") as info:
         again.start()
@@ -217,13 +224,7 @@ def test_a_snapshot_this_version_cannot_restore_refuses_to_start(tmp_path, tunin
 
 def test_start_restores_the_dump_once(tmp_path, tuning):
     data = tmp_path / "data"
-    node = start(data, ToyKV(), tuning)
-    write(node, "a", 10)
-    node._so._forceLogCompaction()
-    wait_until((data / DUMP_FILE).exists, 5, "the dump")
-    write(node, "b", 5)
-    addr = node.address
-    node.stop()
+    addr = stopped_peer_with_a_dump(data, ToyKV(), tuning, after=5)
 
     class Counting(ToyKV):
         restores = 0
