@@ -68,6 +68,7 @@ from raftdir.replication.base import (
     call_listeners,
     is_barrier,
 )
+from raftdir.replication import durable_journal
 from raftdir.replication.secret import check_raft_security, raft_password
 from raftdir.replication.tuning import RaftTuning
 
@@ -296,6 +297,12 @@ class _RaftdirSyncObj(SyncObj):
     def _apply(self, data: bytes) -> Result:
         return self._raftdir_owner._on_apply(data)
 
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - PySyncObj's
+        super()._onTick(timeToWait)
+        journal = getattr(self, "_SyncObj__raftLog", None)
+        if isinstance(journal, durable_journal.SyncedFileJournal):
+            journal.end_of_tick()   # group commit: one sync per tick (durable_journal)
+
 
 def _fail_reason_name(err: Any) -> str:
     for name, value in vars(FAIL_REASON).items():
@@ -339,6 +346,7 @@ class PySyncObjNode:
         self._snapshot_job: _SnapshotJob | None = None
         self._snapshot_generation = 0   # bumped by every snapshot load
         self._preloaded: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+        self._journal: durable_journal.SyncedFileJournal | None = None
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
 
     @property
@@ -387,7 +395,15 @@ class PySyncObjNode:
             serializer=self._write_snapshot, deserializer=self._read_snapshot,
             serialize_checker=self._snapshot_progress,
             on_state_changed=self._on_state_changed)
+        journal_path = os.path.join(self._data_dir, JOURNAL_FILE)
+        if self._tuning.journal_sync:
+            durable_journal.install(journal_path)
+        else:
+            durable_journal.uninstall(journal_path)
         so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf)
+        journal = getattr(so, "_SyncObj__raftLog", None)
+        self._journal = journal if isinstance(journal, durable_journal.SyncedFileJournal) \
+            else None
         # PySyncObj's tick thread stops when the thread that built the SyncObj ends; bind its
         # life to the interpreter's main thread instead, so start() may run anywhere.
         if hasattr(so, "_SyncObj__mainThread"):
@@ -441,6 +457,8 @@ class PySyncObjNode:
     # the replicated entry point (tick thread) -----------------------------------------
     def _on_apply(self, data: bytes) -> Result:
         self._preloaded = None   # the state moved on from the file start() restored
+        if self._journal is not None:
+            self._journal.sync()  # a one-peer cluster never sends: sync before applying
         try:
             if is_barrier(data):
                 token = bytes(data[len(BARRIER_PREFIX):])

@@ -39,6 +39,10 @@ class RaftTuning:
     commands_queue_size: int = 100_000
     bind_retry_time: float = 1.0
     max_bind_retries: int = 10
+    #: fsync the Raft journal before any message leaves and before applying, and the
+    #: term/vote file on every change (``durable_journal``). Off: PySyncObj's stock
+    #: journal, which survives kill -9 but not a power loss.
+    journal_sync: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +63,10 @@ class RaftTuning:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    _fail(f.name, value, "must be true or false")
+                continue
             want_int = f.type in ("int", int)
             ok_type = (isinstance(value, int) if want_int
                        else isinstance(value, (int, float)))

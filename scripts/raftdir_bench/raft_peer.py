@@ -1,6 +1,7 @@
 """One bench Raft peer as a process: raw PySyncObj or raftdir's PySyncObjNode + Directory.
 
-Run: ``python -m raftdir_bench.raft_peer '<json>'`` with ``{"kind": "raw"|"raftdir",
+Run: ``python -m raftdir_bench.raft_peer '<json>'`` with ``{"kind": "raw"|"node"|"raftdir"|
+"unsynced" (raftdir with ``journal_sync`` off),
 "self", "partners", "data_dir", "secret"}``. Prints ``{"event": "started"}``, then answers
 one JSON request per stdin line (``{"id", "op", ...}``) with one JSON line. Ops:
 
@@ -90,12 +91,13 @@ class Peer:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.renew_node: int | None = None
-        if self.kind == "raftdir":
+        if self.kind in ("raftdir", "unsynced"):
             from raftdir.core.directory import Directory
             from raftdir.server import GuardedDirectory
             self.sm = GuardedDirectory(Directory())
             self.node = PySyncObjNode(args["self"], args["partners"], args["data_dir"],
-                                      self.sm, secret=secret, tuning=RaftTuning())
+                                      self.sm, secret=secret,
+                                      tuning=RaftTuning(journal_sync=self.kind == "raftdir"))
             self.node.start()
         elif self.kind == "node":
             self.sm = NullMachine()
@@ -117,8 +119,8 @@ class Peer:
                     "term": st["term"], "commit_index": st["commit_index"],
                     "last_applied": st["last_applied"], "log_len": st["log_len"],
                     "leader": st["leader"],
-                    "nodes": len(self.sm.directory.state.nodes) if self.kind == "raftdir"
-                    else 0,
+                    "nodes": len(self.sm.directory.state.nodes)
+                    if self.kind in ("raftdir", "unsynced") else 0,
                     "rss_mb": rss_mb()}
         raw = self.raw
         assert raw is not None
@@ -159,7 +161,7 @@ class Peer:
         return len(self._renew_cmd(0))
 
     def load(self, threads: int, seconds: float, size: int, max_ops: int) -> dict[str, Any]:
-        if self.kind == "raftdir":
+        if self.kind in ("raftdir", "unsynced"):
             self._ensure_renew_node()
         blob = b"x" * size
         deadline = time.monotonic() + seconds
