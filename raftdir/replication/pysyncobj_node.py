@@ -259,12 +259,11 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
     place but the peer died before PySyncObj trimmed its journal to the dump's (prev,
     last) entries. PySyncObj would then clear the whole journal at start-up and lose every
     entry after the dump. If the journal holds those two entries further in, drop the
-    entries before them, as the trim would have. Returns whether it trimmed."""
-    dump = os.path.join(data_dir, DUMP_FILE)
+    entries before them, as the trim would have. ``raft``: the dump's ``raft`` map (from
+    ``read_snapshot_file``). Returns whether it trimmed."""
     journal_path = os.path.join(data_dir, JOURNAL_FILE)
-    if not (os.path.exists(dump) and os.path.exists(journal_path)):
+    if not os.path.exists(journal_path):
         return False
-    raft = read_snapshot_file(dump)["raft"]
     head = [raft["prev"], raft["last"]]
     journal = FileJournal(journal_path)
     try:

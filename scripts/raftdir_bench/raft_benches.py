@@ -20,7 +20,8 @@ from .common import BenchResult, PeerCluster, child_env, log
 def bench_adapter(opts: Any) -> BenchResult:
     """raftdir commands/s ÷ raw PySyncObj calls/s, same cluster config and payload size,
     interleaved phases of ``opts.phase_seconds`` (order alternates per round). Four
-    clusters: raw PySyncObj, PySyncObjNode with a null state machine, raftdir with
+    clusters: raw PySyncObj, PySyncObjNode with a null state machine (both without the
+    journal sync), raftdir with
     ``journal_sync`` off (like for like with raw, which never syncs: the target) and
     raftdir as it ships (journal synced: the price of surviving a power loss)."""
     r = BenchResult("adapter")
@@ -80,7 +81,8 @@ def bench_adapter(opts: Any) -> BenchResult:
                         "rate": agg[kind], "p50_ms": p50s[len(p50s) // 2],
                         "p99_ms": max(p["p99_ms"] for p in ph),
                         "cpu_us_per_op": 1e6 * sum(p["cpu_s"] for p in ph) / max(1, ops)}
-                    label = {"raw": "raw SyncObj", "node": "PySyncObjNode, null SM",
+                    label = {"raw": "raw SyncObj",
+                             "node": "PySyncObjNode, null SM, journal_sync off",
                              "unsynced": "PySyncObjNode + Directory, journal_sync off",
                              "raftdir": "PySyncObjNode + Directory"}[kind]
                     r.info(f"{label}, {threads} thr", agg[kind], "ops/s")
