@@ -43,6 +43,7 @@ from .model import (
     WorkerStatusReport,
 )
 from .replication.base import RaftNode
+from .tasks import cancel_and_wait
 from .replication.notifier import RevisionNotifier
 from .replication.secret import derive_key
 from .replication.tuning import RaftTuning
@@ -197,6 +198,7 @@ class DirectoryServer:
             if self.leader is not None:
                 leader, self.leader = self.leader, None
                 await leader.stop()
+        await self._cancel_catch_up()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.raft.stop)
         # Release every parked poll, including those parked above this peer's revision
@@ -377,7 +379,18 @@ class DirectoryServer:
         if queued is None:
             queued = asyncio.ensure_future(self._queued_catch_up(self._catch_up_running))
             self._catch_up_queued = queued
-        await asyncio.shield(queued)
+        try:
+            await asyncio.shield(queued)
+        except asyncio.CancelledError:
+            if queued.cancelled() and self._stopping:   # stop() ended it, not our caller
+                raise NoLeader(f"node {self.node_id}: this server is stopping") from None
+            raise
+
+    async def _cancel_catch_up(self) -> None:
+        """On stop: end the catch-up barriers; their callers get ``NoLeader``."""
+        tasks = [t for t in (self._catch_up_queued, self._catch_up_running) if t is not None]
+        self._catch_up_queued = self._catch_up_running = None
+        await cancel_and_wait(tasks)
 
     async def _queued_catch_up(self, ahead: asyncio.Task[None] | None) -> None:
         if ahead is not None:

@@ -140,3 +140,15 @@ async def test_a_raft_leader_not_ready_yet_catches_up_and_a_ready_leader_does_no
         assert ready.calls == 0
     finally:
         await h.server.stop()
+
+
+@run
+async def test_stop_ends_a_catch_up_barrier_and_its_callers_get_no_leader():
+    spy = SpyBarriers()                      # never released: the leader is gone
+    f = follower(spy)
+    polls = [poll(f, KNOWN, "wrong") for _ in range(3)]
+    await settle()
+    assert spy.calls == 1
+    await asyncio.wait_for(f.stop(), 5)      # does not wait for the barrier's timeout
+    outcomes = await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), 5)
+    assert all(isinstance(o, NoLeader) and "stopping" in str(o) for o in outcomes)
