@@ -27,7 +27,7 @@ from .auth import (
     node_secret_matches, verify_join_token,
 )
 from .clock import Clock, SystemClock
-from .core.commands import Command, MarkReady, RegisterNode, encode_command
+from .core.commands import Command, MarkDown, MarkReady, RegisterNode, encode_command
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
@@ -271,6 +271,8 @@ class DirectoryServer:
         return self._endpoint_of_raft(self.raft.leader())
 
     def servers(self) -> list[str]:
+        if self.settings.peers:   # the configured peers, with membership changes since
+            return [self.settings.endpoint(a) for a in self._raft_to_api.values()]
         return [self.settings.endpoint(n.api_addr) for n in self.settings.server_nodes]
 
     def _leading(self) -> LeaderServices:
@@ -500,12 +502,24 @@ class DirectoryServer:
         await self._change_membership("add_peer", raft_addr)
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
+            # the new peer is a node of the directory, like the configured ones
+            if self.read(lambda d: d.node(peer_id)) is None:
+                s = self.settings
+                await self.propose(RegisterNode(
+                    desired_node_id=peer_id, kind="server", ttl_secs=0, grace_secs=0,
+                    profile=ServerNode(peer_id, api_addr, s.profile_os, s.profile_arch).profile,
+                    secret_hash="0"))
         return {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr, "added": True}
 
     async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                           ) -> dict[str, Any]:
         """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
         await self._change_membership("remove_peer", raft_addr)
+        self._raft_to_api.pop(raft_addr, None)
+        # its node record goes down, so its replicas move (the record stays, as down)
+        node = self.read(lambda d: d.node(peer_id))
+        if node is not None and node["kind"] == "server" and node["state"] != "down":
+            await self.propose(MarkDown(term=self._leading().term, node_ids=(peer_id,)))
         return {"id": peer_id, "raft_addr": raft_addr, "removed": True}
 
     async def _change_membership(self, op: str, raft_addr: str) -> None:

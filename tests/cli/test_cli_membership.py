@@ -79,6 +79,12 @@ def test_peers_add_then_remove_with_pysyncobj(tmp_path):
                         "--api-addr", two.api_addr, "-s", first.url, env=ADMIN_ENV)
         assert added.exit_code == 0, added.output
         assert f"peer 2 ({two.raft_addr}) added" in added.stdout
+        # the new peer is a node of the directory, and a server the acks name
+        server = first.box.server
+        node = server.read(lambda d: d.node(2))
+        assert (node["kind"], node["state"], node["profile"]["api_addr"]) == (
+            "server", "ready", two.api_addr)
+        assert f"http://{two.api_addr}" in server.servers()
 
         def both() -> list | None:
             out = run_cli("peers", "-s", first.url, "-s", f"http://{two.api_addr}", "--json")
@@ -97,6 +103,8 @@ def test_peers_add_then_remove_with_pysyncobj(tmp_path):
         removed = run_cli("peers", "remove", "--id", "2", "--raft-addr", two.raft_addr,
                           "-s", first.url, env=ADMIN_ENV)
         assert removed.exit_code == 0, removed.output
+        assert server.read(lambda d: d.node(2))["state"] == "down"
+        assert server.servers() == [f"http://{one.api_addr}"]
         second.stop()
         after = json.loads(run_cli("peers", "-s", first.url, "--json").stdout)
         assert [(r["id"], r["role"]) for r in after] == [(1, "leader")]
