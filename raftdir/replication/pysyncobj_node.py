@@ -39,6 +39,7 @@ import os
 import secrets as _secrets
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -80,7 +81,10 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 JOURNAL_FILE = "raft.journal"
 DUMP_FILE = "raft.dump"
-SNAPSHOT_TMP_SUFFIX = ".tmp"   # raft.dump.<writer pid>.tmp, ours; raft.dump.tmp is PySyncObj's
+SNAPSHOT_TMP_SUFFIX = ".tmp"
+SNAPSHOT_TMP_WRITER = "w"      # ours: raft.dump.w<writer pid>.tmp (PySyncObj's: raft.dump.tmp,
+                               # raft.dump.1.tmp for a snapshot being received)
+SNAPSHOT_RETRY_SECS = 10.0     # after a failed snapshot
 _LEADER_STATE = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _PARTNER_KEY = "partner_node_status_server_"
@@ -99,11 +103,20 @@ class _SnapshotJob:
     generation: int
     pid: int | None
     ok: bool = False
+    why: str = "writing failed"
 
 
 def _file_identity(path: str) -> tuple[int, int, int]:
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink(path: str) -> None:
@@ -244,9 +257,9 @@ def remove_stale_snapshot_files(data_dir: str) -> list[str]:
     """Delete the temporary snapshot files a crashed peer's writers left behind."""
     removed = []
     for name in os.listdir(data_dir):
-        writer = name[len(DUMP_FILE) + 1:-len(SNAPSHOT_TMP_SUFFIX)]
-        if (name.startswith(DUMP_FILE + ".") and name.endswith(SNAPSHOT_TMP_SUFFIX)
-                and writer.isdigit()):
+        prefix = f"{DUMP_FILE}.{SNAPSHOT_TMP_WRITER}"
+        writer = name[len(prefix):-len(SNAPSHOT_TMP_SUFFIX)]
+        if name.startswith(prefix) and name.endswith(SNAPSHOT_TMP_SUFFIX) and writer.isdigit():
             _unlink(os.path.join(data_dir, name))
             removed.append(name)
     if removed:
@@ -344,6 +357,7 @@ class PySyncObjNode:
         self._snapshot_lock = threading.Lock()
         self._snapshot_job: _SnapshotJob | None = None
         self._snapshot_generation = 0   # bumped by every snapshot load
+        self._snapshot_retry_at = 0.0   # monotonic time before which no new snapshot starts
         self._preloaded: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._journal: durable_journal.SyncedFileJournal | None = None
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
@@ -512,7 +526,16 @@ class PySyncObjNode:
                 ok = False
             self._snapshot_job = _SnapshotJob(tmp, generation, pid=None, ok=ok)
             raise _Deferred()
-        pid = os.fork()
+        if time.monotonic() < self._snapshot_retry_at:
+            self._snapshot_job = _SnapshotJob("", generation, pid=None, ok=False,
+                                              why="backing off after a failed snapshot")
+            raise _Deferred()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # ENOMEM, EAGAIN: a failed snapshot, not a wedged one
+            self._snapshot_job = _SnapshotJob("", generation, pid=None, ok=False,
+                                              why=f"fork failed: {exc}")
+            raise _Deferred() from None
         if pid == 0:  # the child: write the temporary file, leave without any cleanup
             code = 1
             try:
@@ -527,7 +550,8 @@ class PySyncObjNode:
         raise _Deferred()
 
     def _snapshot_tmp(self, writer: int) -> str:
-        return os.path.join(self._data_dir, f"{DUMP_FILE}.{writer}{SNAPSHOT_TMP_SUFFIX}")
+        return os.path.join(self._data_dir,
+                            f"{DUMP_FILE}.{SNAPSHOT_TMP_WRITER}{writer}{SNAPSHOT_TMP_SUFFIX}")
 
     def _dump(self, tmp: str, raft: dict[str, Any]) -> None:
         """Write and fsync the snapshot to ``tmp`` (never to ``raft.dump``)."""
@@ -547,7 +571,7 @@ class PySyncObjNode:
             job = self._snapshot_job
             if job is None:
                 return SERIALIZER_STATE.NOT_SERIALIZING
-            ok, why = job.ok, "writing failed"
+            ok, why = job.ok, job.why
             if job.pid is not None:
                 try:
                     done, status = os.waitpid(job.pid, os.WNOHANG)
@@ -567,7 +591,11 @@ class PySyncObjNode:
                 except OSError as exc:
                     ok, why = False, f"renaming {job.tmp}: {exc}"
             if not ok:
-                _unlink(job.tmp)
+                if job.tmp:
+                    _unlink(job.tmp)
+                if job.generation == self._snapshot_generation:   # a real failure
+                    # PySyncObj retries at once (it only notes successes): not every tick
+                    self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_SECS
                 self.snapshot_error = why
                 logger.error("raft snapshot failed: %s; the log is kept", why)
                 return SERIALIZER_STATE.FAILED
@@ -601,6 +629,11 @@ class PySyncObjNode:
             if preloaded is not None and preloaded[0] == _file_identity(filename):
                 raft = preloaded[1]   # start() restored this very file
             else:
+                # The leader's snapshot: PySyncObj renamed it into place unsynced and will
+                # clear the journal next, so make it durable first (journal_sync's promise).
+                if self._tuning.journal_sync:
+                    _fsync_file(filename)
+                    fsync_dir(os.path.dirname(filename) or ".")
                 doc = read_snapshot_file(filename)
                 raft = doc["raft"]
                 self._sm.restore(doc["state"])

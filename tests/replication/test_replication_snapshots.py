@@ -199,12 +199,63 @@ def test_a_snapshot_overtaken_by_a_loaded_one_is_discarded(tmp_path, tuning):
 
 
 def test_stale_writer_files_are_removed_and_nothing_else(tmp_path):
-    for name in (f"{DUMP_FILE}.123.tmp", f"{DUMP_FILE}.tmp", DUMP_FILE, "raft.journal",
-                 f"{DUMP_FILE}.x.tmp"):
+    ours = f"{DUMP_FILE}.w123.tmp"
+    others = [f"{DUMP_FILE}.tmp", f"{DUMP_FILE}.1.tmp", DUMP_FILE, "raft.journal",
+              f"{DUMP_FILE}.wx.tmp"]
+    for name in [ours, *others]:
         (tmp_path / name).write_bytes(b"")
-    assert remove_stale_snapshot_files(str(tmp_path)) == [f"{DUMP_FILE}.123.tmp"]
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [f"{DUMP_FILE}.tmp", DUMP_FILE, "raft.journal", f"{DUMP_FILE}.x.tmp"])
+    assert remove_stale_snapshot_files(str(tmp_path)) == [ours]
+    assert sorted(os.listdir(tmp_path)) == sorted(others)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the writer is a forked child")
+def test_a_failed_fork_is_a_failed_snapshot_and_compaction_resumes(tmp_path, tuning,
+                                                                    monkeypatch):
+    data = tmp_path / "data"
+    node = start(data, ToyKV(), tuning)
+    try:
+        write(node, "a", 10)
+        real_fork = os.fork
+
+        def no_memory():
+            raise OSError(12, "Cannot allocate memory")
+
+        monkeypatch.setattr(os, "fork", no_memory)
+        node._so._forceLogCompaction()
+        wait_until(lambda: node.snapshot_error and "fork failed" in node.snapshot_error, 5,
+                   "the failure to be reported")
+        serializer = node._so._SyncObj__serializer
+        wait_until(lambda: serializer._Serializer__pid == 0, 5,
+                   "PySyncObj's serializer to be free again")
+        monkeypatch.setattr(os, "fork", real_fork)
+        node._snapshot_retry_at = 0.0  # the back-off is 10 s; skip it here
+        write(node, "b", 10)
+        node._so._forceLogCompaction()
+        wait_until((data / DUMP_FILE).exists, 5, "a dump after the failure")
+        wait_until(lambda: node.status()["log_len"] <= 3, 5, "the log compacted")
+        assert node.snapshot_error is None
+    finally:
+        node.stop()
+
+
+def test_a_snapshot_from_the_leader_is_made_durable_before_it_is_used(tmp_path, tuning,
+                                                                      monkeypatch):
+    data = tmp_path / "data"
+    addr = stopped_peer_with_a_dump(data, ToyKV(), tuning)
+    node = PySyncObjNode(addr, [], str(data), ToyKV(), tuning=tuning)
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(
+        f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else "?"),
+        real_fsync(fd))[1])
+    dump = str(data / DUMP_FILE)
+    # not the file start() preloaded: what PySyncObj hands over after a transfer
+    last, prev, cluster = node._read_snapshot(dump)
+    assert last[1] == prev[1] + 1 and node.state_machine.revision == 10
+    if os.path.exists("/proc/self/fd"):
+        assert synced[:2] == [dump, str(data)]   # the file, then its directory
+    else:
+        assert len(synced) >= 2
 
 
 class NewerFormat(ToyKV):
