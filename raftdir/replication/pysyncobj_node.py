@@ -127,32 +127,40 @@ def _unlink(path: str) -> None:
 
 
 def spare_idle_links_from_the_read_timeout() -> None:
-    """pysyncobj.md §5.3, finding 5: ``TcpConnection`` closes a connection on SEND when
-    nothing was read on it for ``connectionTimeout``. Followers never talk to each other,
-    so after that long idle the first RequestVote of an election is dropped and a failover
-    takes two election rounds.
+    """pysyncobj.md §5.3, finding 5: ``TcpConnection`` closes a connection when nothing was
+    read on it for ``connectionTimeout``, checked when it sends and when data arrives.
+    Followers never talk to each other, so after that long idle the first RequestVote of
+    an election is dropped (by the candidate's side or by the voter's, whichever looks
+    first) and a failover takes two election rounds.
 
-    With this patch a send on a link that was idle both ways (nothing read and nothing sent
-    for ``connectionTimeout``) first gives the peer a fresh read window, so the RequestVote
-    goes out. The stock check still applies to a link we have been sending on: a peer that
-    stops answering (hung, SIGSTOPped, silently partitioned) while the leader keeps sending
-    is disconnected after ``connectionTimeout``, as before, which also bounds the write
-    buffer queued for it. Idempotent; applies to every PySyncObj connection in the process."""
+    With this patch a link that was idle both ways (nothing read and nothing sent for
+    ``connectionTimeout``) is not dead: the check gives it a fresh read window instead, on
+    either side, so the RequestVote goes out and is read. The stock check still applies to
+    a link we have been sending on: a peer that stops answering (hung, SIGSTOPped,
+    silently partitioned) while the leader keeps sending is disconnected after
+    ``connectionTimeout``, as before, which also bounds the write buffer queued for it.
+    Idempotent; applies to every PySyncObj connection in the process."""
     from pysyncobj.monotonic import monotonic as monotonic_time
     from pysyncobj.tcp_connection import TcpConnection
     if getattr(TcpConnection, "_raftdir_send_patch", False):
         return
-    stock = TcpConnection._TcpConnection__trySendBuffer
+    stock_send = TcpConnection._TcpConnection__trySendBuffer
 
-    def try_send_buffer(self: Any) -> None:
+    def check_timeout(self: Any) -> None:
         now = monotonic_time()
         timeout = self._TcpConnection__timeout
-        if (now - self._TcpConnection__lastReadTime > timeout
-                and now - getattr(self, "_raftdir_last_send", 0.0) > timeout):
-            self._TcpConnection__lastReadTime = now   # idle, not dead: a fresh window
-        self._raftdir_last_send = now
-        stock(self)
+        if now - self._TcpConnection__lastReadTime <= timeout:
+            return
+        if now - getattr(self, "_raftdir_last_send", 0.0) > timeout:
+            self._TcpConnection__lastReadTime = now   # idle both ways: a fresh window
+            return
+        self.disconnect()
 
+    def try_send_buffer(self: Any) -> None:
+        stock_send(self)   # checks the timeout against the previous send first
+        self._raftdir_last_send = monotonic_time()
+
+    TcpConnection._TcpConnection__processConnectionTimeout = check_timeout
     TcpConnection._TcpConnection__trySendBuffer = try_send_buffer
     TcpConnection._raftdir_send_patch = True
 

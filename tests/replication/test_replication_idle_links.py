@@ -72,10 +72,17 @@ def test_a_silent_peer_is_still_disconnected_while_we_send(link):
 def test_a_link_idle_both_ways_survives_the_next_send(link):
     poller, connect = link
     disconnected: list[float] = []
-    client, peer = connect(disconnected)
+    client, peer_socket = connect(disconnected)
+    received: list = []
+    peer_gone: list[float] = []
+    peer_socket.setblocking(False)   # as PySyncObj's server hands accepted sockets over
+    peer = TcpConnection(poller, socket=peer_socket, timeout=TIMEOUT,
+                         onMessageReceived=received.append,
+                         onDisconnected=lambda: peer_gone.append(time.monotonic()))
     spin(poller, 2 * TIMEOUT)  # followers that never talk to each other
     client.send({"request_vote": 1})
-    spin(poller, 0.1)
-    assert not disconnected and client.state == CONNECTION_STATE.CONNECTED
-    peer.settimeout(2)
-    assert len(peer.recv(4096)) > 4, "the message after the idle spell never left"
+    spin(poller, 2, lambda: not received)
+    # neither the sending side nor the receiving side took the idle link for a dead one
+    assert received == [{"request_vote": 1}]
+    assert not disconnected and not peer_gone
+    assert client.state == peer.state == CONNECTION_STATE.CONNECTED
