@@ -31,12 +31,16 @@ Must not import: anything of raftdir but ``raftdir.files`` (a leaf under the ada
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj
-from pysyncobj.journal import FileJournal, MetaStorer, createJournal as _stock_create
-from pysyncobj.pickle import dumps
+from pysyncobj.journal import (
+    FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, FileJournal, MetaStorer, ResizableFile,
+    createJournal as _stock_create,
+)
+from pysyncobj.pickle import dumps, to_bytes
 from pysyncobj.transport import TCPTransport
 
 from raftdir.files import fsync_dir
@@ -62,6 +66,7 @@ class _SyncedMetaStorer(MetaStorer):
 class SyncedFileJournal(FileJournal):
     def __init__(self, journal_file: str) -> None:
         super().__init__(journal_file)
+        self.path = journal_file
         self._FileJournal__metaStorer = _SyncedMetaStorer(journal_file + ".meta")
         self.dirty = False
         self.syncs = 0
@@ -78,6 +83,35 @@ class SyncedFileJournal(FileJournal):
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
         super().deleteEntriesFrom(entryFrom)
         self.dirty = True
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
+        """The compaction trim, made atomic. PySyncObj's rewrites the journal in place
+        (clear, then append the kept entries one by one), so a crash in that loop leaves a
+        journal that starts right (at the snapshot) but lost its tail. Here the kept
+        entries go to a new file in PySyncObj's format, which is fsync'd and renamed over
+        the journal: a crash leaves the old journal or the new one, both whole."""
+        kept = self._FileJournal__journal[entryTo:]
+        records = []
+        for command, idx, term in kept:
+            data = struct.pack("<QQ", idx, term) + to_bytes(command)
+            size = struct.pack("<I", len(data))
+            records.append(size + data + size)
+        body = b"".join(records)
+        end = FIRST_RECORD_OFFSET + len(body)
+        header = self._FileJournal__getDefaultHeader()
+        header = header[:LAST_RECORD_OFFSET_OFFSET] + struct.pack("<I", end)
+        tmp = self.path + ".trim.tmp"
+        with open(tmp, "wb") as f:
+            f.write(header + body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)   # the old mapping stays valid (its inode lives on)
+        fsync_dir(os.path.dirname(self.path) or ".")
+        self._FileJournal__journalFile._destroy()
+        self._FileJournal__journalFile = ResizableFile(self.path)
+        self._FileJournal__journal = list(kept)
+        self._FileJournal__currentOffset = end
+        self.dirty = False   # everything it holds was just written through
 
     def sync(self) -> None:
         """Write every change since the last sync through to the disk (tick thread)."""

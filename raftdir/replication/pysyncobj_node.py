@@ -46,7 +46,6 @@ from typing import Any, Callable
 import msgpack
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
@@ -286,7 +285,7 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
     if not os.path.exists(journal_path):
         return False
     head = [raft["prev"], raft["last"]]
-    journal = FileJournal(journal_path)
+    journal = durable_journal.SyncedFileJournal(journal_path)   # its trim is atomic
     try:
         entries = [journal[i] for i in range(len(journal))]
         if entries[:2] == head:

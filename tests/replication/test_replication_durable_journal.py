@@ -43,12 +43,13 @@ def test_every_change_marks_the_journal_and_one_sync_writes_them_all(tmp_path, f
     assert journal.dirty
     journal.sync()
     assert not journal.dirty and len(fdatasyncs) == 1 and journal.syncs == 1
-    for change in (lambda: journal.deleteEntriesFrom(4), lambda: journal.deleteEntriesTo(1),
-                   journal.clear):
+    journal.deleteEntriesTo(1)   # the compaction trim writes its file through itself
+    assert not journal.dirty
+    for change in (lambda: journal.deleteEntriesFrom(2), journal.clear):
         change()
         assert journal.dirty
         journal.sync()
-    assert len(fdatasyncs) == 4
+    assert len(fdatasyncs) == 3
     journal.add(b"x", 9, 2)
     journal.sync()
     journal._destroy()
@@ -187,3 +188,44 @@ def test_journal_sync_off_is_the_stock_journal(tmp_path):
 def test_journal_sync_must_be_a_bool():
     with pytest.raises(ConfigError, match="journal_sync"):
         RaftTuning(**{**TEST_TUNING, "journal_sync": 1})
+
+
+def _on_disk(path: str) -> list:
+    journal = FileJournal(path)   # PySyncObj's own reader
+    try:
+        return [journal[i] for i in range(len(journal))]
+    finally:
+        journal._destroy()
+
+
+def test_the_compaction_trim_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "j")
+    journal = SyncedFileJournal(path)
+    entries = [(b"c%d" % i, i, 1) for i in range(1, 11)]
+    for e in entries:
+        journal.add(*e)
+    journal.sync()
+    real_replace = os.replace
+
+    def crash_before_the_rename(src, dst):
+        if dst == path:
+            raise OSError("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_before_the_rename)
+    with pytest.raises(OSError):
+        journal.deleteEntriesTo(4)
+    assert _on_disk(path) == entries            # the old journal, whole
+    assert [journal[i] for i in range(len(journal))] == entries   # and still usable
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    journal.add(b"c11", 11, 2)                  # unsynced before the trim...
+    journal.deleteEntriesTo(4)
+    assert not journal.dirty                    # ...and written through by it
+    assert _on_disk(path) == entries[4:] + [(b"c11", 11, 2)]
+    journal.add(b"c12", 12, 2)                  # appends go on after the trim
+    journal.sync()
+    assert [journal[i] for i in range(len(journal))] == _on_disk(path) == \
+        entries[4:] + [(b"c11", 11, 2), (b"c12", 12, 2)]
+    journal._destroy()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
