@@ -24,8 +24,9 @@ class RaftTuning:
     """Seconds unless the name says otherwise. Defaults: pysyncobj.md §5.1, except the
     election timeouts (0.2-0.6 s, heartbeats every 0.05 s instead of 0.3-0.9 s and
     0.075 s): with idle links spared the read timeout, they bring the median kill -9 ->
-    writes-served failover from 1.08 s to 0.74 s (docs/benchmarks.md), and 30 s of a
-    saturated 2-core machine (3,000-6,000 status acks/s) changed no term."""
+    writes-served failover from 1.08 s to 0.74 s (0.33 s once both sides of a link spare
+    it; docs/benchmarks.md), and 30 s of a saturated 2-core machine (3,000-6,000 status
+    acks/s) changed no term."""
 
     raft_min_timeout: float = 0.2
     raft_max_timeout: float = 0.6
