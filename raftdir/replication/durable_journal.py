@@ -40,7 +40,7 @@ from pysyncobj.journal import (
     FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, FileJournal, MetaStorer, ResizableFile,
     createJournal as _stock_create,
 )
-from pysyncobj.pickle import dumps, to_bytes
+from pysyncobj.pickle import dumps, to_bytes  # to write PySyncObj's own formats; we never load
 from pysyncobj.transport import TCPTransport
 
 from raftdir.files import fsync_dir
