@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..files import fsync_dir
+from ..files import write_atomic
 
 __all__ = ["Identity", "IDENTITY_FILE", "load_identity", "store_identity",
            "default_identity_dir"]
@@ -131,25 +131,6 @@ def store_identity(identity_dir: str | os.PathLike[str], identity: Identity) -> 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     path = directory / IDENTITY_FILE
-    tmp = directory / f".{IDENTITY_FILE}.{os.getpid()}.tmp"
     payload = (json.dumps(identity.to_json(), indent=2, sort_keys=False) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        view = memoryview(payload)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(directory)
+    write_atomic(path, payload, mode=0o600)
     return path

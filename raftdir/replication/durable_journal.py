@@ -43,7 +43,7 @@ from pysyncobj.journal import (
 from pysyncobj.pickle import dumps, to_bytes  # to write PySyncObj's own formats; we never load
 from pysyncobj.transport import TCPTransport
 
-from raftdir.files import fsync_dir
+from raftdir.files import write_atomic
 
 __all__ = ["SyncedFileJournal", "install", "uninstall"]
 
@@ -53,14 +53,7 @@ _lock = threading.Lock()
 
 class _SyncedMetaStorer(MetaStorer):
     def storeMeta(self, meta: Any) -> None:  # noqa: N802 - PySyncObj's name
-        path = self.getPath()
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path) or ".")
+        write_atomic(self.getPath(), dumps(meta))
 
 
 class SyncedFileJournal(FileJournal):
@@ -100,13 +93,7 @@ class SyncedFileJournal(FileJournal):
         end = FIRST_RECORD_OFFSET + len(body)
         header = self._FileJournal__getDefaultHeader()
         header = header[:LAST_RECORD_OFFSET_OFFSET] + struct.pack("<I", end)
-        tmp = self.path + ".trim.tmp"
-        with open(tmp, "wb") as f:
-            f.write(header + body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)   # the old mapping stays valid (its inode lives on)
-        fsync_dir(os.path.dirname(self.path) or ".")
+        write_atomic(self.path, header + body)   # the old mapping stays valid meanwhile
         self._FileJournal__journalFile._destroy()
         self._FileJournal__journalFile = ResizableFile(self.path)
         self._FileJournal__journal = list(kept)

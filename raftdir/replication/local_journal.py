@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 from raftdir.errors import ConfigError
-from raftdir.files import fsync_dir
+from raftdir.files import write_atomic
 
 __all__ = ["LocalJournal"]
 
@@ -110,15 +110,7 @@ class LocalJournal:
         """An empty journal following command ``base``, put in place atomically."""
         if self._file is not None:
             self._file.close()
-        tmp = self.journal_path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_HEADER.pack(_MAGIC, base))
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.journal_path)
-        if self.fsync:
-            fsync_dir(self.dir)
+        write_atomic(self.journal_path, _HEADER.pack(_MAGIC, base), sync=self.fsync)
         self._file = open(self.journal_path, "ab")
         self.entries = 0
 
@@ -150,16 +142,9 @@ class LocalJournal:
         """Snapshot the state after command ``seq``, then start an empty journal. A crash
         between the two leaves a snapshot and a journal that overlap; replay skips the
         overlap by sequence number."""
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb({"format": SNAPSHOT_FORMAT, "seq": self.seq,
-                                   "state": state}, use_bin_type=True))
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.snapshot_path)
-        if self.fsync:
-            fsync_dir(self.dir)
+        write_atomic(self.snapshot_path, msgpack.packb(
+            {"format": SNAPSHOT_FORMAT, "seq": self.seq, "state": state}, use_bin_type=True),
+            sync=self.fsync)
         self._new_journal(self.seq)
 
     def close(self) -> None:

@@ -50,7 +50,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import SyncObjException
 
 from raftdir.core.result import Result
-from raftdir.files import fsync_dir
+from raftdir.files import fsync_dir, fsync_file
 from raftdir.errors import (
     ConfigError,
     Conflict,
@@ -108,14 +108,6 @@ class _SnapshotJob:
 def _file_identity(path: str) -> tuple[int, int, int]:
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: str) -> None:
@@ -639,7 +631,7 @@ class PySyncObjNode:
                 # The leader's snapshot: PySyncObj renamed it into place unsynced and will
                 # clear the journal next, so make it durable first (journal_sync's promise).
                 if self._tuning.journal_sync:
-                    _fsync_file(filename)
+                    fsync_file(filename)
                     fsync_dir(os.path.dirname(filename) or ".")
                 doc = read_snapshot_file(filename)
                 raft = doc["raft"]
