@@ -69,6 +69,7 @@ from raftdir.replication.base import (
     is_barrier,
 )
 from raftdir.replication import durable_journal
+from raftdir.replication.raft_rules import RaftRules
 from raftdir.replication.secret import check_raft_security, raft_password
 from raftdir.replication.tuning import RaftTuning
 
@@ -87,6 +88,12 @@ SNAPSHOT_RETRY_SECS = 10.0     # after a failed snapshot
 _LEADER_STATE = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _PARTNER_KEY = "partner_node_status_server_"
+#: PySyncObj sends an entry at least this long in chunks ("transmission"), and its sender
+#: marks the last chunk from the command's length instead of the pickled entry's, so a
+#: receiver unpickles a truncated entry ("pickle data was truncated") and the leader sends
+#: it again, forever. raftdir's entries stay far below this (request bodies are at most
+#: 1 MiB), so that path is never taken.
+APPEND_ENTRIES_BATCH_BYTES = 4 * 2**20
 
 
 class _Deferred(Exception):
@@ -175,6 +182,7 @@ def build_conf(self_addr: str, data_dir: str, tuning: RaftTuning, *, password: s
         serializeChecker=serialize_checker,         # ... whose progress this reports
         deserializer=deserializer,
         appendEntriesUseBatch=False,                # ~0.5 ms instead of ~100 ms (finding 1)
+        appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES,   # never chunked
         raftMinTimeout=tuning.raft_min_timeout,
         raftMaxTimeout=tuning.raft_max_timeout,
         appendEntriesPeriod=tuning.append_entries_period,
@@ -296,9 +304,10 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# the SyncObj subclass: one replicated method, forever method id 0 (finding 10)
+# the SyncObj subclass: one replicated method, forever method id 0 (finding 10), and
+# raftdir's vote, lease and truncation rules (raft_rules.py)
 
-class _RaftdirSyncObj(SyncObj):
+class _RaftdirSyncObj(RaftRules):
     def __init__(self, owner: "PySyncObjNode", self_addr: str, partners: list[str],
                  conf: SyncObjConf) -> None:
         self._raftdir_owner = owner
@@ -864,6 +873,17 @@ class PySyncObjNode:
     def term(self) -> int:
         so = self._so
         return int(so.raftCurrentTerm) if so is not None else 0
+
+    def has_lease(self) -> bool:
+        """This peer leads and a majority confirmed it within the minimum election
+        timeout, so no other peer can be elected before the lease ends (raft_rules)."""
+        so = self._so
+        return bool(so is not None and so.has_lease())
+
+    def unleased_seconds(self) -> float:
+        """Seconds, since start, during which this peer held no leader lease."""
+        so = self._so
+        return so.unleased_seconds() if so is not None else 0.0
 
     def status(self) -> dict[str, Any]:
         so = self._so
