@@ -43,7 +43,7 @@ from .model import (
     WorkerStatusReport,
 )
 from .replication.base import RaftNode
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, finish_even_if_cancelled
 from .replication.notifier import RevisionNotifier
 from .replication.secret import derive_key
 from .replication.tuning import RaftTuning
@@ -376,13 +376,13 @@ class DirectoryServer:
         the running one: it joins the barrier queued behind it, creating it if there is
         none. At most one runs and one waits; everyone who arrives while one runs shares
         the next. Its outcome (an error too) goes to every caller; a caller cancelled
-        while it waits leaves the barrier to the others (``shield``)."""
+        while it waits leaves the barrier to the others."""
         queued = self._catch_up_queued
         if queued is None:
             queued = asyncio.ensure_future(self._queued_catch_up(self._catch_up_running))
             self._catch_up_queued = queued
         try:
-            await asyncio.shield(queued)
+            await finish_even_if_cancelled(queued, "a catch-up barrier")
         except asyncio.CancelledError:
             if queued.cancelled() and self._stopping:   # stop() ended it, not our caller
                 raise NoLeader(f"node {self.node_id}: this server is stopping") from None

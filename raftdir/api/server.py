@@ -47,6 +47,7 @@ from ..errors import (
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
+from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
 
 __all__ = [
@@ -604,7 +605,8 @@ class _Api:
                     result = await self._parked(route, call)
                 elif route.forward and request.method != "GET":
                     # A write runs to its end even if the client disconnects.
-                    result = await asyncio.shield(_maybe_await(route.call(self.cp, call)))
+                    result = await finish_even_if_cancelled(
+                        _maybe_await(route.call(self.cp, call)), f"{route.name} request")
                 else:
                     result = await _maybe_await(route.call(self.cp, call))
             except NotLeader as err:
