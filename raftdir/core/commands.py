@@ -235,6 +235,13 @@ def _check_profile(value: Any, path: str) -> dict:
 
     if isinstance(value, WorkerProfile):
         return value.to_dict()
+    # A command is raftdir's own replicated format: every key must be understood, even
+    # where the wire record skips keys it does not know (as ZLayer's serde does).
+    if isinstance(value, dict):
+        known = WorkerProfile.__dataclass_fields__
+        for key in value:
+            if isinstance(key, str) and key not in known:
+                raise _fail(f"{path}.{key}", "unknown key")
     return WorkerProfile.from_dict(value, path).to_dict()
 
 
