@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import aiohttp
 
 from .clock import Clock, SystemClock
-from .codec import to_dict
+from .codec import reachable_addr, to_dict
 from .errors import (
     BadRequest, NodeNotReady, NoLeader, NotLeader, Unauthorized, UnknownNode, error_from_body,
 )
@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """A node as the host daemon sees it."""
+    """A node as the host daemon sees it. ``api_addr`` is None when the node has no API
+    anyone can dial: ZLayer records ``0.0.0.0:0`` for a worker that registered over its
+    gRPC path; such a node is reached only through the directory (its polls)."""
 
     node_id: int
-    api_addr: str
+    api_addr: str | None
     labels: dict[str, str] = field(default_factory=dict)
     os: str = "linux"
     state: str = "ready"                 # ready | unreachable | draining
@@ -111,7 +113,7 @@ class DirectoryCluster:
                 raft_addr = by_api.get(profile["api_addr"])
                 if raft_addr in connected and not connected[raft_addr]:
                     state = "unreachable"
-            out.append(NodeInfo(node["node_id"], profile["api_addr"],
+            out.append(NodeInfo(node["node_id"], reachable_addr(profile["api_addr"]),
                                 dict(profile.get("labels", {})), profile["os"], state,
                                 node.get("last_report_secs_ago")))
         return out

@@ -244,8 +244,12 @@ SOCKET_ADDR = _Addr(port_zero=True)
 
 def reachable_addr(addr: str) -> str | None:
     """``addr`` when another node could dial it; None for the unspecified host
-    (``0.0.0.0``, ``[::]``) or port 0: ZLayer's ``0.0.0.0:0`` means "no reachable API"."""
-    host, port = parse_addr(addr, port_zero=True)
+    (``0.0.0.0``, ``[::]``), port 0 (ZLayer's ``0.0.0.0:0`` means "no reachable API") or
+    anything that is not an address."""
+    try:
+        host, port = parse_addr(addr, port_zero=True)
+    except ValueError:
+        return None
     return None if port == 0 or host in ("0.0.0.0", "::") else addr
 
 
