@@ -163,6 +163,12 @@ class ClusterMode(Wire):
 
 def _check_peers(node_id: int | None, peers: tuple, addr_fields: tuple[str, ...]) -> None:
     """§2.6 rules shared by raft, static and worker-tier servers."""
+    if not peers:
+        # what `zlayer node init` writes when its advertise address is a host name: ZLayer
+        # rebuilds the list from its Raft state; raftdir listens where this entry says
+        raise _fail("peers", f"empty; list this node (id {node_id}) with the "
+                             f"{' and '.join(addr_fields)} it listens on, and the peers it "
+                             "joins (host names are accepted)")
     if not any(p.id == node_id for p in peers):
         raise _fail("node_id", f"{node_id} is not the id of any entry in peers")
     seen_ids: set[int] = set()
