@@ -355,8 +355,16 @@ class StaticControlPlane:
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
-        await self.cluster.receive(req)
+        await self.scale_local(req)
         return {self.node_id: req}
+
+    async def scale_local(self, req: InternalScaleRequest) -> None:
+        """An order for this peer alone (also ZLayer's form of /internal/scale)."""
+        await self.cluster.receive(req)
+
+    def local_service_state(self, service: str) -> NodeServiceState:
+        """This peer's own view (ZLayer's form of /internal/services/{svc}/state)."""
+        return self.cluster.local_state(service)
 
     async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
                                ) -> dict[int, InternalScaleRequest]:

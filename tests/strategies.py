@@ -16,7 +16,8 @@ import dataclasses
 from hypothesis import strategies as st
 
 from raftdir.model import (
-    CONTAINER_STATES, KNOWN_ARCH, KNOWN_OS, NO_API_ADDR, AdaptiveTtlConfig, ClusterContainerSummary, DeleteEvent, DrainEvent,
+    CONTAINER_STATES, KNOWN_ARCH, KNOWN_OS, NO_API_ADDR, AdaptiveTtlConfig,
+    ClusterContainerSummary, DeleteEvent, DrainEvent,
     InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
     SingleNodeMode, StaticMode, StaticPeer, WorkerContainerStatus, WorkerLease,
     WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
