@@ -83,29 +83,13 @@ def test_zlayer_document_is_accepted_unchanged(tmp_path):
 
 
 # What `zlayer node init` writes (bin/zlayer/src/commands/node.rs persist_cluster_mode_raft,
-# serialized with serde_yaml 0.9): this node alone when its advertise address is an IP...
-ZLAYER_NODE_INIT = """\
-mode: raft
-node_id: 1
-peers:
-- id: 1
-  raft_addr: 10.0.0.1:9000
-  api_addr: 10.0.0.1:3669
-"""
-# ... and an empty list when it is a host name (ZLayer rebuilds the peers from Raft).
+# serialized with serde_yaml 0.9) when its advertise address is a host name: ZLayer rebuilds
+# the peers from Raft. (With an IP it lists this node alone: tests/test_zlayer_goldens.py.)
 ZLAYER_NODE_INIT_HOSTNAME = """\
 mode: raft
 node_id: 1
 peers: []
 """
-
-
-def test_zlayer_node_init_file_starts_a_one_member_cluster(tmp_path):
-    mode, warnings = load_with_warnings(write(tmp_path, "cluster_mode.yaml", ZLAYER_NODE_INIT))
-    assert warnings == []
-    assert mode.node_id == 1 and [(p.id, p.raft_addr, p.api_addr) for p in mode.peers] == [
-        (1, "10.0.0.1:9000", "10.0.0.1:3669")]
-    assert yaml.safe_load(dump_yaml(mode)) == yaml.safe_load(ZLAYER_NODE_INIT)
 
 
 def test_zlayer_node_init_file_with_a_host_name_is_refused_naming_peers(tmp_path):
