@@ -29,7 +29,7 @@ __all__ = [
     "Wire", "wire", "Presence", "Kind",
     "U32", "U64", "I64", "F64", "STR", "NONEMPTY_STR", "BOOL", "SECONDS", "ADDR",
     "SOCKET_ADDR", "IP", "reachable_addr",
-    "ENDPOINT", "ANY_MAP", "STR_MAP", "ListOf", "Nested", "EnumOf", "choice",
+    "ENDPOINT", "ANY_MAP", "STR_MAP", "ListOf", "Nested", "EnumOf",
     "to_dict", "from_dict", "to_msgpack", "from_msgpack", "to_json", "from_json",
     "loads_msgpack", "loads_json", "dumps_msgpack", "dumps_json", "type_name",
     "parse_addr", "join_path",
@@ -139,26 +139,19 @@ F64 = _F64()
 class _Str(Kind):
     name = "string"
 
-    def __init__(self, nonempty: bool = False, choices: Sequence[str] | None = None) -> None:
+    def __init__(self, nonempty: bool = False) -> None:
         self.nonempty = nonempty
-        self.choices = tuple(choices) if choices else None
 
     def decode(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise _fail(path, f"expected a string, got {type_name(value)}")
         if self.nonempty and not value:
             raise _fail(path, "must not be empty")
-        if self.choices is not None and value not in self.choices:
-            raise _fail(path, f"unknown value {value!r}; expected {', '.join(self.choices)}")
         return value
 
 
 STR = _Str()
 NONEMPTY_STR = _Str(nonempty=True)
-
-
-def choice(*values: str) -> Kind:
-    return _Str(choices=values)
 
 
 class _Bool(Kind):
