@@ -904,7 +904,9 @@ def leases(conn: Conn, as_json: bool) -> None:
         now = time.time()
         columns = ("ID", "API ADDR", "OS", "ARCH", "TTL", "GRACE", "ACQUIRED", "RENEWED",
                    "TTL LEFT")
-        rows = [(lease.node_id, lease.profile.api_addr, lease.profile.os, lease.profile.arch,
+        # no reachable API (ZLayer's 0.0.0.0:0 of a gRPC-registered worker) shows as "-"
+        rows = [(lease.node_id, lease.profile.reachable_api_addr, lease.profile.os,
+                 lease.profile.arch,
                  f"{lease.ttl_secs}s", f"{lease.grace_secs}s",
                  _when(lease.acquired_unix_secs, now), _when(lease.renewed_unix_secs, now),
                  _secs(left))

@@ -49,6 +49,7 @@ from ..model import (
 )
 from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
+from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
@@ -63,7 +64,6 @@ JSON = "application/json"
 _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 FORWARDED_HEADER = "X-Raftdir-Forwarded"
 REQUEST_ID_HEADER = "X-Request-Id"
-ZLAYER_TOKEN_HEADER = "X-ZLayer-Internal-Token"
 #: Headers a follower passes on to the leader (besides its own ``X-Raftdir-Forwarded``).
 _FORWARD_HEADERS = ("Authorization", ZLAYER_TOKEN_HEADER, REQUEST_ID_HEADER, "Content-Type",
                     "Accept")
@@ -395,7 +395,9 @@ def _node_secret(request: web.Request) -> str | None:
 
 
 def _admin_token(request: web.Request) -> str | None:
-    return bearer_token(request.headers.get("Authorization"))
+    # the same headers: ZLayer's daemons send their cluster-wide token (our admin token's
+    # counterpart) in X-ZLayer-Internal-Token
+    return _node_secret(request)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -707,12 +709,15 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
                forward_timeout=forward_timeout, clock=clock)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
+    forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
     for route in ROUTES + MEMBERSHIP_ROUTES:
+        handler = api.handler(route)
+        if route.name in forms:
+            handler = with_zlayer_form(handler, api.handler(forms[route.name]))
         if route.method == "GET":  # GET routes answer HEAD too (aiohttp sends no body)
-            app.router.add_get(route.path, api.handler(route), name=route.name)
+            app.router.add_get(route.path, handler, name=route.name)
         else:
-            app.router.add_route(route.method, route.path, api.handler(route),
-                                 name=route.name)
+            app.router.add_route(route.method, route.path, handler, name=route.name)
     app.router.add_get("/metrics", api.handle_metrics, name="metrics")
     app.on_cleanup.append(api.close)
     return app

@@ -16,7 +16,8 @@ import raftdir.api
 API = Path(raftdir.api.__file__).parent
 ALLOWED = {
     "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.model",
-                  "raftdir.tasks", "raftdir.api.contract"},
+                  "raftdir.tasks", "raftdir.api.contract", "raftdir.api.zlayer"},
+    "zlayer.py": {"raftdir.codec", "raftdir.errors", "raftdir.model", "raftdir.api.server"},
     "client.py": {"raftdir.codec", "raftdir.errors", "raftdir.model"},
 }
 
