@@ -26,6 +26,7 @@ from .auth import (
     check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
     node_secret_matches, verify_join_token,
 )
+from .backup import encode_backup
 from .clock import Clock, SystemClock
 from .core.commands import Command, MarkDown, MarkReady, RegisterNode, encode_command
 from .core.directory import Directory
@@ -565,6 +566,17 @@ class DirectoryServer:
             await self.raft.barrier_async(self.settings.propose_timeout)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+
+    async def backup(self) -> bytes:
+        """A backup file of the directory (``raftdir.backup``): a barrier through the
+        leader first, so it holds every write acknowledged before the call; then the
+        state, taken under the apply lock."""
+        await self.barrier()
+        status = self.raft.status()
+        snapshot = self.read(lambda d: d.to_snapshot())
+        return encode_backup(snapshot, node_id=self.node_id, term=int(status.get("term", 0)),
+                             applied_index=int(status.get("last_applied", 0)),
+                             now_ms=self.clock.wall_ms())
 
     def service_state(self, service: str) -> dict[str, Any]:
         leader = self._leading()

@@ -55,6 +55,7 @@ __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
     "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
+    "BACKUP_ROUTE", "BACKUP_TYPE",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -135,6 +136,7 @@ class Route:
     encode: Callable[[Any, Call], Any] = _encode_plain
     errors: tuple[type[RaftdirError], ...] = ()
     summary: str = ""
+    binary: str | None = None   # the call returns bytes, sent as is with this media type
 
 
 def _encode_scale(split: dict[int, InternalScaleRequest], call: Call) -> dict[str, Any]:
@@ -277,6 +279,29 @@ MEMBERSHIP_ROUTES: tuple[Route, ...] = (
           errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
           summary="Remove one Raft peer (stop it first; not the leader itself)."),
 )
+
+
+# ---------------------------------------------------------------------------- backup
+# A backup file of the directory (raftdir/backup.py): consistent (a barrier through the
+# leader first), so any server can answer it. Optional on the control plane: one without
+# ``backup`` (a static peer) answers 409.
+
+BACKUP_TYPE = "application/vnd.raftdir.backup"
+
+
+async def _backup(cp: ControlPlane, c: Call) -> bytes:
+    fn = getattr(cp, "backup", None)
+    if fn is None:
+        raise Conflict("backup: this server keeps no replicated directory")
+    return await fn()
+
+
+BACKUP_ROUTE = Route(
+    "backup", "GET", "/api/v1/cluster/backup", _backup, auth="admin", binary=BACKUP_TYPE,
+    errors=_ADMIN_ERRORS + (Conflict,) + _READ_ERRORS,
+    summary="A backup file of the directory (msgpack, with its cluster id, revision and "
+            "checksum), taken after a barrier: every write acknowledged before the call "
+            "is in it.")
 
 
 # ---------------------------------------------------------------------------- negotiation
@@ -616,6 +641,8 @@ class _Api:
                         and FORWARDED_HEADER not in request.headers:
                     return await self._forward(route, request, raw, err)
                 raise
+            if route.binary:
+                return web.Response(body=result, content_type=route.binary)
             try:
                 return _respond(request, route.encode(result, call))
             except BadRequest as exc:  # our own answer does not encode: a bug here
@@ -710,7 +737,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
     forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
-    for route in ROUTES + MEMBERSHIP_ROUTES:
+    for route in ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE,):
         handler = api.handler(route)
         if route.name in forms:
             handler = with_zlayer_form(handler, api.handler(forms[route.name]))
