@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from raftdir.core.commands import (
     Barrier, Bootstrap, Command, Compact, Deregister, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, command_to_plain,
+    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, canonical_command, command_to_plain,
     decode_command, pack_plain,
 )
 from raftdir.core.result import Result
 from raftdir.core.state import (
     DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS, READY, SERVER, SET,
-    WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
+    UNDRAIN, WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
     share_to_plain, sorted_maps, state_from_snapshot, state_to_snapshot, unpack_spec,
 )
 from raftdir.errors import BadRequest, UnknownNode
@@ -276,6 +276,16 @@ class Directory:
             self._set_state(rec, DRAINING)
         return {"node_id": rec.node_id, "state": rec.state, "events_for": [rec.node_id]}
 
+    def _undrain(self, cmd: Undrain, now: int) -> dict:
+        rec = self._node_or_refuse(cmd.node_id)
+        if not rec.drain_rev:
+            return {"node_id": rec.node_id, "state": rec.state, "events_for": []}
+        rec.drain_rev = 0
+        self._emit(rec, UNDRAIN)
+        if rec.state == DRAINING:
+            self._set_state(rec, READY)
+        return {"node_id": rec.node_id, "state": rec.state, "events_for": [rec.node_id]}
+
     def _deregister(self, cmd: Deregister, now: int) -> dict:
         hs = self.state
         rec = self._node_or_refuse(cmd.node_id)
@@ -515,7 +525,7 @@ class Directory:
             return out
         if kind == DELETE:
             return {"kind": DELETE, "service": service, "revision": rev}
-        return {"kind": DRAIN, "revision": rev}
+        return {"kind": kind, "revision": rev}   # drain, undrain
 
     def poll_data(self, node_id: int, last_revision: int) -> dict[str, Any]:
         """The ``WorkerPollResponse`` wire dict for a poll (directory.md §6, wire-types.md
@@ -630,6 +640,7 @@ _HANDLERS: dict[type, Callable[[Directory, Any, int], Any]] = {
     MarkDown: Directory._mark_down,
     MarkReady: Directory._mark_ready,
     Drain: Directory._drain,
+    Undrain: Directory._undrain,
     Deregister: Directory._deregister,
     SetPlacement: Directory._set_placement,
     Barrier: Directory._barrier,

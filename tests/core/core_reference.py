@@ -16,7 +16,7 @@ from typing import Any
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, MarkReady, RegisterNode,
-    RenewCheckpoint, SetPlacement,
+    RenewCheckpoint, SetPlacement, Undrain,
 )
 
 LEADER = (RenewCheckpoint, MarkDown, MarkReady, Barrier)
@@ -180,6 +180,18 @@ class Reference:
             n["state"] = "draining"
         return {"node_id": cmd.node_id, "state": n["state"], "events_for": [cmd.node_id]}
 
+    def do_undrain(self, cmd: Undrain, now: int) -> dict:
+        n = self.nodes.get(cmd.node_id)
+        if n is None:
+            raise Refused("unknown_node")
+        if not n["drain_rev"]:
+            return {"node_id": cmd.node_id, "state": n["state"], "events_for": []}
+        n["drain_rev"] = 0
+        self.emit(cmd.node_id, "undrain")
+        if n["state"] == "draining":
+            n["state"] = "ready"
+        return {"node_id": cmd.node_id, "state": n["state"], "events_for": [cmd.node_id]}
+
     def do_deregister(self, cmd: Deregister, now: int) -> dict:
         if cmd.node_id not in self.nodes:
             raise Refused("unknown_node")
@@ -282,7 +294,7 @@ class Reference:
             return out
         if ev["kind"] == "delete":
             return {"kind": "delete", "service": ev["service"], "revision": ev["rev"]}
-        return {"kind": "drain", "revision": ev["rev"]}
+        return {"kind": ev["kind"], "revision": ev["rev"]}   # drain, undrain
 
     def poll(self, nid: int, last: int) -> dict | None:
         n = self.nodes.get(nid)

@@ -34,7 +34,7 @@ import msgpack
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement,
+    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain,
 )
 from raftdir.errors import RaftdirError
 
@@ -127,7 +127,7 @@ def fmt_event(ev: dict) -> str:
         return f"set {ev['service']} rev={ev['revision']} {fmt_share(ev['assignments'])}{spec}"
     if ev["kind"] == "delete":
         return f"delete {ev['service']} rev={ev['revision']}"
-    return f"drain rev={ev['revision']}"
+    return f"{ev['kind']} rev={ev['revision']}"   # drain, undrain
 
 
 def fmt_node(n: dict) -> str:
@@ -198,6 +198,9 @@ class Env:
 
     def do_drain(self, a: dict) -> str:
         return self.apply(Drain(node_id=a["id"], **self.common(a)))
+
+    def do_undrain(self, a: dict) -> str:
+        return self.apply(Undrain(node_id=a["id"], **self.common(a)))
 
     def do_deregister(self, a: dict) -> str:
         return self.apply(Deregister(node_id=a["id"], **self.common(a)))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, decode_command,
+    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, canonical_command, decode_command,
     encode_command,
 )
 from raftdir.errors import BadRequest
@@ -50,7 +50,8 @@ def commands(draw: Any, d: Directory) -> Any:
     any_id = st.sampled_from(ids)
     kind = draw(st.sampled_from(
         ["register"] * 5 + ["place"] * 6 + ["renew", "down", "down", "ready", "ready",
-                                            "drain", "deregister", "barrier", "compact",
+                                            "drain", "undrain", "deregister", "barrier",
+                                            "compact",
                                             "compact", "bootstrap"]))
     if kind == "bootstrap":
         return Bootstrap(cluster_id=draw(st.sampled_from(["c1", "c1", "c2", ""])), **common)
@@ -73,6 +74,8 @@ def commands(draw: Any, d: Directory) -> Any:
                          renewed_ms=draw(st.integers(0, 60_000)), **common)
     if kind == "drain":
         return Drain(node_id=draw(any_id), **common)
+    if kind == "undrain":
+        return Undrain(node_id=draw(any_id), **common)
     if kind == "deregister":
         return Deregister(node_id=draw(any_id), **common)
     if kind == "barrier":
