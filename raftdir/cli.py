@@ -497,13 +497,14 @@ def config() -> None:
 def config_check(files: tuple[str, ...], as_json: bool) -> None:
     """Validate cluster_mode files and print them normalised.
 
-    Each FILE is read by its extension (.yaml, .yml or .json). A missing file means
-    single-node, as it does for the daemon. On the first invalid file the error is printed
-    to stderr as FILE: path: problem, and the exit status is 2.
+    Each FILE is read by its extension (.yaml, .yml or .json; any other name is refused,
+    whether the file exists or not). A missing FILE is an error here (a daemon whose data
+    dir has no cluster_mode.yaml runs single-node). On the first invalid file the error is
+    printed to stderr as FILE: path: problem, and the exit status is 2.
     """
     for i, path in enumerate(files):
         try:
-            mode, warnings = load_with_warnings(path)
+            mode, warnings = load_with_warnings(path, missing_ok=False)
         except ConfigError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(EXIT_USAGE)
