@@ -33,7 +33,7 @@ from .core.directory import Directory
 from .core.result import Result
 from .errors import (
     ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, RaftdirError, Reregister,
-    Unauthorized, UnknownNode,
+    Unauthorized, UnknownNode, UnknownService,
 )
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
@@ -579,10 +579,17 @@ class DirectoryServer:
                              now_ms=self.clock.wall_ms())
 
     def service_state(self, service: str) -> dict[str, Any]:
+        """Raises ``UnknownService`` for a service the directory never placed and no node
+        reports containers of."""
         leader = self._leading()
-        placement = self.read(lambda d: d.placement(service)) or {}
+        stored = self.read(lambda d: d.placement(service))
+        placement = stored or {}
         reports = {n: e.report for n, e in leader.leases.entries.items() if e.report}
         view = service_view(service, reports, placement).to_dict()
+        if stored is None and not any(n["containers"] for n in view["nodes"]):
+            raise UnknownService(f"service {service!r} is not known: not placed (never "
+                                 "scaled, or scaled to 0) and no node reports containers "
+                                 "of it", field="service")
         view["assigned"] = [{"node_id": n, "replicas": sum(len(i) for i in roles.values())}
                             for n, roles in sorted(placement.items())]
         return view
