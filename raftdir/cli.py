@@ -837,7 +837,8 @@ def peers_add(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
 @json_option
 def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
                  as_json: bool) -> None:
-    """Remove one Raft peer (stop it first; the leader cannot remove itself)."""
+    """Remove one Raft peer (stop it first). The leader can be removed too: it hands
+    leadership to the most caught-up peer, which then removes it."""
     body: dict[str, Any] = {"id": peer_id, "raft_addr": raft_addr}
     if api_addr:
         body["api_addr"] = api_addr
