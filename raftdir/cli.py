@@ -183,7 +183,19 @@ class Listing:
 
 
 def _emit(listing: Listing, as_json: bool, *, compact: bool = False) -> None:
-    click.echo(_json_text(listing.data, compact=compact) if as_json else listing.text())
+    try:
+        click.echo(_json_text(listing.data, compact=compact) if as_json else listing.text())
+    except BrokenPipeError:
+        _reader_gone()
+
+
+def _reader_gone() -> None:
+    """stdout's reader went away (``| head``): a normal end of the output, exit 0. What is
+    still buffered goes to /dev/null, so nothing complains at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise click.exceptions.Exit(0)
 
 
 def _secs(value: float | None, suffix: str = "") -> str | None:
@@ -394,6 +406,8 @@ def _run(conn: Conn, body: Callable[[Any], Awaitable[Any]], *, retries: int = 2)
         return asyncio.run(go())
     except click.ClickException:
         raise
+    except BrokenPipeError:   # a --watch whose reader went away
+        _reader_gone()
     except Exception as exc:  # noqa: BLE001 - every failure is a message, not a traceback
         import aiohttp
         if not isinstance(exc, (RaftdirError, aiohttp.ClientError, OSError,

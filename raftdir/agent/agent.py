@@ -209,15 +209,20 @@ class WorkerAgent:
                     clock: Clock | None = None, **kwargs: Any) -> "WorkerAgent":
         """An agent for a ``worker-tier`` worker config (wire-types.md §2.4):
         ``servers``, ``token_file``, ``identity_dir`` (default
-        ``<data_dir>/worker/identity/``), ``heartbeat_min_ttl``, ``heartbeat_grace``,
+        ``<data_dir>/worker/identity/``; both relative to ``data_dir`` unless absolute),
+        ``heartbeat_min_ttl``, ``heartbeat_grace``,
         ``labels``. Other keyword arguments go to the constructor (``api_addr``, ``rng``,
         ``status_provider``, ``admin_token``, ...). No I/O."""
         if not isinstance(mode, WorkerTierMode) or not mode.is_worker_tier_worker():
             raise ConfigError("mode: the worker agent needs a worker-tier config with role "
                               "worker", field="mode")
-        identity_dir = mode.identity_dir or default_identity_dir(data_dir)
+        def in_data_dir(path: str | None) -> Path | None:   # relative paths: to data_dir
+            return None if path is None else Path(data_dir) / path
+
+        identity_dir = in_data_dir(mode.identity_dir) or default_identity_dir(data_dir)
         kwargs.setdefault("labels", dict(mode.labels))
-        return cls(list(mode.servers), identity_dir=identity_dir, token_file=mode.token_file,
+        return cls(list(mode.servers), identity_dir=identity_dir,
+                   token_file=in_data_dir(mode.token_file),
                    heartbeat_ttl=mode.heartbeat_min_ttl, heartbeat_grace=mode.heartbeat_grace,
                    clock=clock, **kwargs)
 

@@ -194,3 +194,24 @@ def test_a_worker_without_a_reachable_api_is_listed_without_one(live):
     assert node_info({"node_id": grpc, "state": "ready",
                       "profile": {"api_addr": "0.0.0.0:0", "os": "linux"}}).api_addr is None
     assert node_info({"node_id": 3, "state": "ready", "profile": {}}).api_addr is None
+
+
+def test_a_watch_whose_reader_goes_away_ends_quietly_with_exit_0(live):
+    # `raftdir workers --watch | head -3`: the closed pipe is the normal end of a watch
+    import os
+    import subprocess
+    import sys
+    from cli_harness import ROOT
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTDIR_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftdir", "workers", "--watch", "--interval", "0.05",
+         "-s", live.url], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline()          # the first line of the first frame
+        proc.stdout.close()                    # the reader goes away
+        assert proc.wait(20) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
