@@ -27,7 +27,9 @@ from .auth import (
     node_secret_matches, verify_join_token,
 )
 from .clock import Clock, SystemClock
-from .core.commands import Command, MarkDown, MarkReady, RegisterNode, encode_command
+from .core.commands import (
+    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, encode_command,
+)
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
@@ -39,8 +41,8 @@ from .leader.leases import ExpiryPolicy
 from .leader.services import LeaderServices
 from .model import (
     AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
-    WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
-    WorkerStatusReport,
+    WorkerPollResponse, WorkerProfile, WorkerRegisterRequest, WorkerRegisterResponse,
+    WorkerStatusAck, WorkerStatusReport,
 )
 from .replication.base import RaftNode
 from .tasks import cancel_and_wait
@@ -310,6 +312,7 @@ class DirectoryServer:
             stored = self.read(lambda d: d.secret_hash(req.desired_node_id))
             if node is not None and node["kind"] == "worker" \
                     and node_secret_matches(node_secret, stored):
+                node = await self._follow_profile(leader, node, req.profile)
                 return self._registered(leader, node, node_secret)
         cluster_id = self.read(lambda d: d.cluster_id) or ""
         claims = verify_join_token(req.token, self.secret, cluster_id,
@@ -323,6 +326,21 @@ class DirectoryServer:
             secret_hash=hash_node_secret(secret), token_id=claims.token_id,
             token_max_uses=claims.max_uses or None))
         return self._registered(leader, result.value, secret)
+
+    async def _follow_profile(self, leader: LeaderServices, node: dict[str, Any],
+                              profile: WorkerProfile) -> dict[str, Any]:
+        """A worker registering again with its identity may bring another profile (a new
+        address, labels, OS or resources): one ``update_profile`` records it, then the
+        leader re-checks the placement constraints (a share that no longer fits moves,
+        with its events). The same profile writes nothing."""
+        if WorkerProfile.from_dict(node["profile"]) == profile:
+            return node
+        node_id = node["node_id"]
+        result = await self.propose(UpdateProfile(node_id=node_id, profile=profile.to_dict()))
+        log.info("node %d: profile updated (%s)", node_id,
+                 ", ".join(result.value["changed"]) or "no change")
+        await leader.reconcile()
+        return self.read(lambda d: d.node(node_id)) or node
 
     def _registered(self, leader: LeaderServices, node: dict[str, Any], secret: str
                     ) -> WorkerRegisterResponse:
