@@ -632,19 +632,34 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
     _run_daemon(daemon, "server")
 
 
-@cli.command()
-@_data_dir_option
+@cli.group(invoke_without_command=True)
+@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="The worker's data directory (cluster_mode.yaml, worker/); required to "
+                   "run the worker.")
 @click.option("--api-addr", default=None, metavar="HOST:PORT",
               help="This worker's own API address, as servers should dial it (its "
-                   "profile's api_addr; default 127.0.0.1:3669).")
+                   "profile's api_addr; default 127.0.0.1:3669, which servers on other "
+                   "hosts cannot reach: a warning says so).")
 @_log_level_option
-def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
+@click.pass_context
+def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
+           log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     The daemon starts the worker agent: it registers with the join token in token_file,
-    keeps its identity under identity_dir, reports and polls. Logs go to stderr; a clean
-    stop exits 0; a config that is not a worker-tier worker exits 2.
+    keeps its identity under identity_dir, reports and polls. One agent per identity: a
+    second one on the same identity_dir exits 2 naming the pid of the one running. A
+    worker restarted with another --api-addr or other labels registers its new profile.
+    Logs go to stderr; a clean stop exits 0; a config that is not a worker-tier worker
+    exits 2.
+
+    `raftdir worker status --data-dir DIR` shows what the worker's agent knows instead.
     """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = data_dir   # `raftdir worker --data-dir DIR status` works too
+        return
+    if data_dir is None:
+        raise click.UsageError("Missing option '--data-dir'.")
     from .codec import ADDR
     from .daemon import Daemon, DaemonOptions
 
@@ -653,11 +668,7 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
             api_addr = ADDR.decode(api_addr, "--api-addr")
         except RaftdirError as exc:
             raise Unusable(exc.message) from None
-    config = _load_config(data_dir)
-    if not config.is_worker_tier_worker():
-        raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
-                       f"worker-tier config with role: worker (this is {config.TAG}); run "
-                       "servers with `raftdir serve`")
+    config = _worker_config(data_dir)
     try:
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
@@ -665,6 +676,104 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
     daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
+
+
+def _worker_config(data_dir: Path) -> Any:
+    config = _load_config(data_dir)
+    if not config.is_worker_tier_worker():
+        raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
+                       f"worker-tier config with role: worker (this is {config.TAG}); run "
+                       "servers with `raftdir serve`")
+    return config
+
+
+def _status_text(doc: dict[str, Any], running: bool, pid: int | None, now_ms: int) -> str:
+    """``raftdir worker status`` as ``key  value`` lines."""
+    def ago(unix_ms: int | None) -> str | None:
+        return None if unix_ms is None else _ago(max(0.0, (now_ms - unix_ms) / 1000))
+
+    server, leader = doc.get("server"), doc.get("leader")
+    if server and leader and _hostport(server) == _hostport(leader):
+        where = f"{_hostport(server)} (the leader)"
+    else:
+        where = f"{_hostport(server)} (leader {_hostport(leader) if leader else 'unknown'})"
+    since = ago(doc.get("state_since_unix_ms"))
+    services = doc.get("services") or {}
+    lines = [
+        ("node", f"{doc.get('node_id') or 'not registered'}"
+                 + (f" (cluster {doc['cluster_id']})" if doc.get("cluster_id") else "")),
+        ("agent", f"running, pid {pid}" if running else
+                  f"not running (last pid {doc.get('pid')}; this status was written "
+                  f"{ago(doc.get('updated_unix_ms')) or '?'})"),
+        ("state", f"{doc.get('state')} ({doc.get('reason')})"
+                  + (f", since {since}" if since else "")),
+        ("server", where if server else "-"),
+        ("revision", str(doc.get("revision", 0))),
+        ("last ack", (f"{ago(doc['last_ack_unix_ms'])}" if doc.get("last_ack_unix_ms")
+                      else "never") + f" (ttl {doc.get('ttl_secs')}s, grace "
+                                      f"{doc.get('grace_secs')}s)"),
+        ("api addr", str(doc.get("api_addr"))),
+        ("labels", _labels(doc.get("labels")) or "-"),
+        ("services", "; ".join(
+            f"{name} " + " ".join(f"{role}={','.join(map(str, ix))}"
+                                  for role, ix in sorted(roles.items()))
+            for name, roles in sorted(services.items())) or "none"),
+        ("containers", " ".join(doc.get("assignments") or []) or "none"),
+    ]
+    if doc.get("draining"):
+        lines.append(("draining", "yes: no new placement on this node"))
+    width = max(len(k) for k, _ in lines) + 2
+    return "\n".join(f"{k.ljust(width)}{v}" for k, v in lines)
+
+
+@worker.command("status")
+@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="The worker's data directory (its cluster_mode.yaml says where the "
+                   "identity_dir is).")
+@json_option
+@click.pass_context
+def worker_status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
+    """Show a worker's own view, from the status file its agent keeps.
+
+    Reads identity_dir/status.json (the agent rewrites it when something changes) and
+    checks identity_dir/agent.lock: node id, whether the agent runs (and its pid), the
+    connection state (connected, suspended or lost, and why), the server its requests
+    go to and the leader, the assignment revision it holds, its services and
+    containers, and how long ago a report was last acknowledged. No server is asked.
+
+    Exit status: 0 when an agent runs with DIR; 1 when none does (its last status is
+    still printed) or none ever ran; 2 for a DIR that is not a worker's.
+    """
+    from .agent import default_identity_dir, lock_holder, read_status
+    from .agent.status import STATUS_FILE
+
+    data_dir = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if data_dir is None:
+        raise click.UsageError("Missing option '--data-dir'.")
+    config = _worker_config(data_dir)
+    identity_dir = Path(config.identity_dir) if config.identity_dir \
+        else default_identity_dir(data_dir)
+    try:
+        doc = read_status(identity_dir)
+        running, pid = lock_holder(identity_dir)
+    except (ConfigError, OSError) as exc:   # a file the agent wrote: unreadable or not ours
+        raise Failed(exc.message if isinstance(exc, ConfigError)
+                     else f"{identity_dir}: {_reason(exc)}") from None
+    if doc is None:
+        raise Failed(f"{identity_dir / STATUS_FILE}: no status: no worker agent has run with "
+                     f"this identity (start one with `raftdir worker --data-dir {data_dir}`)")
+    now_ms = int(time.time() * 1000)
+    if as_json:
+        last = doc.get("last_ack_unix_ms")
+        click.echo(_json_text(dict(
+            doc, running=running, agent_pid=pid if running else None,
+            last_ack_secs_ago=None if last is None else round(max(0, now_ms - last) / 1000, 3),
+            status_file=str(identity_dir / STATUS_FILE))))
+    else:
+        click.echo(_status_text(doc, running, pid, now_ms))
+    if not running:
+        raise Failed(f"no worker agent is running with {identity_dir} (the status above is "
+                     "the last one it wrote)")
 
 
 # ---------------------------------------------------------------------------- peers
