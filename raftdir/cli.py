@@ -332,7 +332,9 @@ class Conn:
             raise Unusable(f"--server: {getattr(exc, 'message', exc)}") from None
 
 
-def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def client_options(admin: bool = False, timeout: float = 5.0,
+                   timeout_help: str = "Seconds to wait for each answer."
+                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every networked command shares; the command gets ``conn: Conn``."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -352,8 +354,8 @@ def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callab
             envvar="RAFTDIR_TLS_CA",
             help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
         wrapper = click.option(
-            "--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
-            help="Seconds to wait for each answer.")(wrapper)
+            "--timeout", type=click.FloatRange(min=0.05), default=timeout, show_default=True,
+            help=timeout_help)(wrapper)
         wrapper = click.option(
             "--server", "-s", "servers", multiple=True, metavar="HOST:PORT",
             help=f"A server's API endpoint (host:port or http(s)://host:port); repeat it or "
@@ -785,9 +787,15 @@ def _role(status: dict[str, Any]) -> str:
     return "leader" if status.get("is_leader") else "follower"
 
 
+def _netloc(url: str) -> str:
+    return urlsplit(url if "://" in url else f"//{url}").netloc
+
+
 async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
-    """Ask every server in the list for its Raft status at once; one row per server (an
-    unreachable one too), plus Raft partners the answers name that were not asked."""
+    """Ask every server in the list for its Raft status at once (each within the client's
+    timeout); one row per peer, an unreachable one too, named by its id when an answer
+    lists it among the members; plus the Raft members the answers name that were not
+    asked."""
 
     async def ask(server: str) -> tuple[str, Any, float]:
         started = time.monotonic()
@@ -800,6 +808,13 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
     results = await asyncio.gather(*(ask(s) for s in list(client.servers)))
     now = time.monotonic()
     answers = {s: a for s, a, _ in results if isinstance(a, dict)}
+    # what the answers know of the membership (the leader's view first)
+    members: dict[str, dict[str, Any]] = {}
+    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
+        for member in answer.get("members") or ():
+            if isinstance(member, dict) and member.get("raft_addr"):
+                members.setdefault(member["raft_addr"], member)
+    by_api = {m["api_addr"]: m for m in members.values() if m.get("api_addr")}
     leader_commit = max((a.get("commit_index", 0) for a in answers.values()
                          if _role(a) == "leader"), default=None)
     rows: list[dict[str, Any]] = []
@@ -818,7 +833,9 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
                          "asked": True, "error": None, "status": answer})
         else:
             last = seen.get(server)
-            rows.append({"id": None, "raft_addr": None, "api_addr": _hostport(server),
+            member = by_api.get(_netloc(server), {})
+            rows.append({"id": member.get("id"), "raft_addr": member.get("raft_addr"),
+                         "api_addr": _hostport(server),
                          "role": "unreachable", "term": None, "commit": None,
                          "applied": None, "lag": None,
                          "last_contact_secs": None if last is None else round(now - last, 1),
@@ -832,7 +849,9 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
             views.setdefault(addr, bool(connected))
     for addr, connected in sorted(views.items()):
         if addr not in known:
-            rows.append({"id": None, "raft_addr": addr, "api_addr": None,
+            member = members.get(addr, {})
+            rows.append({"id": member.get("id"), "raft_addr": addr,
+                         "api_addr": member.get("api_addr"),
                          "role": "follower" if connected else "unreachable", "term": None,
                          "commit": None, "applied": None, "lag": None,
                          "last_contact_secs": None, "leader": None, "rtt_ms": None,
@@ -853,8 +872,15 @@ def peers_listing(rows: list[dict[str, Any]]) -> Listing:
     return Listing(columns, table, rows, footer="\n".join(failures) or None)
 
 
+#: Seconds ``raftdir peers`` waits for each peer: they are asked at once, so a stopped or
+#: hung peer costs this much, not the 5 s other commands wait.
+PEER_TIMEOUT = 2.0
+
+
 @cli.group(invoke_without_command=True)
-@client_options()
+@client_options(timeout=PEER_TIMEOUT,
+                timeout_help="Seconds to wait for each peer's answer (all are asked at once, "
+                             "so a peer that does not answer costs this much).")
 @json_option
 @watch_options
 @click.pass_context
@@ -866,8 +892,8 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
     TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
     and LAST CONTACT (when this command last got an answer from the peer). A peer that does
     not answer is a row, not a failure: the exit status is 1 only when no peer answers.
-    Raft members that the answers name but --server does not are listed without an API
-    address.
+    Every peer is one row, named by its id when a peer that answered knows it (a dead peer
+    too); Raft members that the answers name but --server does not are listed as well.
 
     With a subcommand (add, remove), changes the membership instead.
     """
@@ -955,7 +981,7 @@ def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
 # ---------------------------------------------------------------------------- workers, leases
 
 def _workers_listing(nodes: list[dict[str, Any]], with_kind: bool) -> Listing:
-    columns = ["ID", "STATE", "TTL LEFT", "LAST REPORT", "OS", "ARCH", "LABELS"]
+    columns = ["ID", "STATE", "API ADDR", "TTL LEFT", "LAST REPORT", "OS", "ARCH", "LABELS"]
     if with_kind:
         columns.insert(1, "KIND")
     rows = []
@@ -964,7 +990,8 @@ def _workers_listing(nodes: list[dict[str, Any]], with_kind: bool) -> Listing:
         state = node.get("state")
         if node.get("draining") and state != "draining":
             state = f"{state},draining"
-        row = [node.get("node_id"), state, _secs(node.get("ttl_left_secs")),
+        row = [node.get("node_id"), state, profile.get("api_addr"),
+               _secs(node.get("ttl_left_secs")),
                _ago(node.get("last_report_secs_ago")), profile.get("os"),
                profile.get("arch"), _labels(profile.get("labels"))]
         if with_kind:
@@ -985,8 +1012,10 @@ def workers(conn: Conn, as_json: bool, watch: bool, interval: float, count: int,
             kind: str) -> None:
     """List the workers of the directory (--kind: the servers too).
 
-    Columns: ID, STATE (ready, down, draining), TTL LEFT (seconds until the lease lapses;
-    only the leader knows, so the leader is asked first), LAST REPORT, OS, ARCH, LABELS.
+    Columns: ID, STATE (ready, down, draining), API ADDR, TTL LEFT (seconds until the lease
+    lapses; only the leader knows, so the leader is asked first), LAST REPORT, OS, ARCH,
+    LABELS. The profile columns are what the worker last registered (a worker restarted
+    with another address or labels registers them again).
     """
 
     async def frame(client: Any, n: int) -> Listing:

@@ -173,6 +173,7 @@ class DirectoryServer:
         self._catch_up_running: asyncio.Task[None] | None = None
         self._catch_up_queued: asyncio.Task[None] | None = None
         self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
+        self._raft_ids = {p.raft_addr: p.id for p in settings.peers}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
 
@@ -518,6 +519,7 @@ class DirectoryServer:
         """Leader only: add one voting Raft peer (one change at a time; start the new peer
         with the full peer list after this returned)."""
         await self._change_membership("add_peer", raft_addr)
+        self._raft_ids[raft_addr] = peer_id
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
             # the new peer is a node of the directory, like the configured ones
@@ -534,6 +536,7 @@ class DirectoryServer:
         """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
         await self._change_membership("remove_peer", raft_addr)
         self._raft_to_api.pop(raft_addr, None)
+        self._raft_ids.pop(raft_addr, None)
         # its node record goes down, so its replicas move (the record stays, as down)
         node = self.read(lambda d: d.node(peer_id))
         if node is not None and node["kind"] == "server" and node["state"] != "down":
@@ -576,6 +579,10 @@ class DirectoryServer:
         status["leader_api"] = self.leader_endpoint()
         status["is_leader"] = self.is_leader()
         status["revision"] = self.directory.revision
+        # who the Raft members are, so that a peer that does not answer can be named
+        status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
+                              "api_addr": self._raft_to_api.get(r)}
+                             for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
         return status
 
     def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],
