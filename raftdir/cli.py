@@ -694,11 +694,13 @@ def _status_text(doc: dict[str, Any], running: bool, pid: int | None, now_ms: in
     def ago(unix_ms: int | None) -> str | None:
         return None if unix_ms is None else _ago(max(0.0, (now_ms - unix_ms) / 1000))
 
-    server, leader = doc.get("server"), doc.get("leader")
-    if server and leader and _hostport(server) == _hostport(leader):
-        where = f"{_hostport(server)} (the leader)"
-    else:
-        where = f"{_hostport(server)} (leader {_hostport(leader) if leader else 'unknown'})"
+    reports, leader = doc.get("report_server"), doc.get("leader")
+    if not reports:
+        reports_to = "-"
+    elif leader and _hostport(reports) == _hostport(leader):
+        reports_to = f"{_hostport(reports)} (the leader)"
+    else:   # a follower forwards reports to the leader
+        reports_to = f"{_hostport(reports)} (leader {_hostport(leader) if leader else '?'})"
     since = ago(doc.get("state_since_unix_ms"))
     services = doc.get("services") or {}
     lines = [
@@ -709,7 +711,7 @@ def _status_text(doc: dict[str, Any], running: bool, pid: int | None, now_ms: in
                   f"{ago(doc.get('updated_unix_ms')) or '?'})"),
         ("state", f"{doc.get('state')} ({doc.get('reason')})"
                   + (f", since {since}" if since else "")),
-        ("server", where if server else "-"),
+        ("reports to", reports_to),
         ("revision", str(doc.get("revision", 0))),
         ("last ack", (f"{ago(doc['last_ack_unix_ms'])}" if doc.get("last_ack_unix_ms")
                       else "never") + f" (ttl {doc.get('ttl_secs')}s, grace "
@@ -739,9 +741,10 @@ def worker_status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> N
 
     Reads identity_dir/status.json (the agent rewrites it when something changes) and
     checks identity_dir/agent.lock: node id, whether the agent runs (and its pid), the
-    connection state (connected, suspended or lost, and why), the server its requests
-    go to and the leader, the assignment revision it holds, its services and
-    containers, and how long ago a report was last acknowledged. No server is asked.
+    connection state (connected, suspended or lost, and why), the server that
+    acknowledged its last report (a follower forwards reports to the leader) and the
+    leader, the assignment revision it holds, its services and containers, and how long
+    ago a report was last acknowledged. No server is asked.
 
     Exit status: 0 when an agent runs with DIR; 1 when none does (its last status is
     still printed) or none ever ran; 2 for a DIR that is not a worker's.

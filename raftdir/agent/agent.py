@@ -220,6 +220,7 @@ class WorkerAgent:
         self.state = AgentState.SUSPENDED
         self.reason = "not started"
         self.leader: str | None = None
+        self.report_server: str | None = None      # the server that acked the last report
         self.servers: list[str] = list(self.seeds)
         self.ttl: float = heartbeat_ttl
         self.grace: float = heartbeat_grace
@@ -302,17 +303,16 @@ class WorkerAgent:
     def view(self) -> dict[str, Any]:
         """What this worker knows of itself, as plain data (the status file's content,
         ``raftdir worker status``): node_id, cluster_id, state (and why, and since when),
-        the server its requests go to, the leader and the server list, the revision it
-        holds, its assignments (container names) and services (service -> role ->
+        the server that acknowledged its last report (a follower forwards reports to the
+        leader), the leader and the server list, the revision it holds, its assignments (container names) and services (service -> role ->
         indices), draining, the last acknowledged report (wall clock, Unix ms), the TTL
         and grace, and the profile it registers with (api_addr, labels)."""
-        client = self._client
         profile = self.profile
         return {
             "node_id": self.node_id, "cluster_id": self.cluster_id,
             "state": self.state.value, "reason": self.reason,
             "state_since_unix_ms": self.state_since_unix_ms,
-            "server": client.preferred if client is not None else None,
+            "report_server": self.report_server,
             "leader": self.leader, "servers": list(self.servers),
             "revision": self.assignments.revision,
             "assignments": self.assignments.containers(),
@@ -486,6 +486,7 @@ class WorkerAgent:
             try:
                 report = await self._build_report()
                 ack = await self._client.report(report)
+                self.report_server = self._client.answered
             except asyncio.CancelledError:
                 raise
             except RaftdirError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,7 +246,7 @@ async def test_the_status_file_follows_the_agent_and_worker_status_shows_it(tmp_
                         what="the status file to say connected")
             doc = read_status(agent.identity_dir)
             assert doc["node_id"] == agent.node_id and doc["pid"] == os.getpid()
-            assert doc["server"] == cp.url() and doc["leader"] == cp.url()
+            assert doc["report_server"] == cp.url() and doc["leader"] == cp.url()
             assert doc["last_ack_unix_ms"] is not None and doc["labels"] == {"zone": "test"}
 
             # nothing changes: the file is not rewritten
@@ -272,13 +273,12 @@ async def test_the_status_file_follows_the_agent_and_worker_status_shows_it(tmp_
 
         result = run_cli("worker", "status", "--data-dir", tmp_path)
         assert result.exit_code == 0, result.output
-        lines = dict(line.split(None, 1) if not line.startswith("last ack") else
-                     ("last ack", line[len("last ack"):].strip())
+        lines = dict(re.split(r"\s{2,}", line, maxsplit=1)
                      for line in result.stdout.splitlines())
         assert lines["node"].startswith(f"{agent.node_id} (cluster ")
         assert lines["agent"] == f"running, pid {os.getpid()}"
         assert lines["state"].startswith("connected (reports acknowledged)")
-        assert lines["server"] == f"127.0.0.1:{cp.ports[0]} (the leader)"
+        assert lines["reports to"] == f"127.0.0.1:{cp.ports[0]} (the leader)"
         assert lines["revision"] == str(revision)
         assert lines["services"] == "web default=0,1"
         assert lines["containers"] == "web-default-0 web-default-1"

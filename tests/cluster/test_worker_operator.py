@@ -83,10 +83,11 @@ def test_worker_status_through_a_failover_and_the_dead_leader_in_peers(cluster, 
 
         # the worker's own view follows it to the new leader
         after = wait_until(lambda: (lambda s: s if s and s["state"] == "connected"
-                                    and s["server"] == cluster.peers[leader].url
+                                    and s["leader"] == cluster.peers[leader].url
                                     and s["last_ack_unix_ms"] > killed_ms else None)(
             status(data)), 30, "the worker to report to the new leader")
-        assert after["node_id"] == node_id and after["server"] != old_url
+        assert after["node_id"] == node_id and old_url not in (after["report_server"],
+                                                               after["leader"])
         assert after["revision"] >= before["revision"]
 
         assert raftdir("scale", "api", "1", env=env).returncode == 0
@@ -124,9 +125,10 @@ def test_a_label_change_reaches_placement_end_to_end(cluster, env, tmp_path):
         spec = json.dumps({"placement": {"labels": {"zone": "z1"}}})
         out = raftdir("scale", "zoned", "2", "--spec", spec, env=env)
         assert out.returncode == 0, out.stderr
+        def zoned(w: str) -> dict | None:   # (other tests' services may land here too)
+            return ((status(tmp_path / w) or {}).get("services") or {}).get("zoned")
         for w in ("a", "b"):
-            wait_until(lambda w=w: (status(tmp_path / w) or {}).get("assignments")
-                       and len(status(tmp_path / w)["assignments"]) == 1, 30,
+            wait_until(lambda w=w: zoned(w) and len(zoned(w)["default"]) == 1, 30,
                        f"worker {w} to run one replica")
         node_b = status(tmp_path / "b")["node_id"]
 
@@ -139,10 +141,9 @@ def test_a_label_change_reaches_placement_end_to_end(cluster, env, tmp_path):
         listed = workers(env)[node_b]
         assert listed["profile"]["api_addr"] == f"127.0.0.1:{ports[2]}"
         assert listed["state"] == "ready"
-        wait_until(lambda: (status(tmp_path / "a") or {}).get("assignments") ==
-                   ["zoned-default-0", "zoned-default-1"], 30, "a to run both replicas")
-        wait_until(lambda: (status(tmp_path / "b") or {}).get("assignments") == [], 30,
-                   "b to run none")
+        wait_until(lambda: zoned("a") == {"default": [0, 1]}, 30, "a to run both replicas")
+        wait_until(lambda: (status(tmp_path / "b") or {}).get("state") == "connected"
+                   and zoned("b") is None, 30, "b to run none")
         table = raftdir("workers", env=env)
         assert any(line.split()[:3] == [str(node_b), "ready", f"127.0.0.1:{ports[2]}"]
                    and line.rstrip().endswith("zone=z2") for line in table.stdout.splitlines())
