@@ -93,10 +93,9 @@ class AgentLock:
                 pid = _read_pid(fd)
                 who = f"pid {pid}" if pid is not None else "another process"
                 raise ConfigError(
-                    f"{self.path}: another worker agent ({who}) is running with this identity "
-                    f"({self.directory}); stop it first, or give this worker its own data "
-                    "directory (--data-dir) or identity_dir", field="identity_dir",
-                    file=str(self.path))
+                    f"{self.path}: another worker agent ({who}) is running with this identity; "
+                    "stop it first, or give this worker its own --data-dir (or identity_dir)",
+                    field="identity_dir", file=str(self.path))
             stale = _read_pid(fd)
             if stale is not None and stale != os.getpid():
                 log.info("%s: taking over the lock left by pid %d (%s)", self.path, stale,
