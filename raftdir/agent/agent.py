@@ -13,7 +13,13 @@ Owns: one worker's session with the control plane:
 - errors: backoff with jitter from the injected ``rng``; the ``RaftdirClient`` follows
   leader hints and fails over between servers; ``reregister`` (the record was removed)
   registers again with the token, or goes ``LOST`` saying why when there is none;
-- the connection state, an explicit enum as in kazoo (``AgentState``).
+- the connection state, an explicit enum as in kazoo (``AgentState``);
+- one agent per identity: ``start()`` takes ``agent.lock`` (``lock.py``) and ``stop()``
+  releases it;
+- the profile following the host: a stored identity whose recorded profile differs from
+  this host's registers again with its node secret (the server records the new profile);
+- its own view, ``view()``, kept in ``status.json`` (``status.py``) when it changes, and
+  a log line at info for each applied change of assignments.
 
 Three tasks run on the host's event loop: the session (registration and reports), the
 poll loop and a watchdog that moves the state as time passes. The constructor does no I/O;

@@ -10,20 +10,25 @@ it. The file is never removed (removing a lock file races with the next one to o
 a clean stop empties it. ``lock_holder`` tells a reader (``raftdir worker status``) whether
 an agent holds it, without taking it.
 
-Blocking file I/O, called by ``WorkerAgent.start()`` / ``stop()`` and the CLI. POSIX only
-(``fcntl``). Imports ``raftdir.errors`` only.
+Blocking file I/O, called by ``WorkerAgent.start()`` / ``stop()`` and the CLI. Needs
+``fcntl`` (POSIX); where there is none (Windows) the pid is still written but a second
+agent is not refused, and the agent warns that it is not. Imports ``raftdir.errors`` only.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import time
 from pathlib import Path
 
 from ..errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["LOCK_FILE", "AgentLock", "lock_holder"]
 
@@ -38,13 +43,22 @@ _HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 def _read_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
 
 
+def _write_pid(fd: int, pid: int | None) -> None:
+    os.ftruncate(fd, 0)
+    if pid is not None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{pid}\n".encode("ascii"))
+
+
 def _pid_alive(pid: int) -> bool:
+    """POSIX only (on Windows ``os.kill`` would end the process)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,9 +68,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _open(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                   | getattr(os, "O_CLOEXEC", 0), 0o600)
+def _open(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                   0o600)
+
+
+def _flock(fd: int, exclusive: bool, attempts: int = 1, pause: float = 0.0) -> bool:
+    """Take a non-blocking ``flock`` (up to ``attempts`` tries, ``pause`` s apart): True
+    when taken, False when someone else holds a conflicting one."""
+    assert fcntl is not None
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, mode)
+            return True
+        except OSError as exc:
+            if exc.errno not in _HELD:
+                raise
+            if attempt + 1 < attempts:
+                time.sleep(pause)
+    return False
 
 
 class AgentLock:
@@ -80,29 +111,23 @@ class AgentLock:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = _open(self.path)
         try:
-            for attempt in range(attempts):
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in _HELD:
-                        raise
-                    if attempt + 1 < attempts:
-                        time.sleep(pause)
-            else:
+            if fcntl is None:  # pragma: no cover - Windows
+                log.warning("%s: this platform has no flock: a second agent on this identity "
+                            "would not be refused", self.path)
+            elif not _flock(fd, True, attempts, pause):
                 pid = _read_pid(fd)
                 who = f"pid {pid}" if pid is not None else "another process"
                 raise ConfigError(
                     f"{self.path}: another worker agent ({who}) is running with this identity; "
                     "stop it first, or give this worker its own --data-dir (or identity_dir)",
                     field="identity_dir", file=str(self.path))
-            stale = _read_pid(fd)
-            if stale is not None and stale != os.getpid():
-                log.info("%s: taking over the lock left by pid %d (%s)", self.path, stale,
-                         "no longer running" if not _pid_alive(stale) else
-                         "it no longer holds it")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            else:
+                stale = _read_pid(fd)
+                if stale is not None and stale != os.getpid():
+                    log.info("%s: taking over the lock left by pid %d (%s)", self.path, stale,
+                             "it no longer holds it" if _pid_alive(stale)
+                             else "no longer running")
+            _write_pid(fd, os.getpid())
         except BaseException:
             os.close(fd)
             raise
@@ -114,7 +139,7 @@ class AgentLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)
+            _write_pid(fd, None)
         except OSError:
             pass
         finally:
@@ -124,21 +149,19 @@ class AgentLock:
 def lock_holder(identity_dir: str | os.PathLike[str]) -> tuple[bool, int | None]:
     """``(held, pid)``: whether an agent holds the lock of ``identity_dir`` now, and the pid
     the file names (the holder's, or the last one that did not stop cleanly). Takes a
-    shared lock for an instant to find out; never creates the file."""
+    shared lock for an instant to find out; never creates the file. Without ``flock``
+    (Windows) a file that names a pid counts as held."""
     path = Path(identity_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_CLOEXEC", 0))
+        fd = _open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False, None
     try:
         pid = _read_pid(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in _HELD:
-                return True, pid
-            raise
+        if fcntl is None:  # pragma: no cover - Windows
+            return pid is not None, pid
+        if not _flock(fd, False):
+            return True, pid
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False, pid
     finally:
