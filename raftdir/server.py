@@ -28,7 +28,9 @@ from .auth import (
 )
 from .backup import encode_backup
 from .clock import Clock, SystemClock
-from .core.commands import Command, MarkDown, MarkReady, RegisterNode, encode_command
+from .core.commands import (
+    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, encode_command,
+)
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
@@ -40,8 +42,8 @@ from .leader.leases import ExpiryPolicy, LeaseTable
 from .leader.services import LeaderServices
 from .model import (
     AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
-    WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
-    WorkerStatusReport,
+    WorkerPollResponse, WorkerProfile, WorkerRegisterRequest, WorkerRegisterResponse,
+    WorkerStatusAck, WorkerStatusReport,
 )
 from .replication.base import RaftNode
 from .tasks import cancel_and_wait, finish_even_if_cancelled
@@ -173,6 +175,7 @@ class DirectoryServer:
         self._catch_up_running: asyncio.Task[None] | None = None
         self._catch_up_queued: asyncio.Task[None] | None = None
         self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
+        self._raft_ids = {p.raft_addr: p.id for p in settings.peers}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
 
@@ -336,6 +339,7 @@ class DirectoryServer:
             stored = self.read(lambda d: d.secret_hash(req.desired_node_id))
             if node is not None and node["kind"] == "worker" \
                     and node_secret_matches(node_secret, stored):
+                node = await self._follow_profile(leader, node, req.profile)
                 return self._registered(leader, node, node_secret)
         cluster_id = self.read(lambda d: d.cluster_id) or ""
         claims = verify_join_token(req.token, self.secret, cluster_id,
@@ -349,6 +353,21 @@ class DirectoryServer:
             secret_hash=hash_node_secret(secret), token_id=claims.token_id,
             token_max_uses=claims.max_uses or None))
         return self._registered(leader, result.value, secret)
+
+    async def _follow_profile(self, leader: LeaderServices, node: dict[str, Any],
+                              profile: WorkerProfile) -> dict[str, Any]:
+        """A worker registering again with its identity may bring another profile (a new
+        address, labels, OS or resources): one ``update_profile`` records it, then the
+        leader re-checks the placement constraints (a share that no longer fits moves,
+        with its events). The same profile writes nothing."""
+        if WorkerProfile.from_dict(node["profile"]) == profile:
+            return node
+        node_id = node["node_id"]
+        result = await self.propose(UpdateProfile(node_id=node_id, profile=profile.to_dict()))
+        log.info("node %d: profile updated (%s)", node_id,
+                 ", ".join(result.value["changed"]) or "no change")
+        await leader.reconcile()
+        return self.read(lambda d: d.node(node_id)) or node
 
     def _registered(self, leader: LeaderServices, node: dict[str, Any], secret: str
                     ) -> WorkerRegisterResponse:
@@ -527,6 +546,7 @@ class DirectoryServer:
         """Leader only: add one voting Raft peer (one change at a time; start the new peer
         with the full peer list after this returned)."""
         await self._change_membership("add_peer", raft_addr)
+        self._raft_ids[raft_addr] = peer_id
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
             # the new peer is a node of the directory, like the configured ones
@@ -543,6 +563,7 @@ class DirectoryServer:
         """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
         await self._change_membership("remove_peer", raft_addr)
         self._raft_to_api.pop(raft_addr, None)
+        self._raft_ids.pop(raft_addr, None)
         # its node record goes down, so its replicas move (the record stays, as down)
         node = self.read(lambda d: d.node(peer_id))
         if node is not None and node["kind"] == "server" and node["state"] != "down":
@@ -603,6 +624,10 @@ class DirectoryServer:
         status["leader_api"] = self.leader_endpoint()
         status["is_leader"] = self.is_leader()
         status["revision"] = self.directory.revision
+        # who the Raft members are, so that a peer that does not answer can be named
+        status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
+                              "api_addr": self._raft_to_api.get(r)}
+                             for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
         return status
 
     def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from raftdir.core.commands import (
     Barrier, Bootstrap, Command, Compact, Deregister, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, canonical_command, command_to_plain,
-    decode_command, pack_plain,
+    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile, canonical_command,
+    command_to_plain, decode_command, pack_plain,
 )
 from raftdir.core.result import Result
 from raftdir.core.state import (
@@ -58,6 +59,15 @@ def _fingerprint(cmd: Command) -> str:
     for name in ("ts_ms", "request_id") + LEADER_CHOICES.get(type(cmd), ()):
         del plain[name]
     return hashlib.sha256(pack_plain(sorted_maps(plain))).hexdigest()[:32]
+
+
+def _profile_fields(profile: dict) -> dict[str, Any]:
+    """A checked ``WorkerProfile`` wire dict as the ``NodeRecord`` fields that hold it."""
+    return {"api_addr": profile["api_addr"], "os": sys.intern(profile["os"]),
+            "arch": sys.intern(profile["arch"]),
+            "labels": NodeRecord.labels_from(profile.get("labels") or {}),
+            "cpu_total": profile.get("cpu_total", 0),
+            "memory_total_bytes": profile.get("memory_total_bytes", 0)}
 
 
 class _Refuse(Exception):
@@ -217,19 +227,26 @@ class Directory:
                 node_id += 1
             hs.next_node_id = node_id + 1
         # -- mutation (nothing below refuses)
-        p = cmd.profile
         rec = NodeRecord(
             node_id=node_id, kind=cmd.kind, state=READY, registered_ms=now,
             reg_rev=hs.revision, ttl_secs=cmd.ttl_secs, grace_secs=cmd.grace_secs,
-            renewed_ms=now, secret_hash=cmd.secret_hash, api_addr=p["api_addr"], os=p["os"],
-            arch=p["arch"], labels=NodeRecord.labels_from(p.get("labels") or {}),
-            cpu_total=p.get("cpu_total", 0),
-            memory_total_bytes=p.get("memory_total_bytes", 0))
+            renewed_ms=now, secret_hash=cmd.secret_hash, **_profile_fields(cmd.profile))
         hs.nodes[node_id] = rec
         hs.count(rec.kind, READY, 1)
         if cmd.token_id is not None:
             hs.token_uses[cmd.token_id] = hs.token_uses.get(cmd.token_id, 0) + 1
         return self._register_value(rec, False)
+
+    def _update_profile(self, cmd: UpdateProfile, now: int) -> dict:
+        rec = self._node_or_refuse(cmd.node_id)
+        changed = []
+        for name, value in _profile_fields(cmd.profile).items():
+            old = getattr(rec, name)
+            # labels are a map: the same labels in another order are no change
+            if (dict(old) != dict(value)) if name == "labels" else old != value:
+                setattr(rec, name, value)
+                changed.append(name)
+        return {"node_id": rec.node_id, "changed": changed}
 
     def _renew(self, cmd: RenewCheckpoint, now: int) -> dict:
         nodes = self.state.nodes
@@ -645,4 +662,5 @@ _HANDLERS: dict[type, Callable[[Directory, Any, int], Any]] = {
     SetPlacement: Directory._set_placement,
     Barrier: Directory._barrier,
     Compact: Directory._compact,
+    UpdateProfile: Directory._update_profile,
 }

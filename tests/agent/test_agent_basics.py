@@ -85,7 +85,11 @@ async def test_identity_is_0600_and_a_restarted_agent_is_the_same_node_without_a
         stored = json.loads(path.read_text())
         assert stored["node_id"] == node_id and stored["servers"] == [cp.url()]
         assert stored["cluster_id"] == cp.server.read(lambda d: d.cluster_id)
-        assert not [p for p in ident_dir.iterdir() if p.name != "identity.json"]  # no tmp
+        # no temporary file left; the lock and the status file (no secret in it) are 0600
+        assert sorted(p.name for p in ident_dir.iterdir()) == ["agent.lock", "identity.json",
+                                                              "status.json"]
+        assert stat.S_IMODE((ident_dir / "status.json").stat().st_mode) == 0o600
+        assert stored["internal_token"] not in (ident_dir / "status.json").read_text()
 
         second = make_agent(tmp_path, [cp.url()], token_file)   # new object, same data dir
         try:

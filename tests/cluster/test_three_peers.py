@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cluster_harness import running_cluster
 from raftdir import InternalScaleRequest, WorkerPollRequest
 from raftdir.api.client import RaftdirClient
 from raftdir.auth import admin_token
@@ -20,14 +21,8 @@ TTL, GRACE, CHECKPOINT, SKEW = 4, 6, 5.0, 2.0
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path).prepare(heartbeat={"heartbeat_min_ttl": TTL,
-                                                  "heartbeat_grace": GRACE})
-    c.start()
-    try:
-        c.wait_settled(30)
+    with running_cluster(tmp_path, heartbeat_min_ttl=TTL, heartbeat_grace=GRACE) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def test_leader_kill_under_load_loses_nothing_and_marks_no_live_worker_down(cluster):

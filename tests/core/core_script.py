@@ -13,8 +13,8 @@ expected output runs to the next blank line. With ``RAFTDIR_REWRITE=1`` in the
 environment, the runner writes the actual outputs back into the file instead of comparing;
 review the diff by hand.
 
-Write commands: bootstrap, register, renew, down, ready, drain, deregister, place, barrier,
-compact, raw (apply_bytes of a JSON map packed as msgpack), rawhex (apply_bytes of hex).
+Write commands: bootstrap, register, profile (update_profile), renew, down, ready, drain,
+deregister, place, barrier, compact, raw (apply_bytes of a JSON map packed as msgpack), rawhex (apply_bytes of hex).
 Every write takes ``req=`` (request id) and ``ts=`` (proposer ms; sticky: later commands
 reuse the last one given). Queries: poll, node, nodes, leases, placement, services, tokens,
 state, log. ``reset max_ids=N`` starts over with a fresh directory. ``restart`` replaces the directory with one restored from a msgpack
@@ -34,7 +34,7 @@ import msgpack
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain,
+    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
 )
 from raftdir.errors import RaftdirError
 
@@ -184,6 +184,10 @@ class Env:
             profile=self.profile(a), ttl_secs=a.get("ttl", 30), grace_secs=a.get("grace", 10),
             secret_hash=a.get("secret", "aa"), token_id=a.get("token"),
             token_max_uses=a.get("max"), **self.common(a)))
+
+    def do_profile(self, a: dict) -> str:
+        return self.apply(UpdateProfile(node_id=a["id"], profile=self.profile(a),
+                                        **self.common(a)))
 
     def do_renew(self, a: dict) -> str:
         return self.apply(RenewCheckpoint(term=a.get("term", 1), entries=a["entries"],

@@ -12,7 +12,8 @@ import pytest
 
 from raftdir.core import (
     COMMANDS, Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, decode_command,
+    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
+    decode_command,
     encode_command,
 )
 from raftdir.core.commands import canonical_command
@@ -39,6 +40,7 @@ EXAMPLES = [
     Barrier(term=3),
     Compact(upto_revision=4),
     Undrain(node_id=1),
+    UpdateProfile(node_id=1, profile=dict(PROFILE, labels={"zone": "b"}, cpu_total=2)),
 ]
 
 
