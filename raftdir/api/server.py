@@ -53,6 +53,7 @@ __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
     "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
+    "DIGEST_ROUTE",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -276,6 +277,26 @@ MEMBERSHIP_ROUTES: tuple[Route, ...] = (
           errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
           summary="Remove one Raft peer (stop it first; not the leader itself)."),
 )
+
+
+# ---------------------------------------------------------------------------- digest
+# A diagnostic read for fault-injection runs (``scripts/nemesis``): this peer's applied
+# index and a hash of its directory's hard state, so that a caller can check that every
+# peer holds the same state at the same index. Optional on the control plane, like the
+# membership routes: one without ``digest`` answers 409.
+
+def _digest(cp: ControlPlane, c: Call) -> Any:
+    fn = getattr(cp, "digest", None)
+    if fn is None:
+        raise Conflict("digest: this server keeps no replicated directory to hash")
+    return fn()
+
+
+DIGEST_ROUTE = Route(
+    "digest", "GET", "/api/v1/cluster/digest", _digest, auth="admin",
+    errors=_ADMIN_ERRORS + (Conflict,),
+    summary="This peer's last applied index (read before and after), its assignment "
+            "revision and a sha256 of its directory's hard state.")
 
 
 # ---------------------------------------------------------------------------- negotiation
@@ -705,7 +726,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
                forward_timeout=forward_timeout, clock=clock)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
-    for route in ROUTES + MEMBERSHIP_ROUTES:
+    for route in ROUTES + MEMBERSHIP_ROUTES + (DIGEST_ROUTE,):
         if route.method == "GET":  # GET routes answer HEAD too (aiohttp sends no body)
             app.router.add_get(route.path, api.handler(route), name=route.name)
         else:
