@@ -20,10 +20,12 @@ The checks (each counted; ``violations`` 0 is a pass):
 - ``live workers never marked down``: a worker the nemesis had not killed since its last
   grant is never marked down;
 - ``dead workers marked down in bound``: a killed worker is marked down by ``base + ttl +
-  grace + tick + slack``, where ``base`` is its last grant's completion (or the kill, if a
-  report was in flight), or, when a leader took office after that and before the
-  detection, the last such moment; a worker never marked down before it came back, or
-  before the end, when that bound had passed, is missed;
+  grace + tick + slack`` plus the time after ``base`` with no serving leader (the watcher
+  saw no peer answering as a ready leader: a paused or killed leader, an election), where
+  ``base`` is its last grant's completion (or the kill, if a report was in flight), or,
+  when a leader took office after that and before the detection, the last such moment; a
+  worker never marked down before it came back, or before the end, when that bound had
+  passed, is missed;
 - ``revisions never go back``: no poll answer's revision is below the worker's
   ``last_revision``;
 - ``no event gaps``: each live worker's assignment set, rebuilt from its own poll answers
@@ -181,6 +183,7 @@ class History:
         self.markdowns = self._markdowns()
         self.ready = self._ready()
         self.terms = self._terms()
+        self.leaderless = self._leaderless()
 
     def node(self, node_id: int) -> Node:
         n = self.nodes.get(node_id)
@@ -271,6 +274,30 @@ class History:
                 high = term
                 out.append((w, high))
         return out
+
+    def _leaderless(self) -> list[tuple[float, float]]:
+        """The watcher's intervals with no serving leader: no peer both answering and
+        saying it leads and is ready (a SIGSTOPped or killed leader, an election)."""
+        states = sorted(self.by_op.get("peer_state", []), key=lambda r: r["w1"])
+        if not states:
+            return []
+        now: dict[int, bool] = {}
+        out: list[tuple[float, float]] = []
+        since: float | None = None
+        for r in states:
+            now[r["peer"]] = bool(r.get("ok") and r.get("ready_leader"))
+            serving = any(now.values())
+            if not serving and since is None:
+                since = r["w1"]
+            elif serving and since is not None:
+                out.append((since, r["w1"]))
+                since = None
+        if since is not None:
+            out.append((since, float("inf")))
+        return out
+
+    def leaderless_between(self, a: float, b: float) -> float:
+        return sum(max(0.0, min(b, y) - max(a, x)) for x, y in self.leaderless)
 
     def max_term_at(self, w: float) -> int:
         i = bisect.bisect_right([p[0] for p in self.terms], w)
@@ -473,11 +500,19 @@ def _dead_detection(h: History, b: Bounds, t: _Clock) -> Check:
             readies = [w for w in ready_ws if base < w <= horizon]
             start = max(base, readies[-1]) if readies else base
             grace = g.grace or n.grace or b.grace
-            bound = start + g.ttl + grace + b.tick + b.slack
+            need = g.ttl + grace + b.tick + b.slack
+            bound = start + need
+            # time with no serving leader (paused, killed, electing) does not count
+            for _ in range(20):
+                moved = start + need + h.leaderless_between(start, bound)
+                if moved == bound:
+                    break
+                bound = moved
             detail = {"node": nid, "worker": n.name, "killed_t": t(k),
                       "last_ack_t": t(g.w1), "ttl": g.ttl, "grace": grace,
                       "leader_ready_since_t": t(readies[-1]) if readies else None,
-                      "bound_t": t(bound)}
+                      "leaderless_s": round(bound - start - need, 3),
+                      "bound_t": t(bound) if bound != float("inf") else None}
             if detected:
                 assert down is not None
                 took = down.w - base

@@ -41,7 +41,7 @@ class NemesisCluster(LocalCluster):
 
     def command(self, peer: Peer) -> list[str]:
         assert self.mesh is not None, "start_mesh() first"
-        return [sys.executable, "-m", "raftdir.testing.nemesis_peer",
+        return [sys.executable, "-m", "raftdir.testing.nemesis_peer", "--exit-with-parent",
                 *self.mesh.dial_args(peer.node_id), "--", "serve", "--data-dir",
                 str(peer.data_dir), "--log-level", self.log_level, *self.extra_args]
 

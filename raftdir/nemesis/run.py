@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,8 +91,19 @@ def run(settings: Settings) -> Verdict:
     if (settings.out / HISTORY_FILE).exists():
         raise RunFailed(f"{settings.out}: already holds a run ({HISTORY_FILE}); use an empty "
                         "directory, or --check it")
-    asyncio.run(_run(settings))
+    try:
+        asyncio.run(_main(settings))
+    except asyncio.CancelledError:
+        raise RunFailed("interrupted by SIGTERM; every peer was stopped") from None
     return check(settings.out)
+
+
+async def _main(s: Settings) -> None:
+    """``_run``, cancelled (so that it stops every peer) on SIGTERM."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    await _run(s)
 
 
 async def _run(s: Settings) -> None:

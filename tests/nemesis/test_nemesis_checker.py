@@ -157,6 +157,22 @@ def test_a_dead_worker_never_marked_down_before_it_came_back_is_missed():
     assert dead.details[0]["came_back_t"] == 50.0
 
 
+def test_time_without_a_serving_leader_does_not_count_against_detection():
+    h = clean()
+    h.facts.markdowns.clear()
+    h.rec("peer_state", 0.6, ok=True, peer=LEADER, term=1, ready_leader=True)
+    h.rec("peer_state", 32.0, ok=False, peer=LEADER, term=1, ready_leader=False)  # SIGSTOP
+    h.rec("peer_state", 40.0, ok=True, peer=LEADER, term=1, ready_leader=True)
+    h.rec("worker_revive", 44.0, node=B)   # 28.12 + 11.5 + 8 s paused = 47.62: not due yet
+    dead = by_name(h.verdict())["dead workers marked down in bound"]
+    assert (dead.count, dead.violations) == (0, 0)
+
+    h.records = [r for r in h.records if r["op"] != "worker_revive"]
+    h.markdown(48.0, B)                    # 0.38 s past the extended bound
+    dead = by_name(h.verdict())["dead workers marked down in bound"]
+    assert dead.violations == 1 and dead.details[0]["leaderless_s"] == pytest.approx(8.0)
+
+
 def test_a_dead_worker_back_before_its_bound_is_not_judged():
     h = clean()
     h.facts.markdowns.clear()
