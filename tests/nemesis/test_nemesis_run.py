@@ -5,8 +5,10 @@ faults from seed 7, every check of the checker. It fails while the failover bugs
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,11 @@ SEED, SECONDS, WORKERS = 7, 75, 60
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_a_seeded_short_run_breaks_no_promise(tmp_path: Path):
-    out = tmp_path / "run"
+    # $RAFTDIR_NEMESIS_KEEP=DIR keeps the run's history and logs there (pytest's tmp_path
+    # is rotated away after a few sessions)
+    keep = os.environ.get("RAFTDIR_NEMESIS_KEEP")
+    out = (Path(keep) / f"seed{SEED}-{time.strftime('%Y%m%d-%H%M%S')}" if keep
+           else tmp_path / "run")
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftdir.nemesis", "--seconds", str(SECONDS), "--workers",
          str(WORKERS), "--seed", str(SEED), "--out", str(out)],
