@@ -100,7 +100,8 @@ def plan(seed: int, seconds: float, peer_ids: Iterable[int], kinds: Iterable[str
 def worker_plan(seed: int, seconds: float, fleet_size: int, warmup: float = 4.0
                 ) -> list[WorkerStep]:
     """When workers die and come back: every 6-14 s a kill of 1-3% of the fleet (at least
-    one), and every 10-20 s a revival of 1-3 of the dead, until ``seconds``."""
+    one; ``Fleet.kill`` keeps the dead under 10%), and every 10-20 s a revival of 1-3 of the
+    dead, until ``seconds``."""
     rng = random.Random(f"nemesis-workers-{seed}")
     steps: list[WorkerStep] = []
     at = warmup

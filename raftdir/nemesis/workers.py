@@ -283,10 +283,14 @@ class Fleet:
     def in_state(self, status: str) -> list[Worker]:
         return [w for w in self.workers if w.status == status]
 
-    async def kill(self, count: int) -> list[Worker]:
-        """Kill ``count`` live workers picked by ``rng``."""
+    async def kill(self, count: int, max_dead_fraction: float = 0.1) -> list[Worker]:
+        """Kill ``count`` live workers picked by ``rng``, keeping the dead at most
+        ``max_dead_fraction`` of the fleet: the leader never marks more than half of a
+        fleet of 50 or more down (``ExpiryPolicy``), and the run must stay far from that."""
         live = self.in_state(LIVE)
-        victims = self.rng.sample(live, min(count, len(live)))
+        dead = len(self.in_state(DEAD))
+        room = int(max_dead_fraction * (len(live) + dead)) - dead
+        victims = self.rng.sample(live, max(0, min(count, len(live), room)))
         for w in victims:
             await w.stop(DEAD)
             self.rec.event("worker_kill", "nemesis", node=w.node_id, name=w.name)
