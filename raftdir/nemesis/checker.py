@@ -61,7 +61,7 @@ __all__ = ["Bounds", "Check", "Verdict", "check", "check_history", "format_table
            "VERDICT_FILE", "peer_logs"]
 
 VERDICT_FILE = "verdict.json"
-MAX_DETAILS = 25
+MAX_DETAILS = 200
 
 
 @dataclass(frozen=True)
@@ -463,7 +463,12 @@ def _leases(h: History, b: Bounds, t: _Clock) -> tuple[Check, Check]:
                 if worst_live is None or lease_end - m.w > worst_live[0]:
                     worst_live = (lease_end - m.w, detail)
     early.worst = (_early_text(worst_early[1]) if worst_early else "none early")
-    live.worst = (_early_text(worst_live[1]) if worst_live else "none")
+    live.worst = (f"{live.violations} down; worst {_early_text(worst_live[1])}"
+                  if worst_live else "none")
+    batches: dict[str, int] = defaultdict(int)
+    for d in live.details:
+        batches[f"t={d['marked_down_t']} {d['by']}"] += 1
+    live.figures = {"mark_downs_by_batch": dict(batches)}
     return early, live
 
 
