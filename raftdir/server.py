@@ -22,6 +22,8 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
+import msgpack
+
 from .auth import (
     check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
     node_secret_matches, verify_join_token,
@@ -629,6 +631,21 @@ class DirectoryServer:
                               "api_addr": self._raft_to_api.get(r)}
                              for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
         return status
+
+    def digest(self) -> dict[str, Any]:
+        """This peer's applied index and a sha256 of its directory's hard state (msgpack of
+        ``Directory.to_snapshot()``, taken under the apply lock), for comparing peers
+        (``GET /api/v1/cluster/digest``). PySyncObj counts an entry applied just after
+        applying it, so ``last_applied`` is read before and after the snapshot: compare
+        peers only on answers where the two are equal (``stable``), and retry on a
+        mismatch (an entry may sit between an apply and its count)."""
+        before = int(self.raft.status().get("last_applied", 0))
+        snapshot, revision = self.read(lambda d: (d.to_snapshot(), d.revision))
+        after = int(self.raft.status().get("last_applied", 0))
+        return {"node_id": self.node_id, "last_applied": before,
+                "last_applied_after": after, "stable": before == after,
+                "revision": revision,
+                "sha256": hashlib.sha256(msgpack.packb(snapshot)).hexdigest()}
 
     def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],
                   chunk: int = 2000) -> list[T]:
