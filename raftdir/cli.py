@@ -954,14 +954,45 @@ def token() -> None:
 @click.option("--valid-for", type=Duration(), default="1h", show_default=True,
               help="How long the token is valid: 3600, 90s, 15m, 1h, 2d.")
 @click.option("--max-uses", type=click.IntRange(min=0), default=1, show_default=True,
-              help="How many registrations it allows (0: no limit).")
+              help="How many registrations it allows (0: no limit; not for --viewer).")
+@click.option("--viewer", is_flag=True,
+              help="Issue a read-only viewer token for the dashboard (/ui) instead: it reads "
+                   "and cannot change anything; valid up to 30 days and not revocable "
+                   "before it expires.")
 @client_options(admin=True)
 @json_option
-def token_create(valid_for: int, max_uses: int, conn: Conn, as_json: bool) -> None:
-    """Issue a join token and print it (a worker registers with it). Needs the admin
-    token."""
-    result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
+def token_create(valid_for: int, max_uses: int, viewer: bool, conn: Conn,
+                 as_json: bool) -> None:
+    """Issue a join token and print it (a worker registers with it), or with --viewer a
+    dashboard viewer token. Needs the admin token."""
+    if viewer:
+        result = _viewer_token(conn, valid_for)
+    else:
+        result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
     click.echo(_json_text(result) if as_json else result["token"])
+
+
+def _viewer_token(conn: Conn, valid_for: int) -> dict[str, Any]:
+    """A viewer token signed with a key derived from the admin token (``raftdir.auth``),
+    after a server confirmed that the admin token is this cluster's."""
+    from .auth import MAX_VIEWER_SECS, issue_viewer_token
+    if valid_for > MAX_VIEWER_SECS:
+        raise click.BadParameter(f"at most {MAX_VIEWER_SECS // 86400}d for a viewer token",
+                                 param_hint="'--valid-for'")
+    admin = conn.admin_token()
+    if not admin:
+        raise Unusable(f"--viewer needs the admin token: pass --token-file FILE or set "
+                       f"${TOKEN_ENV}")
+
+    async def check(client: Any) -> dict[str, Any]:
+        return await client._call("GET", "/ui/session", auth="admin")
+    session = _run(conn, check)
+    if session.get("scope") != "admin":
+        raise Failed("the server did not accept the admin token as the admin token")
+    token, claims = issue_viewer_token(admin, valid_for_secs=valid_for,
+                                       now_unix_secs=int(time.time()))
+    return {"token": token, "token_id": claims.token_id,
+            "expires_unix_secs": claims.expires_unix_secs, "scope": claims.scope}
 
 
 def _load_secret_or_exit(data_dir: Path) -> str:
