@@ -30,6 +30,7 @@ import the core, replication, leader or ``raftdir.server``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -264,7 +265,8 @@ class Feed:
     # -- viewers ------------------------------------------------------------------------
     async def frames(self) -> Any:
         """Every new frame from now on (an async iterator); the first at once if there is a
-        current one."""
+        current one. Use it under ``contextlib.aclosing``, so that a viewer who stops
+        counts as gone at once (the feed stops when none is left)."""
         self.viewers += 1
         self._ensure_running()
         try:
@@ -502,11 +504,12 @@ def add_dashboard(app: web.Application, cp: ControlPlane, *, ssl: Any = None,
         await resp.write(b"retry: 1000\n\n")
         loop = asyncio.get_running_loop()
         ends = loop.time() + feed.settings.max_stream_secs
-        async for frame in feed.frames():
-            data = json.dumps(frame, separators=(",", ":"), allow_nan=False)
-            await resp.write(b"event: frame\ndata: " + data.encode("utf-8") + b"\n\n")
-            if loop.time() >= ends:
-                break
+        async with contextlib.aclosing(feed.frames()) as frames:
+            async for frame in frames:
+                data = json.dumps(frame, separators=(",", ":"), allow_nan=False)
+                await resp.write(b"event: frame\ndata: " + data.encode("utf-8") + b"\n\n")
+                if loop.time() >= ends:
+                    break
         return resp
 
     for name in ASSETS:
