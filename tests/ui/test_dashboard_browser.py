@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import browser as browser_tools
 from raftdir.auth import admin_token
 from raftdir.config import dump_yaml
 from raftdir.model import WorkerTierMode, WorkerTierRole
@@ -35,28 +35,14 @@ from raftdir.testing import LocalCluster, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 WORKERS = 3
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+if browser_tools.MISSING:
+    pytestmark.append(pytest.mark.skip(reason=f"the browser test cannot run: "
+                                              f"{browser_tools.MISSING}"))
+else:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-except ImportError as exc:  # pragma: no cover - the test extra brings it
-    webdriver = None
-    _SELENIUM_MISSING = str(exc)
-
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytestmark.append(pytest.mark.skip(
-        reason="the browser test needs Debian's chromium and chromium-driver "
-               f"(found chromium: {CHROMIUM}, chromedriver: {CHROMEDRIVER}); .ci/run installs "
-               "them with apt-get"))
-elif webdriver is None:
-    pytestmark.append(pytest.mark.skip(
-        reason=f"the browser test needs selenium (pip install -e '.[test]'): "
-               f"{_SELENIUM_MISSING}"))
 
 
 def raftdir(*args: str, env: dict[str, str]) -> str:
@@ -162,27 +148,12 @@ def leader_says(cluster: LocalCluster, node_id: int) -> str | None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, artifacts):
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={profile}", "--window-size=1280,1500"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER,
-                      log_output=str(artifacts / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver, service = browser_tools.start(tmp_path_factory.mktemp("chromium-profile"),
+                                          artifacts / "chromedriver.log")
     try:
         yield driver
     finally:
-        try:
-            driver.quit()
-        finally:
-            proc = getattr(service, "process", None)
-            if proc is not None and proc.poll() is None:
-                stop_process(proc, signal.SIGKILL)
+        browser_tools.stop(driver, service)
 
 
 # ---------------------------------------------------------------------------- page reads
