@@ -18,14 +18,12 @@ Must not be imported by the library (the core, the server, the API, the agent).
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +34,7 @@ from urllib.parse import urlsplit
 import click
 
 from . import __version__
+from .api.peerview import _hostport, _reason, _role, peer_rows  # noqa: F401 (peers, demo)
 from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
@@ -68,49 +67,6 @@ class Unusable(Failed):
     """A usage or configuration problem found after parsing (exit 2)."""
 
     exit_code = EXIT_USAGE
-
-
-def _hostport(url: str | None) -> str:
-    """``http://h:p/path`` as ``h:p`` (https keeps its scheme: it matters for TLS)."""
-    if not url:
-        return "?"
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    return parts.netloc if parts.scheme == "http" else f"{parts.scheme}://{parts.netloc}"
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a request to a peer failed, in a few words (``connection refused``)."""
-    import aiohttp
-
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate rejected: {exc.certificate_error}"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS error: {getattr(exc, 'os_error', exc)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_reason(exc.os_error)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, OSError):
-        return _os_reason(exc)
-    if isinstance(exc, RaftdirError):
-        errors = getattr(exc, "errors", None)
-        if errors and len(errors) == 1:
-            return _reason(next(iter(errors.values())))
-        return exc.message
-    return str(exc) or type(exc).__name__
-
-
-def _os_reason(err: OSError) -> str:
-    if isinstance(err, ConnectionRefusedError) or err.errno == errno.ECONNREFUSED \
-            or "Connect call failed" in str(err):
-        return "connection refused"
-    if isinstance(err, socket.gaierror):
-        return f"cannot resolve the host name ({err.strerror or err})"
-    if isinstance(err, (TimeoutError, socket.timeout)):
-        return "timed out"
-    return (err.strerror or str(err) or type(err).__name__).lower()
 
 
 def _describe_failure(exc: BaseException, where: str | None) -> str:
@@ -798,88 +754,6 @@ def worker_status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> N
 
 # ---------------------------------------------------------------------------- peers
 
-def _role(status: dict[str, Any]) -> str:
-    state = status.get("state")
-    if state in ("leader", "follower", "candidate"):
-        return state
-    return "leader" if status.get("is_leader") else "follower"
-
-
-def _netloc(url: str) -> str:
-    return urlsplit(url if "://" in url else f"//{url}").netloc
-
-
-async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
-    """Ask every server in the list for its Raft status at once (each within the client's
-    timeout); one row per peer, an unreachable one too, named by its id when an answer
-    lists it among the members; plus the Raft members the answers name that were not
-    asked."""
-
-    async def ask(server: str) -> tuple[str, Any, float]:
-        started = time.monotonic()
-        try:
-            answer = await client.peers(server=server)
-        except (RaftdirError, OSError, asyncio.TimeoutError) as exc:
-            answer = exc
-        return server, answer, time.monotonic() - started
-
-    results = await asyncio.gather(*(ask(s) for s in list(client.servers)))
-    now = time.monotonic()
-    answers = {s: a for s, a, _ in results if isinstance(a, dict)}
-    # what the answers know of the membership (the leader's view first)
-    members: dict[str, dict[str, Any]] = {}
-    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
-        for member in answer.get("members") or ():
-            if isinstance(member, dict) and member.get("raft_addr"):
-                members.setdefault(member["raft_addr"], member)
-    by_api = {m["api_addr"]: m for m in members.values() if m.get("api_addr")}
-    leader_commit = max((a.get("commit_index", 0) for a in answers.values()
-                         if _role(a) == "leader"), default=None)
-    rows: list[dict[str, Any]] = []
-    for server, answer, rtt in results:
-        if isinstance(answer, dict):
-            seen[server] = now
-            commit, applied = answer.get("commit_index"), answer.get("last_applied")
-            base = leader_commit if leader_commit is not None else commit
-            lag = None if base is None or applied is None else max(0, base - applied)
-            contact = answer.get("last_contact_secs")
-            rows.append({"id": answer.get("node_id"), "raft_addr": answer.get("self"),
-                         "api_addr": _hostport(server), "role": _role(answer),
-                         "term": answer.get("term"), "commit": commit, "applied": applied,
-                         "lag": lag, "last_contact_secs": 0.0 if contact is None else contact,
-                         "leader": answer.get("leader"), "rtt_ms": round(rtt * 1000, 1),
-                         "asked": True, "error": None, "status": answer})
-        else:
-            last = seen.get(server)
-            member = by_api.get(_netloc(server), {})
-            rows.append({"id": member.get("id"), "raft_addr": member.get("raft_addr"),
-                         "api_addr": _hostport(server),
-                         "role": "unreachable", "term": None, "commit": None,
-                         "applied": None, "lag": None,
-                         "last_contact_secs": None if last is None else round(now - last, 1),
-                         "leader": None, "rtt_ms": None, "asked": True,
-                         "error": _reason(answer), "status": None})
-    # Raft members that no answer covers (not in --server): what the answers know of them.
-    known = {r["raft_addr"] for r in rows if r["raft_addr"]}
-    views: dict[str, bool] = {}
-    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
-        for addr, connected in (answer.get("partners") or {}).items():
-            views.setdefault(addr, bool(connected))
-    for addr, connected in sorted(views.items()):
-        if addr not in known:
-            member = members.get(addr, {})
-            rows.append({"id": member.get("id"), "raft_addr": addr,
-                         "api_addr": member.get("api_addr"),
-                         "role": "follower" if connected else "unreachable", "term": None,
-                         "commit": None, "applied": None, "lag": None,
-                         "last_contact_secs": None, "leader": None, "rtt_ms": None,
-                         "asked": False, "error": None if connected else
-                         "not connected to the peers that answered", "status": None})
-    rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["api_addr"] or "",
-                             r["raft_addr"] or ""))
-    return rows
-
-
 def peers_listing(rows: list[dict[str, Any]]) -> Listing:
     columns = ("ID", "RAFT ADDR", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
                "LAST CONTACT")
@@ -1220,14 +1094,45 @@ def token() -> None:
 @click.option("--valid-for", type=Duration(), default="1h", show_default=True,
               help="How long the token is valid: 3600, 90s, 15m, 1h, 2d.")
 @click.option("--max-uses", type=click.IntRange(min=0), default=1, show_default=True,
-              help="How many registrations it allows (0: no limit).")
+              help="How many registrations it allows (0: no limit; not for --viewer).")
+@click.option("--viewer", is_flag=True,
+              help="Issue a read-only viewer token for the dashboard (/ui) instead: it reads "
+                   "and cannot change anything; valid up to 30 days and not revocable "
+                   "before it expires.")
 @client_options(admin=True)
 @json_option
-def token_create(valid_for: int, max_uses: int, conn: Conn, as_json: bool) -> None:
-    """Issue a join token and print it (a worker registers with it). Needs the admin
-    token."""
-    result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
+def token_create(valid_for: int, max_uses: int, viewer: bool, conn: Conn,
+                 as_json: bool) -> None:
+    """Issue a join token and print it (a worker registers with it), or with --viewer a
+    dashboard viewer token. Needs the admin token."""
+    if viewer:
+        result = _viewer_token(conn, valid_for)
+    else:
+        result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
     click.echo(_json_text(result) if as_json else result["token"])
+
+
+def _viewer_token(conn: Conn, valid_for: int) -> dict[str, Any]:
+    """A viewer token signed with a key derived from the admin token (``raftdir.auth``),
+    after a server confirmed that the admin token is this cluster's."""
+    from .auth import MAX_VIEWER_SECS, issue_viewer_token
+    if valid_for > MAX_VIEWER_SECS:
+        raise click.BadParameter(f"at most {MAX_VIEWER_SECS // 86400}d for a viewer token",
+                                 param_hint="'--valid-for'")
+    admin = conn.admin_token()
+    if not admin:
+        raise Unusable(f"--viewer needs the admin token: pass --token-file FILE or set "
+                       f"${TOKEN_ENV}")
+
+    async def check(client: Any) -> dict[str, Any]:
+        return await client._call("GET", "/ui/session", auth="admin")
+    session = _run(conn, check)
+    if session.get("scope") != "admin":
+        raise Failed("the server did not accept the admin token as the admin token")
+    token, claims = issue_viewer_token(admin, valid_for_secs=valid_for,
+                                       now_unix_secs=int(time.time()))
+    return {"token": token, "token_id": claims.token_id,
+            "expires_unix_secs": claims.expires_unix_secs, "scope": claims.scope}
 
 
 def _load_secret_or_exit(data_dir: Path) -> str:

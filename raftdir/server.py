@@ -25,8 +25,8 @@ from typing import Any, Callable, TypeVar
 import msgpack
 
 from .auth import (
-    check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
-    node_secret_matches, verify_join_token,
+    check_admin_token, hash_node_secret, is_viewer_token, issue_join_token, new_node_secret,
+    node_secret_matches, verify_join_token, verify_viewer_token,
 )
 from .backup import encode_backup
 from .clock import Clock, SystemClock
@@ -516,6 +516,16 @@ class DirectoryServer:
         if not self.secret:
             raise Unauthorized("this cluster has no cluster secret, so it has no admin token")
         check_admin_token(token, self.secret)
+
+    def check_reader(self, token: str | None) -> None:
+        """Raises Unauthorized unless ``token`` may read the dashboard: the admin token or
+        an unexpired viewer token of this cluster (``raftdir.auth``)."""
+        if not is_viewer_token(token):
+            self.check_admin(token)
+            return
+        if not self.secret:
+            raise Unauthorized("this cluster has no cluster secret, so it has no viewer tokens")
+        verify_viewer_token(token, self.secret, self.clock.wall_ms() // 1000)
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:

@@ -49,6 +49,7 @@ from ..model import (
 )
 from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
+from .dashboard import add_dashboard
 from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
@@ -756,6 +757,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
         else:
             app.router.add_route(route.method, route.path, handler, name=route.name)
     app.router.add_get("/metrics", api.handle_metrics, name="metrics")
+    add_dashboard(app, cp, ssl=forward_ssl)   # /ui (api/dashboard.py)
     app.on_cleanup.append(api.close)
     return app
 
