@@ -602,10 +602,16 @@ def _run_daemon(daemon: Any, what: str) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="PEM key of --tls-cert.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-              help="PEM CA: clients and peers must present certificates it signed.")
+              help="PEM CA: clients and peers must present certificates it signed (the "
+                   "server certificates then need the clientAuth usage too).")
+@click.option("--tls-peer-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM CA that signed the other servers' certificates, checked when this "
+                   "server forwards a request to the leader or asks a peer (default: "
+                   "--tls-ca, else the system's CAs).")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None, log_level: str) -> None:
+          tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
+          log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -617,8 +623,9 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    if tls_ca and not tls_cert:
-        raise click.UsageError("--tls-ca needs --tls-cert and --tls-key")
+    for name, value in (("--tls-ca", tls_ca), ("--tls-peer-ca", tls_peer_ca)):
+        if value and not tls_cert:
+            raise click.UsageError(f"{name} needs --tls-cert and --tls-key")
     config = _load_config(data_dir)
     if config.is_worker_tier_worker():
         raise Unusable(f"{data_dir / CLUSTER_MODE}: role: this is a worker-tier worker "
@@ -627,7 +634,7 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls))
+        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 
@@ -637,8 +644,17 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
 @click.option("--api-addr", default=None, metavar="HOST:PORT",
               help="This worker's own API address, as servers should dial it (its "
                    "profile's api_addr; default 127.0.0.1:3669).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              envvar="RAFTDIR_TLS_CA",
+              help="PEM file of the CA that signed the servers' certificates (https "
+                   "servers; default: the system's CAs).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM client certificate, for servers that require one (serve --tls-ca).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM key of --tls-cert.")
 @_log_level_option
-def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
+def worker(data_dir: Path, api_addr: str | None, tls_ca: str | None, tls_cert: str | None,
+           tls_key: str | None, log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     The daemon starts the worker agent: it registers with the join token in token_file,
@@ -646,7 +662,10 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
     stop exits 0; a config that is not a worker-tier worker exits 2.
     """
     from .codec import ADDR
-    from .daemon import Daemon, DaemonOptions
+    from .daemon import Daemon, DaemonOptions, TlsFiles
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     if api_addr is not None:
         try:
@@ -662,7 +681,9 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
         raise Failed(f"worker: the worker agent is not available ({exc})") from None
-    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
+    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr, tls=tls,
+                                                            tls_trust=tls_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
 

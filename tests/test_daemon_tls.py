@@ -1,0 +1,111 @@
+"""The daemon's own TLS connections with a private CA: a worker registering with the
+servers, and servers talking to each other (forwarding to the leader, static probes), with
+and without client certificates. Found by the multi-host run (tests/multihost): a worker
+had no way to trust a private CA, and a server could not reach its peers over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+
+from raftdir import InternalScaleRequest, RaftPeer, StaticMode, StaticPeer, WorkerTierMode
+from raftdir import WorkerTierRole
+from raftdir.api.client import RaftdirClient
+from raftdir.auth import admin_token
+from raftdir.daemon import Daemon, DaemonOptions, TlsFiles
+from raftdir.replication.secret import create_secret
+from raftdir.testing import async_wait_until, free_ports
+from raftdir.testing_tls import TestCA
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "pki")
+
+
+def _worker(tmp_path: Path, url: str, token: str, options: DaemonOptions) -> Daemon:
+    data_dir = tmp_path / "worker"
+    data_dir.mkdir(parents=True)
+    (data_dir / "join.token").write_text(token + "\n")
+    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=(url,),
+                          token_file=str(data_dir / "join.token"))
+    return Daemon(mode, data_dir, options=options)
+
+
+def test_a_worker_registers_over_tls_with_the_ca_it_is_given(tmp_path, ca):
+    async def body() -> None:
+        raft_port, api_port = free_ports(2)
+        peer = RaftPeer(id=1, raft_addr=f"127.0.0.1:{raft_port}",
+                        api_addr=f"127.0.0.1:{api_port}")
+        server_dir = tmp_path / "server"
+        server_dir.mkdir()
+        secret = create_secret(server_dir)
+        server = Daemon(WorkerTierMode(role=WorkerTierRole.SERVER, node_id=1, peers=(peer,)),
+                        server_dir, options=DaemonOptions(tls=TlsFiles(
+                            *ca.issue("server", ips=["127.0.0.1"]))))
+        url = f"https://{peer.api_addr}"
+        untrusting = trusting = None
+        try:
+            await server.start()
+            await async_wait_until(server.cluster.is_leader, 20, "leadership")
+            async with RaftdirClient([url], admin_token=admin_token(secret),
+                                     ssl=ssl.create_default_context(cafile=ca.cert)
+                                     ) as admin:
+                token = (await admin.create_token(600, 2))["token"]
+            # without the CA the worker cannot check the server's certificate
+            untrusting = _worker(tmp_path / "a", url, token, DaemonOptions())
+            await untrusting.start()
+            await async_wait_until(
+                lambda: "CERTIFICATE_VERIFY_FAILED" in untrusting.agent.status()["reason"],
+                20, "the worker to report the certificate it cannot check")
+            assert untrusting.agent.node_id is None
+            await untrusting.stop()
+            # with it (raftdir worker --tls-ca) it registers and reports
+            trusting = _worker(tmp_path / "b", url, token, DaemonOptions(tls_trust=ca.cert))
+            await trusting.start()
+            await trusting.agent.wait_connected(20)
+            assert trusting.agent.node_id is not None and trusting.agent.node_id >= 1_000_000
+        finally:
+            for daemon in (trusting, untrusting, server):
+                if daemon is not None:
+                    await daemon.stop()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-tls", "mutual-tls"])
+def test_servers_reach_each_other_over_tls_with_a_private_ca(tmp_path, ca, mutual):
+    """Static peers probe each other and a follower hands a scale to the leader: the
+    connections a server makes itself. With mutual TLS each server presents its own
+    certificate (serverAuth and clientAuth); without, it trusts --tls-peer-ca."""
+
+    async def body() -> None:
+        ports = free_ports(3)
+        peers = tuple(StaticPeer(id=i + 1, api_addr=f"127.0.0.1:{p}")
+                      for i, p in enumerate(ports))
+        daemons = {}
+        for peer in peers:
+            cert, key = ca.issue(f"s{peer.id}", ips=["127.0.0.1"], client=mutual)
+            options = (DaemonOptions(tls=TlsFiles(cert, key, ca=ca.cert)) if mutual
+                       else DaemonOptions(tls=TlsFiles(cert, key), tls_trust=ca.cert))
+            daemons[peer.id] = Daemon(StaticMode(node_id=peer.id, peers=peers,
+                                                 heartbeat_interval=1, failure_threshold=2),
+                                      tmp_path / f"s{peer.id}", options=options)
+        try:
+            for d in daemons.values():
+                await d.start()
+            await async_wait_until(lambda: all(
+                n.state == "ready" for d in daemons.values() for n in d.cluster.list_nodes()),
+                10, "every peer to reach every other over TLS")
+            split = await daemons[3].cluster.forward_scale(InternalScaleRequest.legacy("web", 3))
+            assert sorted(split) == [1, 2, 3]
+        finally:
+            for d in daemons.values():
+                await d.stop()
+
+    asyncio.run(body())
