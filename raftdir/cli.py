@@ -285,6 +285,8 @@ class Conn:
     tls_ca: str | None
     token_file: str | None
     admin: bool
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def servers(self) -> list[str]:
         servers = _split_servers(self.server_args) or _split_servers(
@@ -320,9 +322,13 @@ class Conn:
                 return await super()._send(method, url, *args, **kwargs)
 
         ssl_ctx = None
-        if self.tls_ca:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        if self.tls_ca or self.tls_cert:
             import ssl
             ssl_ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ssl_ctx.load_cert_chain(self.tls_cert, self.tls_key)
         servers = self.servers()
         try:
             return CliClient(servers, admin_token=self.admin_token() if self.admin else None,
@@ -338,8 +344,9 @@ def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callab
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, servers: tuple[str, ...], timeout: float,
-                    tls_ca: str | None, token_file: str | None = None, **kwargs: Any) -> Any:
-            conn = Conn(servers, timeout, tls_ca, token_file, admin)
+                    tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
+                    token_file: str | None = None, **kwargs: Any) -> Any:
+            conn = Conn(servers, timeout, tls_ca, token_file, admin, tls_cert, tls_key)
             return fn(*args, conn=conn, **kwargs)
 
         if admin:
@@ -351,6 +358,14 @@ def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callab
             "--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
             envvar="RAFTDIR_TLS_CA",
             help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
+        wrapper = click.option(
+            "--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_KEY", help="PEM key of --tls-cert.")(wrapper)
+        wrapper = click.option(
+            "--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_CERT",
+            help="PEM client certificate, for servers that require one (serve "
+                 "--tls-ca).")(wrapper)
         wrapper = click.option(
             "--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
             help="Seconds to wait for each answer.")(wrapper)

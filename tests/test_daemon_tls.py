@@ -109,3 +109,31 @@ def test_servers_reach_each_other_over_tls_with_a_private_ca(tmp_path, ca, mutua
                 await d.stop()
 
     asyncio.run(body())
+
+
+def test_the_cli_presents_a_client_certificate_to_servers_that_require_one(tmp_path, ca):
+    """``raftdir serve --tls-ca`` (mutual TLS): the CLI gets in with --tls-cert/--tls-key
+    and is refused without them."""
+    from click.testing import CliRunner
+
+    from raftdir import SingleNodeMode
+    from raftdir.cli import cli
+
+    (port,) = free_ports(1)
+    options = DaemonOptions(api_port=port, tls=TlsFiles(
+        *ca.issue("server", ips=["127.0.0.1"]), ca=ca.cert))
+    cert, key = ca.issue("operator", server=False, client=True)
+    clean = {k: None for k in ("RAFTDIR_SERVER", "RAFTDIR_ADMIN_TOKEN", "RAFTDIR_TLS_CA",
+                               "RAFTDIR_TLS_CERT", "RAFTDIR_TLS_KEY")}
+
+    def workers(*extra: str):
+        return CliRunner().invoke(cli, ["workers", "--json", "--server",
+                                        f"https://127.0.0.1:{port}", "--tls-ca", ca.cert,
+                                        *extra], env=clean, prog_name="raftdir")
+
+    with Daemon(SingleNodeMode(), tmp_path / "server", options=options):
+        refused = workers()
+        assert refused.exit_code == 1 and "127.0.0.1" in refused.output
+        allowed = workers("--tls-cert", cert, "--tls-key", key)
+        assert allowed.exit_code == 0, allowed.output
+        assert workers("--tls-cert", cert).exit_code == 2   # the key goes with it
