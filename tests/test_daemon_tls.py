@@ -37,7 +37,11 @@ def _worker(tmp_path: Path, url: str, token: str, options: DaemonOptions) -> Dae
     return Daemon(mode, data_dir, options=options)
 
 
-def test_a_worker_registers_over_tls_with_the_ca_it_is_given(tmp_path, ca):
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-tls", "mutual-tls"])
+def test_a_worker_registers_over_tls_with_the_ca_it_is_given(tmp_path, ca, mutual):
+    """``raftdir worker --tls-ca`` (and, for servers run with --tls-ca, --tls-cert and
+    --tls-key): without them the worker cannot register, with them it does."""
+
     async def body() -> None:
         raft_port, api_port = free_ports(2)
         peer = RaftPeer(id=1, raft_addr=f"127.0.0.1:{raft_port}",
@@ -47,31 +51,39 @@ def test_a_worker_registers_over_tls_with_the_ca_it_is_given(tmp_path, ca):
         secret = create_secret(server_dir)
         server = Daemon(WorkerTierMode(role=WorkerTierRole.SERVER, node_id=1, peers=(peer,)),
                         server_dir, options=DaemonOptions(tls=TlsFiles(
-                            *ca.issue("server", ips=["127.0.0.1"]))))
+                            *ca.issue("server", ips=["127.0.0.1"]),
+                            ca=ca.cert if mutual else None)))
+        client_cert = ca.issue("worker", server=False, client=True)
         url = f"https://{peer.api_addr}"
-        untrusting = trusting = None
+        refused = accepted = None
         try:
             await server.start()
             await async_wait_until(server.cluster.is_leader, 20, "leadership")
-            async with RaftdirClient([url], admin_token=admin_token(secret),
-                                     ssl=ssl.create_default_context(cafile=ca.cert)
+            trust = ssl.create_default_context(cafile=ca.cert)
+            if mutual:
+                trust.load_cert_chain(*client_cert)
+            async with RaftdirClient([url], admin_token=admin_token(secret), ssl=trust
                                      ) as admin:
                 token = (await admin.create_token(600, 2))["token"]
-            # without the CA the worker cannot check the server's certificate
-            untrusting = _worker(tmp_path / "a", url, token, DaemonOptions())
-            await untrusting.start()
+            # without the CA (mutual: without a client certificate) it cannot register
+            refused = _worker(tmp_path / "a", url, token,
+                              DaemonOptions(tls_trust=ca.cert) if mutual else DaemonOptions())
+            await refused.start()
             await async_wait_until(
-                lambda: "CERTIFICATE_VERIFY_FAILED" in untrusting.agent.status()["reason"],
-                20, "the worker to report the certificate it cannot check")
-            assert untrusting.agent.node_id is None
-            await untrusting.stop()
-            # with it (raftdir worker --tls-ca) it registers and reports
-            trusting = _worker(tmp_path / "b", url, token, DaemonOptions(tls_trust=ca.cert))
-            await trusting.start()
-            await trusting.agent.wait_connected(20)
-            assert trusting.agent.node_id is not None and trusting.agent.node_id >= 1_000_000
+                lambda: refused.agent.status()["reason"].startswith("cannot register yet"),
+                20, "the worker to fail to register")
+            if not mutual:
+                assert "CERTIFICATE_VERIFY_FAILED" in refused.agent.status()["reason"]
+            assert refused.agent.node_id is None
+            await refused.stop()
+            # with them it registers and reports
+            accepted = _worker(tmp_path / "b", url, token, DaemonOptions(
+                tls_trust=ca.cert, tls=TlsFiles(*client_cert) if mutual else None))
+            await accepted.start()
+            await accepted.agent.wait_connected(20)
+            assert accepted.agent.node_id is not None and accepted.agent.node_id >= 1_000_000
         finally:
-            for daemon in (trusting, untrusting, server):
+            for daemon in (accepted, refused, server):
                 if daemon is not None:
                     await daemon.stop()
 

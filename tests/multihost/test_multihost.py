@@ -41,7 +41,7 @@ from raftdir.testing_tls import TestCA
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-RAFT_PORT, API_PORT = 7000, 3669      # the same on every host: each has its own address
+RAFT_PORT, API_PORT = 9000, 3669      # the same on every host: each has its own address
 TTL, GRACE = 4, 6
 SECRET_SAID = "failed the cluster secret check"
 
