@@ -253,6 +253,8 @@ class Conn:
     tls_ca: str | None
     token_file: str | None
     admin: bool
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def servers(self) -> list[str]:
         servers = _split_servers(self.server_args) or _split_servers(
@@ -288,9 +290,13 @@ class Conn:
                 return await super()._send(method, url, *args, **kwargs)
 
         ssl_ctx = None
-        if self.tls_ca:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        if self.tls_ca or self.tls_cert:
             import ssl
             ssl_ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ssl_ctx.load_cert_chain(self.tls_cert, self.tls_key)
         servers = self.servers()
         try:
             return CliClient(servers, admin_token=self.admin_token() if self.admin else None,
@@ -308,8 +314,9 @@ def client_options(admin: bool = False, timeout: float = 5.0,
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, servers: tuple[str, ...], timeout: float,
-                    tls_ca: str | None, token_file: str | None = None, **kwargs: Any) -> Any:
-            conn = Conn(servers, timeout, tls_ca, token_file, admin)
+                    tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
+                    token_file: str | None = None, **kwargs: Any) -> Any:
+            conn = Conn(servers, timeout, tls_ca, token_file, admin, tls_cert, tls_key)
             return fn(*args, conn=conn, **kwargs)
 
         if admin:
@@ -321,6 +328,14 @@ def client_options(admin: bool = False, timeout: float = 5.0,
             "--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
             envvar="RAFTDIR_TLS_CA",
             help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
+        wrapper = click.option(
+            "--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_KEY", help="PEM key of --tls-cert.")(wrapper)
+        wrapper = click.option(
+            "--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_CERT",
+            help="PEM client certificate, for servers that require one (serve "
+                 "--tls-ca).")(wrapper)
         wrapper = click.option(
             "--timeout", type=click.FloatRange(min=0.05), default=timeout, show_default=True,
             help=timeout_help)(wrapper)
@@ -575,10 +590,16 @@ def _run_daemon(daemon: Any, what: str) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="PEM key of --tls-cert.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-              help="PEM CA: clients and peers must present certificates it signed.")
+              help="PEM CA: clients and peers must present certificates it signed (the "
+                   "server certificates then need the clientAuth usage too).")
+@click.option("--tls-peer-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM CA that signed the other servers' certificates, checked when this "
+                   "server forwards a request to the leader or asks a peer (default: "
+                   "--tls-ca, else the system's CAs).")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None, log_level: str) -> None:
+          tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
+          log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -590,8 +611,9 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    if tls_ca and not tls_cert:
-        raise click.UsageError("--tls-ca needs --tls-cert and --tls-key")
+    for name, value in (("--tls-ca", tls_ca), ("--tls-peer-ca", tls_peer_ca)):
+        if value and not tls_cert:
+            raise click.UsageError(f"{name} needs --tls-cert and --tls-key")
     config = _load_config(data_dir)
     if config.is_worker_tier_worker():
         raise Unusable(f"{data_dir / CLUSTER_MODE}: role: this is a worker-tier worker "
@@ -600,7 +622,7 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls))
+        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 
@@ -613,9 +635,18 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
               help="This worker's own API address, as servers should dial it (its "
                    "profile's api_addr; default 127.0.0.1:3669, which servers on other "
                    "hosts cannot reach: a warning says so).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              envvar="RAFTDIR_TLS_CA",
+              help="PEM file of the CA that signed the servers' certificates (https "
+                   "servers; default: the system's CAs).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM client certificate, for servers that require one (serve --tls-ca).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM key of --tls-cert.")
 @_log_level_option
 @click.pass_context
 def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
+           tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
            log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
@@ -634,7 +665,10 @@ def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
     if data_dir is None:
         raise click.UsageError("Missing option '--data-dir'.")
     from .codec import ADDR
-    from .daemon import Daemon, DaemonOptions
+    from .daemon import Daemon, DaemonOptions, TlsFiles
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     if api_addr is not None:
         try:
@@ -646,7 +680,9 @@ def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
         raise Failed(f"worker: the worker agent is not available ({exc})") from None
-    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
+    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr, tls=tls,
+                                                            tls_trust=tls_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
 
