@@ -10,7 +10,9 @@ What PySyncObj does, and what ``RaftRules`` does instead:
   a peer first asks ``rd_pre_vote`` for ``term + 1`` without changing anything; only when
   a majority (itself included) says it could win does it start the real election. A
   pre-vote is granted when the candidate's term would be higher, its log is at least as
-  up to date, and the voter has not heard from a leader within ``raftMinTimeout``.
+  up to date, and the voter has not heard from a leader within ``raftMinTimeout``; a
+  voter that grants one restarts its own election timer, so two peers that time out
+  together do not both start elections and split the vote.
 - **Leader stickiness** (thesis §4.2.3, etcd's ``inLease``). A peer that heard from a
   live leader within ``raftMinTimeout`` (or leads and holds its lease) ignores
   ``request_vote``: no term bump, no vote. A vote asked for by a leadership transfer
@@ -257,8 +259,14 @@ class RaftRules(SyncObj):
         if self.selfNode is None:
             return   # a read-only node never votes
         term = self._SyncObj__raftCurrentTerm
+        now = _monotonic()
         granted = (isinstance(message.get("term"), int) and message["term"] > term
-                   and not self._rd_in_lease(_monotonic()) and self._rd_log_ok(message))
+                   and not self._rd_in_lease(now) and self._rd_log_ok(message))
+        if granted:
+            # Give the candidate we said could win the time to run its election before
+            # ours starts: two peers that time out together would otherwise both win
+            # pre-votes and split the real vote (a second term for one election).
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         self._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE,
                                              "term": message.get("term"),
                                              "granted": granted, "voter_term": term})

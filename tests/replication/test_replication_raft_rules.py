@@ -223,6 +223,19 @@ def test_a_pre_vote_is_granted_only_out_of_lease_to_a_higher_term_and_a_full_log
     assert peer.term == 3 and peer.so.raftCurrentTerm == 3     # a pre-vote changes nothing
 
 
+def test_granting_a_pre_vote_restarts_our_own_election_timer(peer):
+    peer.receive(peer.b, append(3, (1, 0), [(2, 3)]))
+    peer.clock.now += 1.0
+    peer.so._SyncObj__raftElectionDeadline = peer.clock.now - 0.01   # ours is due too
+    peer.receive(peer.c, pre_vote(4, (2, 3)))
+    assert granted(peer) == [True]
+    deadline = peer.so._SyncObj__raftElectionDeadline
+    assert peer.clock.now + MIN_TIMEOUT <= deadline <= peer.clock.now + 0.6
+    peer.receive(peer.c, pre_vote(4, (1, 0)))                  # refused: no new delay
+    assert granted(peer) == [True, False]
+    assert peer.so._SyncObj__raftElectionDeadline == deadline
+
+
 # -- the leader lease -----------------------------------------------------------------------
 
 def lead(peer) -> float:
