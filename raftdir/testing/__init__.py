@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,19 +43,52 @@ __all__ = ["free_ports", "wait_until", "async_wait_until", "LocalCluster", "SimW
            "SimFleet"]
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports the OS picked (bound, then released together)."""
-    socks = []
+def free_ports(n: int, host: str = "127.0.0.1", *, restartable: bool = False) -> list[int]:
+    """``n`` distinct free ports (bound, then released together). By default the OS picks
+    them, from its ephemeral range. ``restartable``: ports for servers that are stopped and
+    started again on the same port (a cluster's peers): picked below the ephemeral range,
+    where no outgoing connection's source port can take a stopped server's port meanwhile
+    (a long run on a busy machine lost a peer that way)."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, 0))
-            socks.append(s)
+        if restartable:
+            low = _ephemeral_low()
+            rng = random.Random()
+            for _ in range(200 * n):
+                if len(socks) == n:
+                    break
+                port = rng.randrange(10_000, low)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    s.close()
+                    continue
+                socks.append(s)
+            if len(socks) < n:
+                raise OSError(f"no {n} free ports between 10000 and {low} on {host}")
+        else:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, 0))
+                socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the OS hands out for outgoing connections (Linux; 32768 where it
+    cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return max(low, 10_001)
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str = "condition",
@@ -118,7 +152,7 @@ class LocalCluster:
     def prepare(self, heartbeat: dict[str, int] | None = None) -> "LocalCluster":
         """Write every peer's config and the shared ``cluster.secret``."""
         self.base_dir = Path(self.base_dir)
-        ports = free_ports(2 * self.size)
+        ports = free_ports(2 * self.size, restartable=True)
         raft_peers = tuple(RaftPeer(id=i + 1, raft_addr=f"127.0.0.1:{ports[2 * i]}",
                                     api_addr=f"127.0.0.1:{ports[2 * i + 1]}")
                            for i in range(self.size))
