@@ -44,6 +44,7 @@ from ..errors import (
     RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
     Unauthorized, UnknownNode, UnknownService,
 )
+from ..limits import check_name, check_request
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -285,16 +286,26 @@ def _media_type(header: str | None) -> str:
 
 
 def _request_format(request: web.Request) -> str | None:
-    """The body format by ``Content-Type``; None when there is none."""
-    media = _media_type(request.headers.get("Content-Type"))
+    """The body format by ``Content-Type``; None when there is none. A ``charset`` other
+    than UTF-8 is refused (bodies are UTF-8 JSON or msgpack, whose strings are UTF-8)."""
+    header = request.headers.get("Content-Type")
+    media = _media_type(header)
     if not media:
         return None
     if media in _MSGPACK_TYPES:
-        return MSGPACK
-    if media == JSON or media.endswith("+json"):
-        return JSON
-    raise BadRequest(f"Content-Type: {media!r} is not supported; use {MSGPACK} or {JSON}",
-                     field="Content-Type")
+        fmt = MSGPACK
+    elif media == JSON or media.endswith("+json"):
+        fmt = JSON
+    else:
+        raise BadRequest(f"Content-Type: {media!r} is not supported; use {MSGPACK} or {JSON}",
+                         field="Content-Type")
+    for param in (header or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" \
+                and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise BadRequest(f"Content-Type: charset {value.strip()!r} is not supported; "
+                             "bodies are UTF-8", field="Content-Type")
+    return fmt
 
 
 def _response_format(request: web.Request) -> str:
@@ -381,7 +392,7 @@ def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name)
     if value is None:
         return False
-    if value.lower() in ("1", "true", "yes", ""):
+    if value.lower() in ("1", "true", "yes"):
         return True
     if value.lower() in ("0", "false", "no"):
         return False
@@ -534,6 +545,9 @@ class _Api:
         status = 500
         try:
             try:
+                if request.version < aiohttp.HttpVersion10:
+                    raise BadRequest("HTTP/0.9 is not served: send HTTP/1.0 or HTTP/1.1",
+                                     field="HTTP version")
                 response = await handler(request)
             except RaftdirError as err:
                 response = _error_response(request, err)
@@ -577,6 +591,8 @@ class _Api:
                                  "[A-Za-z0-9._:-]", field=REQUEST_ID_HEADER)
             call.request_id = rid
             for key, value in request.match_info.items():
+                if key == "service":
+                    check_name(value, key)
                 call.params[key] = _parse_u64(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -589,6 +605,7 @@ class _Api:
                     if err.field is not None:
                         raise
                     raise BadRequest(f"body: {err.message}", field="body") from None
+                check_request(call.body)
             elif raw.strip():
                 data = _decode_body(request, raw)
                 if data != {}:

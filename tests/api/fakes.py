@@ -365,3 +365,28 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any 
         if ctype == JSON:
             return resp.status, loads_json(payload), ctype
         return resp.status, payload.decode(), ctype
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` as is on a fresh connection to 127.0.0.1:``port`` and read until the
+    server closes it (or ``timeout``, which fails the test): for requests a client library
+    would rewrite (raw ``..`` paths, HTTP/0.9 request lines, odd headers)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def parse_raw_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one HTTP/1.x response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body

@@ -14,7 +14,8 @@ import raftdir.api
 
 API = Path(raftdir.api.__file__).parent
 ALLOWED = {
-    "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.model",
+    "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.limits",
+                  "raftdir.model",
                   "raftdir.api.contract"},
     "client.py": {"raftdir.codec", "raftdir.errors", "raftdir.model"},
 }

@@ -1,0 +1,62 @@
+"""What raftdir accepts from a client beyond the wire types' own rules: the names a service
+or a role may have, and resource figures that cannot be negative.
+
+Owns: those request-edge rules and ``check_request(obj)``, which the HTTP API runs on every
+decoded body before the control plane sees it (a refusal names the field's full path).
+They are not decode rules of the wire types: a record already in a Raft log or a snapshot
+is never re-judged by them, so tightening a rule here cannot change what a replayed log
+does. Pure functions; any thread. Imports only ``raftdir.errors`` and ``raftdir.model``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from .errors import BadRequest
+from .model import InternalScaleRequest, WorkerStatusReport
+
+__all__ = ["MAX_NAME_BYTES", "check_name", "check_request"]
+
+#: The longest service or role name, in UTF-8 bytes (a DNS name's length).
+MAX_NAME_BYTES = 253
+
+
+def check_name(value: str, path: str) -> None:
+    """A service or role name: at most ``MAX_NAME_BYTES`` UTF-8 bytes and no control
+    character (NUL, newline, ... : a name ends up in container names, logs and URLs)."""
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise BadRequest(f"{path}: longer than {MAX_NAME_BYTES} bytes", field=path)
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise BadRequest(f"{path}: control character {ch!r} is not allowed in a name",
+                             field=path)
+
+
+def _check_scale(req: InternalScaleRequest) -> None:
+    check_name(req.service, "service")
+    for i, group in enumerate(req.assignments):
+        check_name(group.role, f"assignments[{i}].role")
+
+
+def _check_report(report: WorkerStatusReport) -> None:
+    if report.resources.cpu_used < 0:
+        raise BadRequest(f"resources.cpu_used: {report.resources.cpu_used!r} is negative",
+                         field="resources.cpu_used")
+    for i, container in enumerate(report.containers):
+        check_name(container.service, f"containers[{i}].service")
+        check_name(container.role, f"containers[{i}].role")
+
+
+_CHECKS: dict[type, Any] = {
+    InternalScaleRequest: _check_scale,
+    WorkerStatusReport: _check_report,
+}
+
+
+def check_request(obj: Any) -> None:
+    """Raise ``BadRequest`` naming the field when a decoded request body breaks a rule
+    above; bodies of other types pass."""
+    check = _CHECKS.get(type(obj))
+    if check is not None:
+        check(obj)
