@@ -39,7 +39,8 @@ from . import __version__
 from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
-from .errors import ConfigError, RaftdirError, Unauthorized
+from .errors import BadRequest, ConfigError, RaftdirError, Unauthorized
+from .limits import parse_node_id
 
 __all__ = ["main", "cli", "render_table"]
 
@@ -239,6 +240,22 @@ class Duration(click.ParamType):
         if secs <= 0:
             self.fail(f"{value!r} must be more than 0 seconds", param, ctx)
         return secs
+
+
+class NodeId(click.ParamType):
+    """A node id, spelled as the API's ``{id}`` must be (``limits.parse_node_id``): plain
+    decimal, no leading zero, at most 2^64-1."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_node_id(str(value))
+        except BadRequest:
+            self.fail(f"{value!r} is not a node id (decimal digits without a leading zero, "
+                      "at most 18446744073709551615)", param, ctx)
 
 
 class RoleGroup(click.ParamType):
@@ -782,7 +799,7 @@ def _membership_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="The peer's HTTP API address (required to add).")(fn)
     fn = click.option("--raft-addr", required=True, metavar="HOST:PORT",
                       help="The peer's Raft address.")(fn)
-    fn = click.option("--id", "peer_id", required=True, type=click.IntRange(min=1),
+    fn = click.option("--id", "peer_id", required=True, type=NodeId(),
                       help="The peer's node id.")(fn)
     return fn
 
@@ -1031,7 +1048,7 @@ def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@click.argument("node_id", metavar="ID", type=NodeId())
 @client_options(admin=True)
 @json_option
 def drain(node_id: int, conn: Conn, as_json: bool) -> None:
@@ -1041,7 +1058,7 @@ def drain(node_id: int, conn: Conn, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@click.argument("node_id", metavar="ID", type=NodeId())
 @client_options(admin=True)
 @json_option
 def evict(node_id: int, conn: Conn, as_json: bool) -> None:

@@ -1,8 +1,10 @@
-"""What raftdir accepts from a client beyond the wire types' own rules: the names a service
-or a role may have, and resource figures that cannot be negative.
+"""What raftdir accepts from a client beyond the wire types' own rules: how a node id is
+written in a URL or on a command line, the names a service or a role may have, and resource
+figures that cannot be negative.
 
-Owns: those request-edge rules and ``check_request(obj)``, which the HTTP API runs on every
-decoded body before the control plane sees it (a refusal names the field's full path).
+Owns: those request-edge rules, ``parse_node_id`` (the API's ``{id}`` and every CLI id) and
+``check_request(obj)``, which the HTTP API runs on every decoded body before the control
+plane sees it (a refusal names the field's full path).
 They are not decode rules of the wire types: a record already in a Raft log or a snapshot
 is never re-judged by them, so tightening a rule here cannot change what a replayed log
 does. Pure functions; any thread. Imports only ``raftdir.errors`` and ``raftdir.model``.
@@ -10,13 +12,28 @@ does. Pure functions; any thread. Imports only ``raftdir.errors`` and ``raftdir.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
 from .errors import BadRequest
 from .model import InternalScaleRequest, WorkerStatusReport
 
-__all__ = ["MAX_NAME_BYTES", "check_name", "check_request"]
+__all__ = ["MAX_NAME_BYTES", "parse_node_id", "check_name", "check_request"]
+
+_NODE_ID = re.compile(r"(?:0|[1-9][0-9]{0,19})\Z")
+_U64_MAX = 2**64 - 1
+
+
+def parse_node_id(text: str, path: str = "id") -> int:
+    """A node id written as text (a URL's ``{id}``, a CLI argument): plain decimal digits,
+    no sign, no spaces, no separators, no leading zero (``0`` itself is fine), at most
+    2^64-1. One id has one spelling, so ``01`` is refused everywhere rather than read as 1
+    in one place and refused in another."""
+    if not _NODE_ID.match(text) or int(text) > _U64_MAX:
+        raise BadRequest(f"{path}: {text!r} is not a node id (decimal digits without a "
+                         "leading zero, at most 18446744073709551615)", field=path)
+    return int(text)
 
 #: The longest service or role name, in UTF-8 bytes (a DNS name's length).
 MAX_NAME_BYTES = 253

@@ -44,7 +44,7 @@ from ..errors import (
     RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
     Unauthorized, UnknownNode, UnknownService,
 )
-from ..limits import check_name, check_request
+from ..limits import check_name, check_request, parse_node_id
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -382,12 +382,6 @@ def _decode_body(request: web.Request, raw: bytes) -> Any:
         raise
 
 
-def _parse_u64(text: str, name: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,20}", text):
-        raise BadRequest(f"{name}: expected a node id (u64), got {text!r}", field=name)
-    return U64.decode(int(text), name)
-
-
 def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name)
     if value is None:
@@ -593,7 +587,7 @@ class _Api:
             for key, value in request.match_info.items():
                 if key == "service":
                     check_name(value, key)
-                call.params[key] = _parse_u64(value, key) if key == "id" else value
+                call.params[key] = parse_node_id(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
                 raw = await _read_body(request, self.max_body)
