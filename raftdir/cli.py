@@ -40,7 +40,7 @@ from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
 from .errors import BadRequest, ConfigError, RaftdirError, Unauthorized
-from .limits import parse_node_id
+from .limits import MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, parse_node_id
 
 __all__ = ["main", "cli", "render_table"]
 
@@ -227,6 +227,9 @@ class Duration(click.ParamType):
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     _PART = re.compile(r"(\d+)([smhd])")
 
+    def __init__(self, maximum: int | None = None) -> None:
+        self.maximum = maximum
+
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
@@ -239,6 +242,9 @@ class Duration(click.ParamType):
             self.fail(f"{value!r} is not a duration (e.g. 3600, 90s, 15m, 1h, 2d)", param, ctx)
         if secs <= 0:
             self.fail(f"{value!r} must be more than 0 seconds", param, ctx)
+        if self.maximum is not None and secs > self.maximum:
+            self.fail(f"{value!r} is more than the maximum of {self.maximum} seconds", param,
+                      ctx)
         return secs
 
 
@@ -1075,10 +1081,12 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--valid-for", type=Duration(), default="1h", show_default=True,
-              help="How long the token is valid: 3600, 90s, 15m, 1h, 2d.")
-@click.option("--max-uses", type=click.IntRange(min=0), default=1, show_default=True,
-              help="How many registrations it allows (0: no limit).")
+@click.option("--valid-for", type=Duration(maximum=MAX_TOKEN_VALID_SECS), default="1h",
+              show_default=True,
+              help="How long the token is valid: 3600, 90s, 15m, 1h, 2d (at most 365d).")
+@click.option("--max-uses", type=click.IntRange(0, MAX_TOKEN_USES), default=1,
+              show_default=True,
+              help=f"How many registrations it allows (0: no limit; at most {MAX_TOKEN_USES}).")
 @client_options(admin=True)
 @json_option
 def token_create(valid_for: int, max_uses: int, conn: Conn, as_json: bool) -> None:

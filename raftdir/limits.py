@@ -19,7 +19,13 @@ from typing import Any
 from .errors import BadRequest
 from .model import InternalScaleRequest, WorkerStatusReport
 
-__all__ = ["MAX_NAME_BYTES", "parse_node_id", "check_name", "check_request"]
+__all__ = ["MAX_NAME_BYTES", "MAX_TOKEN_VALID_SECS", "MAX_TOKEN_USES", "parse_node_id",
+           "check_name", "check_token", "check_request"]
+
+#: The longest a join token may be valid: 365 days.
+MAX_TOKEN_VALID_SECS = 365 * 86400
+#: The most registrations one join token may allow (0 means no limit).
+MAX_TOKEN_USES = 1_000_000
 
 _NODE_ID = re.compile(r"(?:0|[1-9][0-9]{0,19})\Z")
 _U64_MAX = 2**64 - 1
@@ -37,6 +43,17 @@ def parse_node_id(text: str, path: str = "id") -> int:
 
 #: The longest service or role name, in UTF-8 bytes (a DNS name's length).
 MAX_NAME_BYTES = 253
+
+
+def check_token(valid_for_secs: int, max_uses: int) -> None:
+    """A join token's validity (1 s to ``MAX_TOKEN_VALID_SECS``) and its use limit (0, no
+    limit, to ``MAX_TOKEN_USES``); a refusal names the field."""
+    if not 0 < valid_for_secs <= MAX_TOKEN_VALID_SECS:
+        raise BadRequest(f"valid_for_secs: {valid_for_secs} is not from 1 to "
+                         f"{MAX_TOKEN_VALID_SECS} (365 days)", field="valid_for_secs")
+    if not 0 <= max_uses <= MAX_TOKEN_USES:
+        raise BadRequest(f"max_uses: {max_uses} is not from 0 (no limit) to {MAX_TOKEN_USES}",
+                         field="max_uses")
 
 
 def check_name(value: str, path: str) -> None:

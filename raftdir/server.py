@@ -37,6 +37,7 @@ from .errors import (
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy
 from .leader.services import LeaderServices
+from .limits import check_token
 from .model import (
     AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
     WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
@@ -484,6 +485,7 @@ class DirectoryServer:
         return await self._leading().evict(node_id, request_id)
 
     async def create_token(self, valid_for_secs: int, max_uses: int) -> dict[str, Any]:
+        check_token(valid_for_secs, max_uses)
         self._leading()
         if not self.secret:
             raise Conflict("this cluster has no cluster secret to sign tokens with")

@@ -44,7 +44,7 @@ from ..errors import (
     RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
     Unauthorized, UnknownNode, UnknownService,
 )
-from ..limits import check_name, check_request, parse_node_id
+from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -76,15 +76,15 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 @dataclass(frozen=True, kw_only=True)
 class CreateTokenRequest(Wire):
-    """Body of ``POST /api/v1/cluster/tokens``: how long the join token is valid and how
-    many registrations it allows (0: no limit)."""
+    """Body of ``POST /api/v1/cluster/tokens``: how long the join token is valid (at most
+    ``MAX_TOKEN_VALID_SECS``) and how many registrations it allows (0: no limit; at most
+    ``MAX_TOKEN_USES``)."""
 
     valid_for_secs: int = wire(U64, Presence.REQUIRED)
     max_uses: int = wire(U32, Presence.REQUIRED)
 
     def check(self, path: str) -> None:
-        if self.valid_for_secs == 0:
-            raise BadRequest("valid_for_secs: must be greater than 0", field="valid_for_secs")
+        check_token(self.valid_for_secs, self.max_uses)
 
 
 def _plain(value: Any) -> Any:

@@ -90,6 +90,8 @@ def test_scale_json_and_role_groups(live):
     (["token", "create", "--valid-for", "soon"], "not a duration"),
     (["token", "create", "--valid-for", "0"], "more than 0 seconds"),
     (["token", "create", "--max-uses", "-1"], "--max-uses"),
+    (["token", "create", "--valid-for", "366d"], "more than the maximum of 31536000 seconds"),
+    (["token", "create", "--max-uses", "1000001"], "--max-uses"),
     (["peers", "add", "--id", "4", "--raft-addr", "127.0.0.1:7004"], "--api-addr"),
     (["peers", "remove", "--id", "4"], "--raft-addr"),
     (["ps"], "SERVICE"),
