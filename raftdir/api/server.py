@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+import yarl
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ..auth import bearer_token
 from ..codec import (
@@ -657,13 +659,21 @@ class _Api:
                        err: NotLeader) -> web.StreamResponse:
         leader = err.leader or ""
         base = leader if "://" in leader else f"{request.scheme}://{leader}"
-        url = base.rstrip("/") + request.path_qs
-        headers = {name: request.headers[name] for name in _FORWARD_HEADERS
-                   if name in request.headers}
+        # The request as it came: the raw path and query (no '..' resolved, no %2F
+        # decoded), every copy of each header passed on, and no header the leader would
+        # not have seen (aiohttp adds Content-Type, Accept and Accept-Encoding by default).
+        url = yarl.URL(base.rstrip("/") + request.raw_path, encoded=True)
+        headers = CIMultiDict()
+        for name in _FORWARD_HEADERS:
+            for value in request.headers.getall(name, ()):
+                headers.add(name, value)
         headers[FORWARDED_HEADER] = "1"
+        skip = [name for name in ("Content-Type", "Accept", "Accept-Encoding")
+                if name not in request.headers]
         try:
             async with self._client().request(request.method, url, data=raw or None,
-                                              headers=headers) as resp:
+                                              headers=headers,
+                                              skip_auto_headers=skip) as resp:
                 body = await resp.read()
                 out = web.Response(status=resp.status, body=body)
                 if "Content-Type" in resp.headers:
