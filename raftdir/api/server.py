@@ -42,9 +42,9 @@ from ..codec import (
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, PayloadTooLarge,
-    RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
-    Unauthorized, UnknownNode, UnknownService,
+    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, Overloaded,
+    PayloadTooLarge, RaftdirError, Reregister, RequestTimeout, TimeoutOutcomeUnknown,
+    TokenExhausted, TokenInvalid, Unauthorized, UnknownNode, UnknownService,
 )
 from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
@@ -415,6 +415,9 @@ class _ApiMetrics:
         self.latency: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
         self.parked = 0
         self.forwarded: dict[tuple[str, str], int] = {}
+        self.connections = 0            # open now (under start_api)
+        self.connections_refused = 0    # over max_connections: answered 503
+        self.request_timeouts = 0       # heads and bodies that did not arrive in time
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -497,6 +500,15 @@ def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
     lines.append("# HELP raftdir_api_parked_polls Long-polls waiting inside this server now.")
     lines.append("# TYPE raftdir_api_parked_polls gauge")
     lines.append(f"raftdir_api_parked_polls {m.parked}")
+    for name, kind, value, text in (
+            ("raftdir_api_connections", "gauge", m.connections, "HTTP connections open now."),
+            ("raftdir_api_connections_refused_total", "counter", m.connections_refused,
+             "Connections answered 503 overloaded at the connection cap."),
+            ("raftdir_api_request_timeouts_total", "counter", m.request_timeouts,
+             "Requests whose head or body did not arrive in time (408).")):
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f"{name} {value}")
     return "\n".join(lines) + "\n"
 
 
@@ -521,10 +533,11 @@ class _Api:
 
     def __init__(self, app: web.Application, cp: ControlPlane, *, max_body: int,
                  forward: bool, forward_ssl: Any, forward_timeout: float,
-                 clock: Any) -> None:
+                 clock: Any, body_timeout: float) -> None:
         self.app = app
         self.cp = cp
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.forward_enabled = forward
         self.forward_ssl = forward_ssl
         self.forward_timeout = forward_timeout
@@ -539,6 +552,9 @@ class _Api:
         route = resource.canonical if resource is not None else "unmatched"
         started = self.monotonic()
         status = 500
+        conn = _Connection.of(request)
+        if conn is not None:
+            conn.request_started()
         try:
             try:
                 if request.version < aiohttp.HttpVersion10:
@@ -547,6 +563,8 @@ class _Api:
                 response = await handler(request)
             except RaftdirError as err:
                 response = _error_response(request, err)
+                if isinstance(err, RequestTimeout):
+                    response.force_close()   # the rest of a late body is not awaited
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -567,6 +585,8 @@ class _Api:
             status = response.status
             return response
         finally:
+            if conn is not None:
+                conn.request_finished()
             self.metrics.observe(route, request.method, status, self.monotonic() - started)
 
     # -- the generic route handler ----------------------------------------------------
@@ -592,7 +612,13 @@ class _Api:
                 call.params[key] = parse_node_id(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
-                raw = await _read_body(request, self.max_body)
+                try:
+                    raw = await asyncio.wait_for(_read_body(request, self.max_body),
+                                                 self.body_timeout)
+                except asyncio.TimeoutError:
+                    self.metrics.request_timeouts += 1
+                    raise RequestTimeout(f"the body did not arrive within "
+                                         f"{self.body_timeout:g} s") from None
             if route.body is not None:
                 data = _decode_body(request, raw)
                 try:
@@ -707,10 +733,11 @@ class _Api:
 
 def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
              clock: Any = None, forward_ssl: Any = None,
-             forward_timeout: float = 30.0) -> web.Application:
+             forward_timeout: float = 30.0, body_timeout: float = 30.0) -> web.Application:
     """The aiohttp application of the API over ``cp``.
 
-    ``max_body``: the largest request body in bytes (413 above). ``forward``: followers
+    ``max_body``: the largest request body in bytes (413 above); ``body_timeout``: seconds
+    for the whole body to arrive once the head has (408 above). ``forward``: followers
     proxy writes to the leader (else they answer 421 with the leader). ``clock``: anything
     with ``monotonic()`` (latency metrics). ``forward_ssl``: the ``ssl`` argument for the
     connections to the leader (an ``SSLContext`` for a private CA). ``forward_timeout``:
@@ -723,7 +750,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     app[_CP] = cp
     app[_METRICS] = _ApiMetrics()
     api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
-               forward_timeout=forward_timeout, clock=clock)
+               forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
     for route in ROUTES + MEMBERSHIP_ROUTES:
@@ -739,6 +766,208 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
 
 # ---------------------------------------------------------------------------- serving
 
+def _canned(error: RaftdirError) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, for the connection layer, which
+    answers before (or instead of) aiohttp."""
+    body = dumps_json(error.to_body())
+    reason = {408: "Request Timeout", 503: "Service Unavailable"}.get(error.status, "Error")
+    return (f"HTTP/1.1 {error.status} {reason}\r\nContent-Type: {JSON}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode("ascii") + body
+
+
+#: How long a connection answered before its request was read (408, 413, 503) may still
+#: send before it is closed: what it sends is read and dropped, so that the answer is not
+#: lost to a reset.
+_LINGER = 2.0
+
+
+class _Connections:
+    """The protocol factory ``start_api`` listens with: it wraps each of aiohttp's
+    connections in a ``_Connection`` that counts it against ``max_connections`` and times
+    out a request head that does not arrive in ``header_timeout`` seconds."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: _ApiMetrics, *,
+                 max_connections: int, header_timeout: float) -> None:
+        self.factory = factory
+        self.metrics = metrics
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.all: set[_Connection] = set()
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Connection(self)
+
+    def close(self) -> None:
+        for conn in list(self.all):
+            conn.abort()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: aiohttp's ``RequestHandler`` behind a thin front that owns
+    the head timeout and the connection cap. While no request runs, a head must be
+    complete within ``header_timeout`` of the connection or of the first byte of the next
+    request, or the connection gets ``408 request_timeout`` and is closed; an idle
+    connection between requests is aiohttp's (``keepalive_timeout``)."""
+
+    def __init__(self, owner: _Connections) -> None:
+        self.owner = owner
+        self.inner: asyncio.Protocol | None = None      # None: refused, bytes are dropped
+        self.handler: asyncio.Protocol | None = None    # aiohttp's, told when it closes
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.busy = 0
+
+    @staticmethod
+    def of(request: web.Request) -> "_Connection | None":
+        transport = request.transport
+        conn = transport.get_protocol() if transport is not None else None
+        return conn if isinstance(conn, _Connection) else None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        owner = self.owner
+        owner.all.add(self)
+        if owner.metrics.connections >= owner.max_connections:
+            owner.metrics.connections_refused += 1
+            self._refuse(Overloaded(f"this server is at its limit of {owner.max_connections} "
+                                    "connections; retry, or ask another server"))
+            return
+        owner.metrics.connections += 1
+        self.inner = self.handler = owner.factory()
+        self._arm()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            return                    # refused: what it still sends is dropped
+        if self.busy == 0 and self.timer is None:
+            self._arm()               # the first byte of the next request
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner is None:
+            self.abort()
+            return None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.owner.all.discard(self)
+        self.inner = None
+        if self.handler is not None:
+            self.owner.metrics.connections -= 1
+            handler, self.handler = self.handler, None
+            handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    # -- requests (told by the middleware) -----------------------------------------------
+    def request_started(self) -> None:
+        self.busy += 1
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.busy -= 1
+
+    # -- the head timeout ----------------------------------------------------------------
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.owner.header_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _head_timed_out(self) -> None:
+        self.timer = None
+        if self.busy or self.transport is None or self.transport.is_closing():
+            return
+        self.owner.metrics.request_timeouts += 1
+        self._refuse(RequestTimeout(f"the request head did not arrive within "
+                                    f"{self.owner.header_timeout:g} s"))
+
+    def _refuse(self, error: RaftdirError) -> None:
+        """Answer ``error`` and close: after the answer, stop writing, drop what still
+        arrives, and close when the client does (at most ``_LINGER`` seconds later)."""
+        transport = self.transport
+        assert transport is not None
+        self.inner = None             # aiohttp hears of the connection again when it closes
+        transport.write(_canned(error))
+        if transport.can_write_eof():
+            transport.write_eof()
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(_LINGER, self.abort)
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Site(web.BaseSite):
+    """``web.TCPSite`` with the ``_Connections`` front in the protocol factory."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *,
+                 connections: Callable[[Callable[[], asyncio.Protocol]], _Connections],
+                 ssl_context: ssl.SSLContext | None, backlog: int,
+                 handshake_timeout: float) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host, self._port = host, port
+        self._make_connections = connections
+        self._handshake_timeout = handshake_timeout
+        self.connections: _Connections | None = None
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        assert self._runner.server is not None
+        self.connections = self._make_connections(self._runner.server)
+        extra = {"ssl_handshake_timeout": self._handshake_timeout} if self._ssl_context \
+            else {}
+        self._server = await loop.create_server(
+            self.connections, self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=True, **extra)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.connections is not None:
+            self.connections.close()
+
+
+#: The connection cap never takes more than this share of the process's file descriptors
+#: (the rest: Raft sockets, the journal, forwarding, logs).
+_FD_SHARE = 0.8
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, lowered to 80% of the process's open-file limit when that is
+    smaller (past it, ``accept`` would fail instead of answering 503)."""
+    try:
+        import resource
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return max_connections
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, int(soft * _FD_SHARE)))
+
+
 @dataclass
 class ApiServer:
     """A running API: ``url`` is ``http(s)://host:port`` with the bound port."""
@@ -748,6 +977,7 @@ class ApiServer:
     host: str
     port: int
     scheme: str
+    max_connections: int = 0
 
     @property
     def url(self) -> str:
@@ -757,6 +987,11 @@ class ApiServer:
     @property
     def parked_polls(self) -> int:
         return parked_polls(self.app)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return self.app[_METRICS].connections
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -772,34 +1007,50 @@ async def start_api(cp: ControlPlane, host: str, port: int, *,
                     ssl_context: ssl.SSLContext | None = None, max_body: int = 1 << 20,
                     forward: bool = True, forward_ssl: Any = None,
                     forward_timeout: float = 30.0, clock: Any = None,
-                    backlog: int = 4096, keepalive_timeout: float = 75.0,
+                    backlog: int = 4096, header_timeout: float = 10.0,
+                    body_timeout: float = 30.0, keepalive_timeout: float = 30.0,
+                    max_connections: int = 10_000,
                     shutdown_timeout: float = 1.0) -> ApiServer:
     """Serve the API on ``host:port`` (port 0: the OS chooses; see ``ApiServer.port``).
 
-    Keep-alive is on (``keepalive_timeout`` seconds idle) and no per-connection limit is
-    set, so thousands of parked polls can be open at once; ``backlog`` is the listen
-    queue. A client that disconnects cancels its handler; ``close()`` waits at most
-    ``shutdown_timeout`` seconds for running handlers (parked polls are then cancelled).
+    Connections: a request head (request line and headers) must arrive within
+    ``header_timeout`` seconds of the connection, or of the first byte of the next request
+    on a kept-alive one, and its body within ``body_timeout`` seconds (else ``408
+    request_timeout``; a TLS handshake gets ``header_timeout`` too); a connection idle
+    between requests is closed after ``keepalive_timeout`` seconds; a request being
+    answered (a parked poll) is never cut by these. At most ``max_connections`` are open at
+    once (lowered to 80% of the open-file limit); one more is answered ``503 overloaded``
+    and closed. ``backlog`` is the listen queue. A client that disconnects cancels its
+    handler; ``close()`` waits at most ``shutdown_timeout`` seconds for running handlers
+    (parked polls are then cancelled).
     """
     app = make_app(cp, max_body=max_body, forward=forward, clock=clock,
-                   forward_ssl=forward_ssl, forward_timeout=forward_timeout)
+                   forward_ssl=forward_ssl, forward_timeout=forward_timeout,
+                   body_timeout=body_timeout)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            handler_cancellation=True, keepalive_timeout=keepalive_timeout,
-                           shutdown_timeout=shutdown_timeout)
+                           lingering_time=_LINGER, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    cap = connection_cap(max_connections)
+
+    def connections(factory: Callable[[], asyncio.Protocol]) -> _Connections:
+        return _Connections(factory, app[_METRICS], max_connections=cap,
+                            header_timeout=header_timeout)
+
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog,
-                           reuse_address=True)
+        site = _Site(runner, host, port, connections=connections, ssl_context=ssl_context,
+                     backlog=backlog, handshake_timeout=header_timeout)
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     bound = port
-    server = getattr(site, "_server", None)
+    server = site._server
     if server is not None and server.sockets:
         bound = server.sockets[0].getsockname()[1]
     return ApiServer(app=app, runner=runner, host=host, port=bound,
-                     scheme="https" if ssl_context is not None else "http")
+                     scheme="https" if ssl_context is not None else "http",
+                     max_connections=cap)
 
 
 def ssl_context_from_files(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:
