@@ -57,6 +57,9 @@ T = TypeVar("T")
 
 #: A poll never parks longer than this, whatever it asks (directory.md §6).
 MAX_POLL_WAIT_SECS = 60
+#: What an unknown node's secret is compared with: no secret hashes to it, and the
+#: comparison costs what a real one does.
+_NO_SECRET_HASH = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -339,17 +342,17 @@ class DirectoryServer:
 
     def _check_secret(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
         """The node's record if ``node_secret`` is its secret, from this peer's applied
-        state. Unknown node: ``reregister``; anything else: ``unauthorized`` (a secret of
-        another node is refused the same way: telling them apart would mean a lookup of
-        the secret's hash, which an unauthenticated caller must not be able to make us
-        pay for)."""
+        state; otherwise ``unauthorized``, one answer whatever the secret failed to prove
+        (a wrong secret, another node's secret, a node id that does not exist or no longer
+        does): telling them apart would tell any secret holder which node ids exist. A
+        worker refused this way registers again (its join token, or its old identity)."""
         brief = self.read(lambda d: d.node_brief(node_id))
-        if brief is None:
-            raise Reregister(f"node {node_id} is not registered (evicted?); register again",
-                             field="node_id")
-        kind, state, ttl_secs, grace_secs, stored = brief
-        if not node_secret_matches(node_secret, stored):
-            raise Unauthorized(f"missing or wrong secret for node {node_id}")
+        stored = brief[4] if brief is not None else _NO_SECRET_HASH   # hashed either way
+        if not node_secret_matches(node_secret, stored) or brief is None:
+            raise Unauthorized(f"the node secret does not authenticate node {node_id} (a "
+                               "wrong secret, or no such node any more): register again",
+                               field="node_id")
+        kind, state, ttl_secs, grace_secs, _ = brief
         return {"node_id": node_id, "kind": kind, "state": state, "ttl_secs": ttl_secs,
                 "grace_secs": grace_secs}
 
@@ -361,7 +364,7 @@ class DirectoryServer:
         all already; a peer that just won an election may not, and catches up too."""
         try:
             return self._check_secret(node_id, node_secret)
-        except (Reregister, Unauthorized):
+        except Unauthorized:
             if self.is_leader():
                 raise
         await self._catch_up()

@@ -42,9 +42,9 @@ from ..codec import (
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, Overloaded,
-    PayloadTooLarge, RaftdirError, Reregister, RequestTimeout, TimeoutOutcomeUnknown,
-    TokenExhausted, TokenInvalid, Unauthorized, UnknownNode, UnknownService,
+    BadRequest, Conflict, NodeNotReady, NoLeader, NotLeader, Overloaded, PayloadTooLarge,
+    RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
+    Unauthorized, UnknownNode, UnknownService,
 )
 from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
@@ -176,13 +176,13 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, Forbidden, Reregister),
+          errors=(Unauthorized,),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
                   "WorkerPollResponse). Answered by any server; never forwarded."),
     Route("status", "POST", "/api/v1/workers/status",
           lambda cp, c: cp.report(c.body, c.secret),
           body=WorkerStatusReport, auth="node", forward=True,
-          errors=(Unauthorized, Forbidden, Reregister) + _WRITE_ERRORS,
+          errors=(Unauthorized,) + _WRITE_ERRORS,
           summary="Status report and lease renewal (WorkerStatusReport -> "
                   "WorkerStatusAck)."),
     Route("scale", "POST", "/api/v1/internal/scale",

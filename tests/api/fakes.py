@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from raftdir.errors import (
-    Forbidden, NoLeader, NotLeader, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    NoLeader, NotLeader, TokenExhausted, TokenInvalid, Unauthorized,
     UnknownNode, UnknownService,
 )
 from raftdir.model import (
@@ -102,16 +102,12 @@ class FakeControlPlane:
         return self.revision
 
     def _check_secret(self, node_id: int, secret: str | None) -> None:
+        """As ``DirectoryServer``: one answer for every secret that does not authenticate
+        the node (wrong, another node's, or no such node)."""
         node = self.nodes.get(node_id)
-        owner = next((n for n, rec in self.nodes.items() if rec["secret"] == secret), None)
-        if node is None:
-            if owner is not None:
-                raise Forbidden(f"this secret belongs to node {owner}, not {node_id}")
-            raise Reregister(f"node {node_id} is not in the directory; register again")
-        if secret != node["secret"]:
-            if owner is not None:
-                raise Forbidden(f"this secret belongs to node {owner}, not {node_id}")
-            raise Unauthorized(f"wrong node secret for node {node_id}")
+        if node is None or secret != node["secret"]:
+            raise Unauthorized(f"the node secret does not authenticate node {node_id}",
+                               field="node_id")
 
     # -- ControlPlane ------------------------------------------------------------------
     def is_leader(self) -> bool:

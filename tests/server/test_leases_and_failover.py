@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from raftdir import (
-    InternalScaleRequest, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    InternalScaleRequest, TokenExhausted, TokenInvalid, Unauthorized,
     WorkerPollRequest, WorkerRegisterRequest,
 )
 from raftdir.auth import issue_join_token
@@ -159,7 +159,7 @@ async def test_secrets_are_checked_per_node():
             await h.server.poll(poll, "wrong")
         with pytest.raises(Unauthorized):
             await h.server.poll(poll, None)
-        with pytest.raises(Reregister):
+        with pytest.raises(Unauthorized):      # no such node: the same answer
             await h.server.poll(WorkerPollRequest(node_id=4242, max_wait_secs=0), "x")
     finally:
         await h.server.stop()
@@ -173,7 +173,7 @@ async def test_evicted_worker_is_told_to_register_again_and_its_share_moves():
         await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
         await h.server.deregister(a.node_id, None)
         assert h.server.read(lambda d: d.placement("web")) == {b.node_id: {"default": [0, 1]}}
-        with pytest.raises(Reregister):
+        with pytest.raises(Unauthorized):      # its secret authenticates nothing now
             await h.report(a)
     finally:
         await h.server.stop()
@@ -296,7 +296,7 @@ async def test_stop_releases_polls_parked_above_this_peers_revision():
 @run
 async def test_a_lagging_follower_catches_up_before_refusing_a_poll():
     """A follower that has not applied a registration yet commits a barrier (and so
-    applies it) before it answers reregister or unauthorized."""
+    applies it) before it answers unauthorized."""
     h = await harness()
     try:
         from raftdir.auth import hash_node_secret
@@ -316,7 +316,7 @@ async def test_a_lagging_follower_catches_up_before_refusing_a_poll():
         reply = await follower.poll(WorkerPollRequest(node_id=1_000_042, max_wait_secs=0),
                                     "s3cret")
         assert barriers == [1] and reply.revision == 0
-        with pytest.raises(Reregister):    # still unknown after the barrier: really gone
+        with pytest.raises(Unauthorized):  # still unknown after the barrier: really gone
             await follower.poll(WorkerPollRequest(node_id=1_000_043, max_wait_secs=0), "x")
     finally:
         await h.server.stop()
