@@ -205,8 +205,7 @@ class DirectoryServer:
         await self._cancel_catch_up()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.raft.stop)
-        # Release every parked poll, including those parked above this peer's revision
-        # (a lagging follower's): each wakes, sees _stopping and answers its bookmark.
+        # Release every parked poll: each wakes, sees _stopping and answers its bookmark.
         self.notifier.notify(2**63)
 
     async def __aenter__(self) -> "DirectoryServer":
@@ -448,24 +447,39 @@ class DirectoryServer:
                          ) -> WorkerPollResponse:
         """A poll answered from this peer's applied state, without authentication (the
         daemon reading its own node's assignments). Parks up to ``max_wait`` seconds; a
-        timeout answers the bookmark ``max(current, last_revision)``, never lower."""
+        timeout answers the bookmark, the current revision.
+
+        A ``last_revision`` above this peer's revision: the peer catches up first (the
+        shared barrier of ``_authenticate``; it then holds every acknowledged write). Still
+        above, the revision is not of this cluster's history (a rebuilt or restored
+        cluster), and the answer is at once the node's complete set at this peer's
+        revision, ``full`` and ``behind``: the client resyncs rather than skip the events
+        below its bookmark. A peer that cannot catch up raises the barrier's error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
+        caught_up = False
         while True:
             try:
-                data = self.read(lambda d: d.poll_data(node_id, last_revision))
+                revision, data = self.read(lambda d: (
+                    d.revision, d.poll_data(node_id, last_revision)))
+                if revision < last_revision and caught_up:
+                    data = dict(self.read(lambda d: d.poll_data(node_id, 0)), behind=True)
+                    return WorkerPollResponse.from_dict(data)
             except UnknownNode:
                 raise Reregister(f"node {node_id} is not registered; register again",
                                  field="node_id") from None
+            if revision < last_revision:
+                await self._catch_up()
+                caught_up = True
+                continue
             # A full answer at revision 0 to a poll from 0 tells nothing new (no assignment
             # was ever made): answering it at once would make the poller spin.
             if data.get("events") or (data.get("full") and data["revision"] > 0):
                 return WorkerPollResponse.from_dict(data)
-            current = max(data["revision"], last_revision)
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
-                return WorkerPollResponse(revision=current)
-            await self.notifier.wait_above(current, remaining)
+                return WorkerPollResponse(revision=revision)
+            await self.notifier.wait_above(revision, remaining)
 
     # -- ControlPlane: admin -------------------------------------------------------------
     def check_admin(self, token: str | None) -> None:

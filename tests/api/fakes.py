@@ -153,6 +153,9 @@ class FakeControlPlane:
                    ) -> WorkerPollResponse:
         self._enter("poll", req.node_id)
         self._check_secret(req.node_id, node_secret)
+        if req.last_revision > self.revision:  # as DirectoryServer: not of this history
+            return WorkerPollResponse(revision=self.revision, full=True, behind=True,
+                                      events=tuple(self.events.get(req.node_id, [])))
 
         def newer() -> list[Any]:
             return [e for e in self.events.get(req.node_id, []) if e.revision > req.last_revision]

@@ -79,8 +79,9 @@ class FollowerNode(LocalNode):
     def __init__(self, address: str, leader: str) -> None:
         super().__init__(None, address)  # type: ignore[arg-type]
         self.leader_addr = leader
-        self.hold = threading.Event()   # set: stop applying what the leader sends
+        self.hold = threading.Event()   # set: lag (keep what the leader sends for later)
         self.held: list[bytes] = []
+        self.barriers = 0
 
     def attach(self, server: DirectoryServer) -> None:
         self._sm = server.guard
@@ -111,7 +112,10 @@ class FollowerNode(LocalNode):
         raise NotLeader("not the leader", leader=self.leader_addr)
 
     async def barrier_async(self, timeout: float = 5.0) -> None:
-        return None  # like a PySyncObj follower whose no-op came back applied
+        """Like a PySyncObj follower's: its no-op comes back applied after everything
+        committed before it, so what the leader sent and this peer held is applied."""
+        self.barriers += 1
+        self.release()
 
     def is_leader(self) -> bool:
         return False

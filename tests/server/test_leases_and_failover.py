@@ -280,17 +280,22 @@ async def test_a_worker_with_its_identity_reregisters_even_after_its_token_expir
 
 
 @run
-async def test_stop_releases_polls_parked_above_this_peers_revision():
+async def test_a_poll_from_above_this_peers_revision_is_answered_at_once_full_and_behind():
+    """It used to park until the peer reached the poll's revision (never, for a revision of
+    another history) and then answer that revision back; now, once caught up, the peer
+    answers its own revision with the complete set (issue 15, finding 5)."""
     h = await harness()
-    (a,) = await h.register(1)
-    parked = asyncio.ensure_future(h.server.poll(
-        WorkerPollRequest(node_id=a.node_id, last_revision=500, max_wait_secs=60),
-        a.internal_token))
-    await settle()
-    assert not parked.done()
-    await h.server.stop()
-    reply = await asyncio.wait_for(parked, 2)
-    assert reply.revision == 500 and reply.events == ()
+    try:
+        (a,) = await h.register(1)
+        await h.server.scale(InternalScaleRequest.legacy("web", 1), None)
+        revision = h.server.read(lambda d: d.revision)
+        reply = await asyncio.wait_for(h.server.poll(
+            WorkerPollRequest(node_id=a.node_id, last_revision=500, max_wait_secs=60),
+            a.internal_token), 2)
+        assert (reply.revision, reply.full, reply.behind) == (revision, True, True)
+        assert [e.service for e in reply.events] == ["web"]
+    finally:
+        await h.server.stop()
 
 
 @run
