@@ -27,11 +27,13 @@ from .auth import (
     node_secret_matches, verify_join_token,
 )
 from .clock import Clock, SystemClock
-from .core.commands import Command, MarkDown, MarkReady, RegisterNode, encode_command
+from .core.commands import (
+    Command, MarkDown, MarkReady, RegisterNode, command_to_plain, encode_command, pack_plain,
+)
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
-    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, RaftdirError, Reregister,
+    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
     Unauthorized, UnknownNode,
 )
 from .leader.aggregation import service_view
@@ -43,7 +45,7 @@ from .model import (
     WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
     WorkerStatusReport,
 )
-from .replication.base import RaftNode
+from .replication.base import MAX_COMMAND_BYTES, RaftNode
 from .tasks import cancel_and_wait
 from .replication.notifier import RevisionNotifier
 from .replication.secret import derive_key
@@ -249,11 +251,20 @@ class DirectoryServer:
 
     async def propose(self, cmd: Command) -> Result:
         """Commit ``cmd`` (stamped with the wall clock); a refusal raises its error class.
-        ``NotLeader`` carries the leader's API endpoint, not its Raft address."""
+        ``NotLeader`` carries the leader's API endpoint, not its Raft address. A command
+        over ``MAX_COMMAND_BYTES`` is refused (``PayloadTooLarge`` naming its largest
+        field) before it reaches Raft."""
         cmd = _stamp(cmd, self.clock.wall_ms())
+        data = encode_command(cmd)
+        if len(data) > MAX_COMMAND_BYTES:
+            plain = command_to_plain(cmd)
+            largest = max((k for k in plain if k not in ("type", "v")),
+                          key=lambda k: len(pack_plain(plain[k])))
+            raise PayloadTooLarge(f"{largest}: the {cmd.TYPE} command would be {len(data)} "
+                                  f"bytes, over the {MAX_COMMAND_BYTES} a Raft entry may "
+                                  "carry", field=largest)
         try:
-            result = await self.raft.propose_async(encode_command(cmd),
-                                                   self.settings.propose_timeout)
+            result = await self.raft.propose_async(data, self.settings.propose_timeout)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
         if not result.ok:
@@ -489,7 +500,15 @@ class DirectoryServer:
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
-        return await self._leading().scale(req, request_id)
+        try:
+            return await self._leading().scale(req, request_id)
+        except PayloadTooLarge as exc:
+            # the placement command holds every index twice (the groups and where each
+            # runs): too many of them is the request's replicas or assignments
+            field = {"spec": "spec"}.get(exc.field or "",
+                                         "assignments" if req.is_phase2 else "replicas")
+            raise PayloadTooLarge(exc.message.replace(f"{exc.field}:", f"{field}:", 1),
+                                  field=field) from None
 
     async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
                                ) -> dict[int, InternalScaleRequest]:

@@ -12,6 +12,7 @@ Every wait has a deadline; every process started is stopped by its PID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,9 +21,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .assignments import AssignmentSet
+from .codec import dumps_msgpack
 from .config import dump_yaml
 from .errors import RaftdirError, Reregister
 from .model import (
@@ -32,8 +34,8 @@ from .model import (
 from .replication.secret import create_secret, load_secret
 from .tasks import cancel_and_wait
 
-__all__ = ["free_ports", "wait_until", "async_wait_until", "LocalCluster", "SimWorker",
-           "SimFleet"]
+__all__ = ["free_ports", "wait_until", "async_wait_until", "map_of_size", "LocalCluster",
+           "SimWorker", "SimFleet"]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -78,6 +80,19 @@ async def async_wait_until(cond: Callable[[], Any], timeout: float,
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def map_of_size(size: int, char: str = "é") -> dict[str, str]:
+    """A one-key map whose msgpack encoding is exactly ``size`` bytes, its text made of
+    ``char`` (by default a 2-byte UTF-8 character): labels or a spec at a size limit."""
+    out = {"k": char * max(0, (size - 8) // len(char.encode("utf-8")))}
+    while len(dumps_msgpack(out)) < size:
+        out["k"] += "e"
+    while len(dumps_msgpack(out)) > size:
+        out["k"] = out["k"][:-1]
+    if len(dumps_msgpack(out)) != size:
+        raise ValueError(f"no one-key map of {char!r} encodes to {size} bytes")
+    return out
 
 
 # ---------------------------------------------------------------------------- clusters
@@ -203,6 +218,17 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+    @contextlib.contextmanager
+    def running(self, settle_timeout: float = 30.0) -> Iterator["LocalCluster"]:
+        """Start every peer, wait until they follow one leader, and stop them all at the
+        end: ``with LocalCluster(dir).prepare().running() as cluster: ...``."""
+        self.start()
+        try:
+            self.wait_settled(settle_timeout)
+            yield self
+        finally:
+            self.stop()
 
     def __enter__(self) -> "LocalCluster":
         return self

@@ -320,6 +320,7 @@ async def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -
 # ---------------------------------------------------------------------------- HTTP helpers
 
 import contextlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import aiohttp  # noqa: E402
 
@@ -338,6 +339,32 @@ async def serving(cp: FakeControlPlane, **kwargs: Any):
         yield api
     finally:
         await api.close()
+
+
+@dataclass
+class FakePair:
+    """A fake leader and a fake follower that forwards to it, both served."""
+
+    leader_cp: FakeControlPlane
+    follower_cp: FakeControlPlane
+    leader: Any
+    follower: Any
+
+    def url(self, via: str) -> str:
+        return (self.leader if via == "leader" else self.follower).url
+
+    def api(self, via: str) -> Any:
+        return self.leader if via == "leader" else self.follower
+
+
+@contextlib.asynccontextmanager
+async def fake_pair(**kwargs: Any):
+    """``FakePair``: node 1 leads, node 2 follows and forwards to it."""
+    leader_cp = FakeControlPlane(1)
+    async with serving(leader_cp, **kwargs) as leader:
+        follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
+        async with serving(follower_cp, **kwargs) as follower:
+            yield FakePair(leader_cp, follower_cp, leader, follower)
 
 
 def encode(body: Any, fmt: str) -> bytes:

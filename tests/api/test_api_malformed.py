@@ -7,8 +7,8 @@ import msgpack
 import pytest
 
 from fakes import (
-    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, parse_raw_response,
-    raw_exchange, serving,
+    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, fake_pair,
+    parse_raw_response, raw_exchange, serving,
 )
 
 REGISTER = "/api/v1/workers/register"
@@ -104,55 +104,44 @@ CASES = [
                          ids=[f"{i}-{c[3]}" for i, c in enumerate(CASES)])
 async def test_malformed_bodies_get_400_naming_the_field(path, ctype, raw, field, phrase,
                                                          via):
-    leader_cp = FakeControlPlane()
-    nid, secret = leader_cp.add_node()
-    headers = {"Content-Type": ctype, "Authorization": f"Bearer {secret}"}
-    if path == SCALE:
-        headers["Authorization"] = f"Bearer {ADMIN}"
-    async with serving(leader_cp) as leader, aiohttp.ClientSession() as s:
-        follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
-        follower_cp.add_node(nid, secret)
-        async with serving(follower_cp) as follower:
-            api = leader if via == "leader" else follower
-            st, out, _ = await call(s, "POST", api.url + path, raw=raw, headers=headers,
-                                    accept=JSON)
-            assert st == 400, out
-            assert out["code"] == "bad_request"
-            assert out["field"] == field, out
-            assert phrase in out["message"], out
-            for cp in (leader_cp, follower_cp):
-                assert not [c for c in cp.calls
-                            if c[0] in ("poll", "report", "register", "scale")]
-            # the server keeps serving
-            st, out, _ = await call(s, "POST", api.url + POLL,
-                                    {"node_id": nid, "max_wait_secs": 0},
-                                    headers={"Authorization": f"Bearer {secret}"})
-            assert st == 200, out
+    async with fake_pair() as pair, aiohttp.ClientSession() as s:
+        nid, secret = pair.leader_cp.add_node()
+        pair.follower_cp.add_node(nid, secret)
+        headers = {"Content-Type": ctype, "Authorization": f"Bearer {secret}"}
+        if path == SCALE:
+            headers["Authorization"] = f"Bearer {ADMIN}"
+        url = pair.url(via)
+        st, out, _ = await call(s, "POST", url + path, raw=raw, headers=headers, accept=JSON)
+        assert st == 400, out
+        assert out["code"] == "bad_request"
+        assert out["field"] == field, out
+        assert phrase in out["message"], out
+        for cp in (pair.leader_cp, pair.follower_cp):
+            assert not [c for c in cp.calls if c[0] in ("poll", "report", "register", "scale")]
+        # the server keeps serving
+        st, out, _ = await call(s, "POST", url + POLL, {"node_id": nid, "max_wait_secs": 0},
+                                headers={"Authorization": f"Bearer {secret}"})
+        assert st == 200, out
 
 
 @pytest.mark.parametrize("via", ["leader", "follower"])
 async def test_odd_requests_outside_the_body_get_400_naming_the_field(via):
-    leader_cp = FakeControlPlane()
-    async with serving(leader_cp) as leader, aiohttp.ClientSession() as s:
-        follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
-        async with serving(follower_cp) as follower:
-            api = leader if via == "leader" else follower
-            # an empty ?consistent= is neither yes nor no
-            st, out, _ = await call(s, "GET", api.url + "/api/v1/cluster/workers?consistent=")
-            assert (st, out["field"]) == (400, "consistent"), out
-            # a control character in a service name in the path
-            st, out, _ = await call(s, "GET", api.url + "/api/v1/internal/services/a%00b/state")
-            assert (st, out["field"]) == (400, "service"), out
-            st, out, _ = await call(s, "GET",
-                                    api.url + "/api/v1/internal/services/a%0Ab/containers")
-            assert (st, out["field"]) == (400, "service"), out
-            # an HTTP/0.9 request line (no version) is not served
-            raw = await raw_exchange(api.port, b"GET /health\r\n\r\n")
-            status, _, body = parse_raw_response(raw)
-            assert status == 400 and b"HTTP/0.9" in body, raw
-            assert not [c for c in leader_cp.calls + follower_cp.calls
-                        if c[0] in ("workers", "barrier", "service_state",
-                                    "service_containers")]
+    async with fake_pair() as pair, aiohttp.ClientSession() as s:
+        url = pair.url(via)
+        # an empty ?consistent= is neither yes nor no
+        st, out, _ = await call(s, "GET", url + "/api/v1/cluster/workers?consistent=")
+        assert (st, out["field"]) == (400, "consistent"), out
+        # a control character in a service name in the path
+        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%00b/state")
+        assert (st, out["field"]) == (400, "service"), out
+        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%0Ab/containers")
+        assert (st, out["field"]) == (400, "service"), out
+        # an HTTP/0.9 request line (no version) is not served
+        raw = await raw_exchange(pair.api(via).port, b"GET /health\r\n\r\n")
+        status, _, body = parse_raw_response(raw)
+        assert status == 400 and b"HTTP/0.9" in body, raw
+        assert not [c for c in pair.leader_cp.calls + pair.follower_cp.calls
+                    if c[0] in ("workers", "barrier", "service_state", "service_containers")]
 
 
 async def test_oversize_bodies_get_413_by_declared_length_and_by_what_arrives():

@@ -26,14 +26,9 @@ def raftdir(*args: str, env: dict | None = None, timeout: float = 30) -> subproc
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster")).prepare(
-        heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6})
-    c.start()
-    try:
-        c.wait_settled(30)
+    with LocalCluster(tmp_path_factory.mktemp("cluster")).prepare(
+            heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6}).running() as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")

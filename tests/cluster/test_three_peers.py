@@ -20,14 +20,9 @@ TTL, GRACE, CHECKPOINT, SKEW = 4, 6, 5.0, 2.0
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path).prepare(heartbeat={"heartbeat_min_ttl": TTL,
-                                                  "heartbeat_grace": GRACE})
-    c.start()
-    try:
-        c.wait_settled(30)
+    with LocalCluster(tmp_path).prepare(heartbeat={"heartbeat_min_ttl": TTL,
+                                                   "heartbeat_grace": GRACE}).running() as c:
         yield c
-    finally:
-        c.stop()
 
 
 def test_leader_kill_under_load_loses_nothing_and_marks_no_live_worker_down(cluster):
