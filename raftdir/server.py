@@ -59,6 +59,8 @@ T = TypeVar("T")
 
 #: A poll never parks longer than this, whatever it asks (directory.md §6).
 MAX_POLL_WAIT_SECS = 60
+#: The label of a server node that holds its Raft address.
+RAFT_ADDR_LABEL = "raft_addr"
 #: What an unknown node's secret is compared with: no secret hashes to it, and the
 #: comparison costs what a real one does.
 _NO_SECRET_HASH = "0" * 64
@@ -72,10 +74,17 @@ class ServerNode:
     api_addr: str
     os: str = "linux"
     arch: str = "x86_64"
+    raft_addr: str | None = None
 
     @property
     def profile(self) -> dict[str, Any]:
-        return {"api_addr": self.api_addr, "os": self.os, "arch": self.arch}
+        """Its ``WorkerProfile``; the label ``raft_addr`` ties the id to its Raft address
+        for the membership routes (on any leader, after any leader change)."""
+        profile: dict[str, Any] = {"api_addr": self.api_addr, "os": self.os,
+                                   "arch": self.arch}
+        if self.raft_addr:
+            profile["labels"] = {RAFT_ADDR_LABEL: self.raft_addr}
+        return profile
 
 
 @dataclass(frozen=True)
@@ -104,8 +113,8 @@ class ServerSettings:
     @property
     def server_nodes(self) -> list[ServerNode]:
         if self.peers:
-            return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch)
-                    for p in self.peers]
+            return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch,
+                               p.raft_addr) for p in self.peers]
         addr = self.self_api_addr or "127.0.0.1:3669"
         return [ServerNode(self.node_id, addr, self.profile_os, self.profile_arch)]
 
@@ -533,41 +542,106 @@ class DirectoryServer:
                 "expires_unix_secs": claims.expires_unix_secs, "max_uses": claims.max_uses}
 
     # -- dynamic membership (``raftdir peers add|remove``; not in the ControlPlane) -------
+    # A change names a peer twice, by its id and by its Raft address, and both must agree
+    # with what the cluster knows: the current Raft members, the directory's server records
+    # (their ``raft_addr`` label, or the configured peers for records written before the
+    # label) and their state. A live peer's id or addresses are never taken, and every
+    # change is undone by the opposite call with the same body (a removed peer comes back
+    # only as it was: same id, Raft address and API address).
+
+    def _membership_view(self) -> "_Membership":
+        status = self.raft.status()
+        members = {status.get("self")} | set(status.get("partners") or {})
+        configured = {p.id: p.raft_addr for p in self.settings.peers}
+        servers = {n["node_id"]: n for n in self.read(lambda d: d.nodes(kind="server"))}
+        return _Membership(members - {None}, configured, servers)
+
     async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                        ) -> dict[str, Any]:
         """Leader only: add one voting Raft peer (one change at a time; start the new peer
-        with the full peer list after this returned)."""
-        await self._change_membership("add_peer", raft_addr)
+        with the full peer list after this returned), or add back one removed before."""
+        self._membership_supported("add_peer")
+        leader = self._leading()
+        view = self._membership_view()
+        record = view.servers.get(peer_id)
+        if record is None and self.read(lambda d: d.node(peer_id)) is not None:
+            raise Conflict(f"id: node {peer_id} is a worker; a peer needs an id of its own",
+                           field="id")
+        owner = view.owner(raft_addr)
+        if owner is not None and owner != peer_id:
+            raise Conflict(f"raft_addr: {raft_addr} is the Raft address of peer {owner}",
+                           field="raft_addr")
+        if view.live(peer_id):
+            where = view.raft_addr_of(peer_id)
+            raise Conflict(f"{'raft_addr' if where == raft_addr else 'id'}: peer {peer_id} "
+                           f"is a live peer at {where}" + (" already" if where == raft_addr
+                                                          else "; its id cannot be taken"),
+                           field="raft_addr" if where == raft_addr else "id")
+        if record is not None:   # a peer removed before comes back only as it was
+            was_raft, was_api = view.raft_addr_of(peer_id), record["profile"]["api_addr"]
+            if was_raft is not None and was_raft != raft_addr:
+                raise Conflict(f"raft_addr: peer {peer_id} was at {was_raft}; add it back "
+                               "there, or give the new peer a new id", field="raft_addr")
+            if api_addr != was_api:
+                raise Conflict(f"api_addr: peer {peer_id} was at {was_api}; add it back "
+                               "there, or give the new peer a new id", field="api_addr")
+        taken = view.live_api_addrs().get(api_addr or "")
+        if taken is not None and taken != peer_id:
+            raise Conflict(f"api_addr: {api_addr} is the API address of peer {taken}",
+                           field="api_addr")
+        if raft_addr not in view.members:   # else an earlier add got this far: finish it
+            await self._change_membership("add_peer", raft_addr)
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
-            # the new peer is a node of the directory, like the configured ones
-            if self.read(lambda d: d.node(peer_id)) is None:
-                s = self.settings
-                await self.propose(RegisterNode(
-                    desired_node_id=peer_id, kind="server", ttl_secs=0, grace_secs=0,
-                    profile=ServerNode(peer_id, api_addr, s.profile_os, s.profile_arch).profile,
-                    secret_hash="0"))
+        if record is None:      # the new peer is a node of the directory, as configured ones
+            s = self.settings
+            await self.propose(RegisterNode(
+                desired_node_id=peer_id, kind="server", ttl_secs=0, grace_secs=0,
+                profile=ServerNode(peer_id, api_addr or "", s.profile_os, s.profile_arch,
+                                   raft_addr).profile, secret_hash="0"))
+        elif record["state"] == "down":
+            await self.propose(MarkReady(term=leader.term, node_id=peer_id,
+                                         renewed_ms=self.clock.wall_ms()))
         return {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr, "added": True}
 
     async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                           ) -> dict[str, Any]:
-        """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
+        """Leader only: remove one Raft peer (stop it first; not the leader itself). Its
+        node record goes down (its replicas move; the record stays, for adding it back)."""
+        self._membership_supported("remove_peer")
+        leader = self._leading()
+        view = self._membership_view()
+        if raft_addr not in view.members:
+            raise Conflict(f"raft_addr: {raft_addr} is not a member of the Raft cluster",
+                           field="raft_addr")
+        owner = view.owner(raft_addr)
+        if owner is not None and owner != peer_id:
+            raise Conflict(f"id: {raft_addr} is the Raft address of peer {owner}, not of "
+                           f"{peer_id}", field="id")
+        if owner is None and (peer_id not in view.servers
+                              or view.raft_addr_of(peer_id) not in (None, raft_addr)):
+            raise Conflict(f"id: no server node {peer_id} at {raft_addr}", field="id")
+        if raft_addr == self.raft.status().get("self"):
+            raise Conflict("raft_addr: the leader cannot remove itself; remove it from "
+                           "another peer once leadership has moved", field="raft_addr")
         await self._change_membership("remove_peer", raft_addr)
         self._raft_to_api.pop(raft_addr, None)
-        # its node record goes down, so its replicas move (the record stays, as down)
-        node = self.read(lambda d: d.node(peer_id))
-        if node is not None and node["kind"] == "server" and node["state"] != "down":
-            await self.propose(MarkDown(term=self._leading().term, node_ids=(peer_id,)))
+        node = view.servers.get(peer_id)
+        if node is not None and node["state"] != "down":
+            await self.propose(MarkDown(term=leader.term, node_ids=(peer_id,)))
         return {"id": peer_id, "raft_addr": raft_addr, "removed": True}
 
-    async def _change_membership(self, op: str, raft_addr: str) -> None:
-        fn = getattr(self.raft, op, None)
-        if fn is None:
+    def _membership_supported(self, op: str) -> None:
+        if getattr(self.raft, op, None) is None:
             raise Conflict(f"{op}: this server runs single-node; membership changes need "
                            "raft mode", field="raft_addr")
+
+    async def _change_membership(self, op: str, raft_addr: str) -> None:
+        self._membership_supported(op)
         self._leading()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, fn, raft_addr)
+            await asyncio.get_running_loop().run_in_executor(None, getattr(self.raft, op),
+                                                             raft_addr)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
 
@@ -649,6 +723,37 @@ class DirectoryServer:
             "raftdir_lease_expiries_total": self.leader.expired_total if self.leader else 0,
             "raftdir_parked_polls": self.notifier.waiting,
         }
+
+
+@dataclass
+class _Membership:
+    """What the leader knows of the peers: the Raft members' addresses, the configured
+    ``id -> raft_addr``, and the directory's server records by id."""
+
+    members: set[str]
+    configured: dict[int, str]
+    servers: dict[int, dict[str, Any]]
+
+    def raft_addr_of(self, peer_id: int) -> str | None:
+        record = self.servers.get(peer_id)
+        label = ((record or {}).get("profile") or {}).get("labels", {}).get(RAFT_ADDR_LABEL)
+        return label or self.configured.get(peer_id)
+
+    def live(self, peer_id: int) -> bool:
+        """A server whose record is not down and whose Raft address is a member."""
+        record = self.servers.get(peer_id)
+        return record is not None and record["state"] != "down" \
+            and self.raft_addr_of(peer_id) in self.members
+
+    def owner(self, raft_addr: str) -> int | None:
+        """The id that a member address belongs to: a live peer's first, else any known."""
+        ids = [i for i in sorted(set(self.servers) | set(self.configured))
+               if self.raft_addr_of(i) == raft_addr]
+        live = [i for i in ids if self.live(i)]
+        return (live or ids or [None])[0] if raft_addr in self.members else None
+
+    def live_api_addrs(self) -> dict[str, int]:
+        return {r["profile"]["api_addr"]: i for i, r in self.servers.items() if self.live(i)}
 
 
 def _stamp(cmd: Command, now_ms: int) -> Command:

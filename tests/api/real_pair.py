@@ -111,6 +111,11 @@ class FollowerNode(LocalNode):
     def propose(self, data: bytes, timeout: float = 5.0):
         raise NotLeader("not the leader", leader=self.leader_addr)
 
+    def add_peer(self, addr: str, timeout: float = 10.0) -> None:
+        raise NotLeader("not the leader", leader=self.leader_addr)
+
+    remove_peer = add_peer
+
     async def barrier_async(self, timeout: float = 5.0) -> None:
         """Like a PySyncObj follower's: its no-op comes back applied after everything
         committed before it, so what the leader sent and this peer held is applied."""
