@@ -176,7 +176,7 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized,),
+          errors=(Unauthorized, NotLeader, NoLeader, TimeoutOutcomeUnknown),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
                   "WorkerPollResponse). Answered by any server; never forwarded."),
     Route("status", "POST", "/api/v1/workers/status",
