@@ -11,8 +11,10 @@ Owns: one worker's session with the control plane:
 - the assignments: a continuous long-poll whose responses go through
   ``AssignmentSet.apply``; each non-empty ``Change`` is handed to the host's callbacks;
 - errors: backoff with jitter from the injected ``rng``; the ``RaftdirClient`` follows
-  leader hints and fails over between servers; ``reregister`` (the record was removed)
-  registers again with the token, or goes ``LOST`` saying why when there is none;
+  leader hints and fails over between servers; a refused identity (``unauthorized``:
+  the record was removed, or the secret is not its; ``reregister`` and ``forbidden``
+  from older servers) registers again, with its identity and then with the token, or goes
+  ``LOST`` saying why when there is none; a ``behind`` poll answer resyncs the set;
 - the connection state, an explicit enum as in kazoo (``AgentState``).
 
 Three tasks run on the host's event loop: the session (registration and reports), the
