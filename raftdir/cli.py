@@ -927,7 +927,9 @@ def leases(conn: Conn, as_json: bool) -> None:
         now = time.time()
         columns = ("ID", "API ADDR", "OS", "ARCH", "TTL", "GRACE", "ACQUIRED", "RENEWED",
                    "TTL LEFT")
-        rows = [(lease.node_id, lease.profile.api_addr, lease.profile.os, lease.profile.arch,
+        # no reachable API (ZLayer's 0.0.0.0:0 of a gRPC-registered worker) shows as "-"
+        rows = [(lease.node_id, lease.profile.reachable_api_addr, lease.profile.os,
+                 lease.profile.arch,
                  f"{lease.ttl_secs}s", f"{lease.grace_secs}s",
                  _when(lease.acquired_unix_secs, now), _when(lease.renewed_unix_secs, now),
                  _secs(left))
@@ -1120,6 +1122,189 @@ def token_admin(data_dir: Path) -> None:
     """
     from .auth import admin_token
     click.echo(admin_token(_load_secret_or_exit(data_dir)))
+
+
+@cli.group()
+def snapshot() -> None:
+    """Backups of the directory: save one from a running cluster, inspect a file, seed a
+    new server's data dir from one (docs/operations.md, "Backup and restore")."""
+
+
+@snapshot.command("save")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@client_options(admin=True)
+@json_option
+def snapshot_save(file: Path, conn: Conn, as_json: bool) -> None:
+    """Save a backup of the directory to FILE (written atomically, mode 0600). The server
+    commits a barrier through the leader first, so the backup holds every write
+    acknowledged before the command started. Needs the admin token."""
+    from .backup import decode_backup
+    from .files import write_atomic
+    data = _run(conn, lambda client: client.backup(timeout=max(conn.timeout, 30.0)))
+    backup = decode_backup(data, "the server's answer")   # checked before it is kept
+    try:
+        write_atomic(file, data)
+    except OSError as exc:
+        raise Failed(f"{file}: {_reason(exc)}") from None
+    summary = backup.summary()
+    if as_json:
+        click.echo(_json_text(dict(summary, file=str(file), bytes=len(data))))
+    else:
+        click.echo(f"saved {file}: revision {backup.revision}, cluster {backup.cluster_id}, "
+                   f"{len(data)} bytes, sha256 {backup.sha256[:16]}...")
+
+
+@snapshot.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def snapshot_inspect(file: Path, as_json: bool) -> None:
+    """Check FILE (format, checksum, that this raftdir can restore it) and print what it
+    holds. Exit 2 when it is not a backup this raftdir can restore."""
+    from .backup import read_backup
+    try:
+        summary = read_backup(file).summary()
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    if as_json:
+        click.echo(_json_text(summary))
+        return
+    taken = summary["taken_on"]
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                            time.gmtime(summary["created_unix_ms"] / 1000))
+    w = summary["workers"]
+    for key, value in (
+            ("file", str(file)), ("format", summary["format"]),
+            ("cluster id", summary["cluster_id"]), ("revision", summary["revision"]),
+            ("created", created),
+            ("taken on", f"node {taken['node_id']} (term {taken['term']}, applied index "
+                         f"{taken['applied_index']})"),
+            ("checksum", f"sha256 {summary['sha256']} ({summary['checksum']})"),
+            ("servers", summary["servers"]),
+            ("workers", f"{w['ready']} ready, {w['draining']} draining, {w['down']} down"),
+            ("services", summary["services"]), ("token uses", summary["token_uses"]),
+            ("events", f"{summary['events']} (compacted below revision "
+                       f"{summary['compacted_revision']})")):
+        click.echo(f"{key + ':':<12} {value}")
+
+
+@snapshot.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_data_dir_option
+@click.option("--force", is_flag=True,
+              help="Restore even though DIR/raft holds Raft data (it is moved aside into "
+                   "DIR/raft/before-<time>/, never deleted).")
+@json_option
+def snapshot_restore(file: Path, data_dir: Path, force: bool, as_json: bool) -> None:
+    """Seed a new server's data dir from FILE. DIR must hold the server's
+    cluster_mode.yaml (and its cluster.secret); restore every server of the new cluster
+    from the same file, then start them. Nodes, leases, services and token use counts
+    come back as saved; workers keep their identities and reconnect."""
+    from .backup import read_backup, restore_backup
+    try:
+        done = restore_backup(read_backup(file), data_dir, force=force)
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except OSError as exc:
+        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    if as_json:
+        click.echo(_json_text(done))
+        return
+    click.echo(f"restored revision {done['revision']} of cluster {done['cluster_id']} "
+               f"into {done['wrote']}")
+    if done["moved_aside"]:
+        click.echo(f"the Raft data that was there is in {done['moved_aside']}")
+    if not done["secret_present"]:
+        click.echo(f"warning: {data_dir}/cluster.secret is missing: copy the cluster's "
+                   "secret there before you start the server (join tokens and node "
+                   "identities need it)", err=True)
+    if done["servers_not_configured"]:
+        click.echo("warning: the backup holds server nodes that this config does not list: "
+                   f"{done['servers_not_configured']}; remove them once the cluster runs "
+                   "(`raftdir peers remove`)", err=True)
+    click.echo(f"start it: raftdir serve --data-dir {data_dir}")
+
+
+@cli.command()
+@_data_dir_option
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              envvar="RAFTDIR_TLS_CA",
+              help="PEM CA of the servers' API certificates (when the API is https).")
+@click.option("--timeout", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
+              help="Seconds to wait for each peer's answer.")
+@json_option
+def recover(data_dir: Path, tls_ca: str | None, timeout: float, as_json: bool) -> None:
+    """Bring this stopped peer back as a new single-peer cluster holding everything it
+    has, after a majority of the servers is lost for good. Then start it with `raftdir
+    serve`, remove the lost peers and add new ones (`raftdir peers`).
+
+    Refuses while this server runs, or while any other peer of its config answers with
+    a leader (the old cluster still works: recovering would split it). The original
+    config, dump and journal are kept next to the new ones (*.before-recover)."""
+    from .backup import recover_single_peer, server_config
+    try:
+        mode, peers = server_config(data_dir)
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    if not peers:
+        raise Unusable(f"{data_dir / CLUSTER_MODE}: peers: single-node has no majority "
+                       "to lose")
+    scheme = "https" if tls_ca else "http"
+    answers = _ask_health(peers, scheme, tls_ca, timeout)
+    for peer in peers:
+        health = answers.get(peer.id)
+        if peer.id == mode.node_id and health is not None:
+            raise Failed(f"peer {peer.id} (this one) answers at {peer.api_addr}: stop its "
+                         "server before recovering it")
+        if peer.id != mode.node_id and health is not None and (
+                health.get("is_leader") or health.get("leader")):
+            raise Failed(f"peer {peer.id} at {peer.api_addr} answers and knows a leader "
+                         f"({health.get('leader') or 'itself'}): the cluster still has a "
+                         "majority; do not recover (it would split the cluster)")
+    try:
+        done = recover_single_peer(data_dir)
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except OSError as exc:
+        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    if as_json:
+        click.echo(_json_text(done))
+        return
+    click.echo(f"peer {done['kept_peer']} is now a single-peer cluster "
+               f"(lost peers: {', '.join(map(str, done['lost_peers']))})")
+    click.echo(f"  {done['config']}: peers reduced to this one (original kept as "
+               f"{CLUSTER_MODE}.before-recover)")
+    if done["dump"]:
+        click.echo(f"  {done['dump']}: Raft membership reduced to this peer")
+    if done["journal_membership_entries"]:
+        click.echo(f"  raft.journal: {done['journal_membership_entries']} membership "
+                   "change(s) made no-ops")
+    click.echo(f"next: raftdir serve --data-dir {data_dir}; then `raftdir peers remove` "
+               "each lost peer and `raftdir peers add` new ones")
+
+
+def _ask_health(peers: list[Any], scheme: str, tls_ca: str | None, timeout: float
+                ) -> dict[int, dict[str, Any] | None]:
+    """``{peer id: its /health answer, or None when it does not answer}``, all at once."""
+    from .api.client import RaftdirClient
+
+    async def go() -> dict[int, dict[str, Any] | None]:
+        ssl_ctx = None
+        if tls_ca:
+            import ssl
+            ssl_ctx = ssl.create_default_context(cafile=tls_ca)
+        urls = {p.id: f"{scheme}://{p.api_addr}" for p in peers}
+        async with RaftdirClient(list(urls.values()), timeout=timeout, retries=0,
+                                 ssl=ssl_ctx) as client:
+            async def one(url: str) -> dict[str, Any] | None:
+                try:
+                    answer = await client.health(server=url)
+                except Exception:  # noqa: BLE001 - no answer is the point of the question
+                    return None
+                return answer if isinstance(answer, dict) else None
+            found = await asyncio.gather(*(one(u) for u in urls.values()))
+        return dict(zip(urls, found))
+
+    return asyncio.run(go())
 
 
 @cli.group()

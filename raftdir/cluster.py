@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import aiohttp
 
 from .clock import Clock, SystemClock
-from .codec import to_dict
+from .codec import reachable_addr, to_dict
 from .errors import (
     BadRequest, NodeNotReady, NoLeader, NotLeader, Unauthorized, UnknownNode, error_from_body,
 )
@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """A node as the host daemon sees it."""
+    """A node as the host daemon sees it. ``api_addr`` is None when the node has no API
+    anyone can dial: ZLayer records ``0.0.0.0:0`` for a worker that registered over its
+    gRPC path; such a node is reached only through the directory (its polls)."""
 
     node_id: int
-    api_addr: str
+    api_addr: str | None
     labels: dict[str, str] = field(default_factory=dict)
     os: str = "linux"
     state: str = "ready"                 # ready | unreachable | draining
@@ -111,7 +113,7 @@ class DirectoryCluster:
                 raft_addr = by_api.get(profile["api_addr"])
                 if raft_addr in connected and not connected[raft_addr]:
                     state = "unreachable"
-            out.append(NodeInfo(node["node_id"], profile["api_addr"],
+            out.append(NodeInfo(node["node_id"], reachable_addr(profile["api_addr"]),
                                 dict(profile.get("labels", {})), profile["os"], state,
                                 node.get("last_report_secs_ago")))
         return out
@@ -353,8 +355,16 @@ class StaticControlPlane:
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
-        await self.cluster.receive(req)
+        await self.scale_local(req)
         return {self.node_id: req}
+
+    async def scale_local(self, req: InternalScaleRequest) -> None:
+        """An order for this peer alone (also ZLayer's form of /internal/scale)."""
+        await self.cluster.receive(req)
+
+    def local_service_state(self, service: str) -> NodeServiceState:
+        """This peer's own view (ZLayer's form of /internal/services/{svc}/state)."""
+        return self.cluster.local_state(service)
 
     async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
                                ) -> dict[int, InternalScaleRequest]:

@@ -27,8 +27,9 @@ from .errors import BadRequest
 
 __all__ = [
     "Wire", "wire", "Presence", "Kind",
-    "U32", "U64", "I64", "F64", "STR", "NONEMPTY_STR", "BOOL", "SECONDS", "ADDR", "IP",
-    "ENDPOINT", "ANY_MAP", "STR_MAP", "ListOf", "Nested", "EnumOf", "choice",
+    "U32", "U64", "I64", "F64", "STR", "NONEMPTY_STR", "BOOL", "SECONDS", "ADDR",
+    "SOCKET_ADDR", "IP", "reachable_addr",
+    "ENDPOINT", "ANY_MAP", "STR_MAP", "ListOf", "Nested", "EnumOf",
     "to_dict", "from_dict", "to_msgpack", "from_msgpack", "to_json", "from_json",
     "loads_msgpack", "loads_json", "dumps_msgpack", "dumps_json", "type_name",
     "parse_addr", "join_path",
@@ -138,26 +139,19 @@ F64 = _F64()
 class _Str(Kind):
     name = "string"
 
-    def __init__(self, nonempty: bool = False, choices: Sequence[str] | None = None) -> None:
+    def __init__(self, nonempty: bool = False) -> None:
         self.nonempty = nonempty
-        self.choices = tuple(choices) if choices else None
 
     def decode(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise _fail(path, f"expected a string, got {type_name(value)}")
         if self.nonempty and not value:
             raise _fail(path, "must not be empty")
-        if self.choices is not None and value not in self.choices:
-            raise _fail(path, f"unknown value {value!r}; expected {', '.join(self.choices)}")
         return value
 
 
 STR = _Str()
 NONEMPTY_STR = _Str(nonempty=True)
-
-
-def choice(*values: str) -> Kind:
-    return _Str(choices=values)
 
 
 class _Bool(Kind):
@@ -177,10 +171,10 @@ BOOL = _Bool()
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")  # \Z: '$' would allow a final "\n"
 
 
-def parse_addr(text: str) -> tuple[str, int]:
+def parse_addr(text: str, *, port_zero: bool = False) -> tuple[str, int]:
     """Split and check ``host:port`` (wire-types.md §1 *addr*). Returns the host in canonical
-    form (IPv6 compressed, lowercase, without brackets) and the port. Raises ValueError with
-    the problem."""
+    form (IPv6 compressed, lowercase, without brackets) and the port. ``port_zero``: port 0
+    is accepted too (Rust's ``SocketAddr`` takes it). Raises ValueError with the problem."""
     if "://" in text:
         raise ValueError("expected host:port, not a URL")
     if text.startswith("["):
@@ -210,8 +204,9 @@ def parse_addr(text: str) -> tuple[str, int]:
             raise ValueError(f"{host!r} is neither an IP address nor a DNS name")
         else:
             host = host.lower()
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+    lowest = 0 if port_zero else 1
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not lowest <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from {lowest} to 65535")
     return host, int(port_text)
 
 
@@ -222,16 +217,33 @@ def format_addr(host: str, port: int) -> str:
 class _Addr(Kind):
     name = "addr"
 
+    def __init__(self, port_zero: bool = False) -> None:
+        self.port_zero = port_zero
+
     def decode(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise _fail(path, f"expected an address string host:port, got {type_name(value)}")
         try:
-            return format_addr(*parse_addr(value))
+            return format_addr(*parse_addr(value, port_zero=self.port_zero))
         except ValueError as exc:
             raise _fail(path, f"{value!r}: {exc}") from None
 
 
 ADDR = _Addr()
+#: An address as Rust's ``SocketAddr`` reads it: port 0 too. ZLayer stores ``0.0.0.0:0``
+#: as the API address of a worker that registered over gRPC (no reachable API).
+SOCKET_ADDR = _Addr(port_zero=True)
+
+
+def reachable_addr(addr: str) -> str | None:
+    """``addr`` when another node could dial it; None for the unspecified host
+    (``0.0.0.0``, ``[::]``), port 0 (ZLayer's ``0.0.0.0:0`` means "no reachable API") or
+    anything that is not an address."""
+    try:
+        host, port = parse_addr(addr, port_zero=True)
+    except ValueError:
+        return None
+    return None if port == 0 or host in ("0.0.0.0", "::") else addr
 
 
 class _Endpoint(Kind):
@@ -400,10 +412,16 @@ class Wire:
 
     A tagged union is a ``Wire`` subclass with ``TAG_KEY`` set (``"mode"``, ``"kind"``); each
     variant subclasses it and sets ``TAG``. ``from_dict(Base, data)`` picks the variant.
-    ``check(path)`` runs after a successful decode for rules that span fields."""
+    ``check(path)`` runs after a successful decode for rules that span fields.
+
+    ``IGNORE_UNKNOWN_KEYS``: an unknown key is an error (with a did-you-mean) unless the
+    type sets this, as the records ZLayer's serde reads without ``deny_unknown_fields`` do;
+    such a key is then skipped and never written back (wire-types.md §1, raftdir's rule
+    per type in ``docs/design.md`` "ZLayer compatibility")."""
 
     TAG_KEY: ClassVar[str | None] = None
     TAG: ClassVar[str | None] = None
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = False
 
     def check(self, path: str) -> None:  # pragma: no cover - default: nothing to check
         return None
@@ -460,10 +478,11 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     fields = _wire_fields(cls)
     known = [f.name for f in fields]
     allowed = set(known) | ({tag_key} if tag_key else set())
+    refuse_unknown = not cls.IGNORE_UNKNOWN_KEYS  # type: ignore[attr-defined]
     for key in data:
         if not isinstance(key, str):
             raise _fail(path, f"map key {key!r} is not a string")
-        if key not in allowed:
+        if key not in allowed and refuse_unknown:
             raise _fail(join_path(path, key), "unknown key" + _suggest(key, known))
     if tag_key is not None and data.get(tag_key) != cls.TAG:  # type: ignore[attr-defined]
         raise _fail(join_path(path, tag_key), f"expected {cls.TAG!r}")  # type: ignore[attr-defined]

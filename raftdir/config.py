@@ -2,14 +2,24 @@
 
 Owns: reading ``cluster_mode.yaml`` / ``.json`` strictly (safe YAML loader, duplicate keys
 rejected), decoding it into a ``ClusterMode``, running the §2.6 cross-field rules, and
-turning every problem into ``ConfigError("FILE: path: problem")``. Called once at start-up
+turning every problem into ``ConfigError("FILE: path: problem")``.
+
+YAML is typed as ZLayer reads the same file: serde_yaml 0.9 (YAML 1.2 core schema) under
+``ClusterMode``'s internally tagged enum, which makes every plain scalar a null, a bool, an
+integer, a float or a string *before* a field sees it (serde's ``ContentDeserializer``), so
+an unquoted ``8080`` or ``true`` is not a string there: raftdir refuses it naming the
+field, as ZLayer refuses it. ``yes``/``no``/``on``/``off``, ``010``, ``1_000``, ``1:30`` and
+dates are strings in YAML 1.2 (PyYAML's YAML 1.1 would make them bools, octal or base-60
+integers and dates). Called once at start-up
 from any thread. Imports ``raftdir.model``, ``raftdir.codec``, ``raftdir.errors`` only.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +37,95 @@ log = logging.getLogger(__name__)
 CLUSTER_MODE_FILE = "cluster_mode.yaml"
 
 
+_HEX, _OCT, _BIN = (re.compile(r"0x[0-9a-fA-F]+\Z"), re.compile(r"0o[0-7]+\Z"),
+                    re.compile(r"0b[01]+\Z"))
+_RADIX = ((_HEX, 16), (_OCT, 8), (_BIN, 2))
+_DECIMAL = re.compile(r"[0-9]+\Z")
+_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_NOT_A_STRING = re.compile(r"expected (a string|an address string host:port|an endpoint "
+                           r"string), got (int|float|bool|null)\Z")
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+def _leading_zero_digits(text: str) -> bool:
+    """``007``, ``-00``: digits with a leading zero are a string in YAML 1.2."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    return len(body) > 1 and body[0] == "0" and _DECIMAL.match(body) is not None
+
+
+def _yaml12_int(text: str) -> int | None:
+    """serde_yaml 0.9's integers: decimal (``+``/``-``, no leading zero), ``0x``/``0o``/``0b``
+    (a ``+`` or ``-`` before them), within 128 bits; None when ``text`` is not one."""
+    sign, body = (-1, text[1:]) if text[:1] == "-" else (1, text[1:] if text[:1] == "+"
+                                                        else text)
+    for pattern, radix in _RADIX:
+        if pattern.match(body):
+            value = sign * int(body[2:], radix)
+            break
+    else:
+        if not _DECIMAL.match(body) or _leading_zero_digits(body):
+            return None
+        value = sign * int(body)
+    return value if -(2**127) <= value < 2**128 else None
+
+
+def _yaml12_float(text: str) -> float | None:
+    """serde_yaml 0.9's floats: the ``.inf``/``.nan`` forms and Rust's finite decimal
+    floats (``1.5``, ``.5``, ``1e3``); None when ``text`` is not one."""
+    if _leading_zero_digits(text):
+        return None
+    body = text[1:] if text[:1] == "+" else text
+    if body[:1] in ("+", "-") and text[:1] == "+":
+        return None
+    if body in (".inf", ".Inf", ".INF"):
+        return math.inf
+    if text in ("-.inf", "-.Inf", "-.INF"):
+        return -math.inf
+    if text in (".nan", ".NaN", ".NAN"):
+        return math.nan
+    if not _FLOAT.match(body):
+        return None
+    value = float(body)
+    return value if math.isfinite(value) else None
+
+
+def _yaml12_tag(text: str) -> str:
+    """The tag serde_yaml 0.9 gives a plain scalar (``visit_untagged_scalar``)."""
+    if text in ("", "~", "null", "Null", "NULL"):
+        return "tag:yaml.org,2002:null"
+    if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return "tag:yaml.org,2002:bool"
+    if _yaml12_int(text) is not None:
+        return _INT_TAG
+    if _yaml12_float(text) is not None:
+        return _FLOAT_TAG
+    if text == "<<":
+        return "tag:yaml.org,2002:merge"   # kept from PyYAML: merge keys still work
+    return "tag:yaml.org,2002:str"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key repeated within one mapping."""
+    """PyYAML's safe loader with serde_yaml 0.9's typing of plain scalars (what ZLayer reads),
+    refusing a key repeated within one mapping."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _yaml12_tag(value)
+        return super().resolve(kind, value, implicit)
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    value = _yaml12_int(node.value)
+    if value is None:
+        raise BadRequest(f"line {node.start_mark.line + 1}: {node.value!r} is not an integer")
+    return value
+
+
+def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
+    value = _yaml12_float(node.value)
+    if value is None:
+        raise BadRequest(f"line {node.start_mark.line + 1}: {node.value!r} is not a number")
+    return value
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False
@@ -51,6 +148,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                               _construct_mapping)
+_StrictLoader.add_constructor(_INT_TAG, _construct_int)
+_StrictLoader.add_constructor(_FLOAT_TAG, _construct_float)
 
 
 def _parse_document(text: str, suffix: str) -> Any:
@@ -73,7 +172,14 @@ def parse_cluster_mode(text: str, suffix: str = ".yaml") -> tuple[ClusterMode, l
     data = _parse_document(text, suffix)
     if data is None:
         raise BadRequest("the file is empty")
-    mode = from_dict(ClusterMode, data)
+    try:
+        mode = from_dict(ClusterMode, data)
+    except BadRequest as exc:
+        if suffix in (".yaml", ".yml") and _NOT_A_STRING.search(exc.message):
+            raise BadRequest(f"{exc.message} (quote it: YAML reads an unquoted number, "
+                             "true, false or null as such, and so does ZLayer)",
+                             field=exc.field) from None
+        raise
     warnings = mode.validate()
     return mode, warnings
 
@@ -112,6 +218,19 @@ def load_with_warnings(path: str | os.PathLike[str]) -> tuple[ClusterMode, list[
     return _load(Path(path))
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that a YAML 1.2 reader (ZLayer's, ours) or a YAML 1.1 one would
+    read as something else: ``"1e3"``, ``"0o17"`` and ``"yes"`` alike."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = _yaml12_tag(value)
+            if tag != "tag:yaml.org,2002:str":
+                return tag
+        return super().resolve(kind, value, implicit)
+
+
 def dump_yaml(mode: ClusterMode) -> str:
-    """The normalised document as YAML, keys in table order."""
-    return yaml.safe_dump(to_dict(mode), sort_keys=False, default_flow_style=False)
+    """The normalised document as YAML, keys in table order; it reads back the same."""
+    return yaml.dump(to_dict(mode), Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False)

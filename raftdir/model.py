@@ -7,6 +7,14 @@ behaviours that belong to a type: ``AdaptiveTtlConfig.compute_ttl``,
 container naming. Pure; callable from any thread. Imports only ``raftdir.codec`` and
 ``raftdir.errors``.
 
+Unknown keys follow ZLayer's serde attributes (``crates/zlayer-types/src/cluster.rs``): the
+cluster config (``ClusterMode``) and the two peer types refuse them, as ZLayer's
+``deny_unknown_fields`` does; every worker, scale and aggregation record skips them
+(``IGNORE_UNKNOWN_KEYS``), so the next field ZLayer adds does not make raftdir refuse the
+record. Open strings stay open: a container ``state``, a profile's ``os`` and ``arch`` are
+kept as received, whatever their value (``CONTAINER_STATES``, ``KNOWN_OS`` and ``KNOWN_ARCH``
+are the values known today, not a check).
+
 Lists are tuples (the objects are frozen); maps are plain dicts and must not be mutated.
 Cross-field rules of a ClusterMode (wire-types.md §2.6) live in ``ClusterMode.validate()``;
 the decode-time checks of §18/§19 run in ``check()`` on every decode.
@@ -19,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 from .codec import (
-    ADDR, ANY_MAP, BOOL, ENDPOINT, F64, I64, IP, NONEMPTY_STR, SECONDS, STR, STR_MAP, U32,
-    U64, EnumOf, ListOf, Nested, Presence, Wire, _fail, choice, join_path, parse_addr, wire,
+    ADDR, ANY_MAP, BOOL, ENDPOINT, F64, I64, IP, NONEMPTY_STR, SECONDS, SOCKET_ADDR, STR,
+    STR_MAP, U32, U64, EnumOf, ListOf, Nested, Presence, Wire, _fail, join_path, parse_addr,
+    reachable_addr, wire,
 )
 
 __all__ = [
@@ -32,7 +41,8 @@ __all__ = [
     "WorkerAssignmentEvent", "SetEvent", "DeleteEvent", "DrainEvent",
     "WorkerStatusReport", "WorkerContainerStatus", "WorkerResourceUsage", "WorkerStatusAck",
     "InternalScaleRequest", "ScaleAssignment", "NodeServiceState", "ClusterContainerSummary",
-    "container_name", "WIRE_TYPES", "CONTAINER_STATES", "U32_MAX", "MAX_LEGACY_REPLICAS",
+    "container_name", "WIRE_TYPES", "CONTAINER_STATES", "KNOWN_OS", "KNOWN_ARCH",
+    "NO_API_ADDR", "U32_MAX", "MAX_LEGACY_REPLICAS",
 ]
 
 U32_MAX = 2**32 - 1
@@ -44,10 +54,24 @@ OPT_NULL = Presence.OPTIONAL_NULL
 DEF = Presence.DEFAULT
 DEF_OMIT = Presence.DEFAULT_OMITTED
 
-CONTAINER_STATES = ("pending", "starting", "running", "degraded", "stopping", "stopped",
-                    "exited", "failed", "unknown")
-OS_NAMES = ("linux", "windows", "darwin", "macos")
-ARCH_NAMES = ("x86_64", "aarch64")
+#: The container states ZLayer writes today: its agent's ``ContainerState::as_str``
+#: (``crates/zlayer-agent/src/runtime.rs``: pending, initializing, running, stopping, exited,
+#: failed) and the gRPC phase names (``crates/zlayer-cluster-rpc/src/convert.rs``: unknown,
+#: starting, degraded, stopped; it also reads creating and created). Any other string is
+#: kept as received; only ``running`` counts as running.
+CONTAINER_STATES = ("pending", "initializing", "creating", "created", "starting", "running",
+                    "degraded", "stopping", "stopped", "exited", "failed", "unknown")
+#: Rust's ``std::env::consts::OS`` values, which ZLayer's worker sends as is, plus ``darwin``
+#: (raftdir's and ZLayer's static peers' name for macOS). Others are kept as received.
+KNOWN_OS = ("linux", "windows", "macos", "darwin", "android", "ios", "freebsd", "dragonfly",
+            "netbsd", "openbsd", "solaris", "illumos", "aix", "haiku", "hurd", "fuchsia",
+            "redox", "nto", "vxworks", "espidf", "horizon", "emscripten", "wasi", "uefi")
+#: Rust's ``std::env::consts::ARCH`` values; others are kept as received.
+KNOWN_ARCH = ("x86", "x86_64", "arm", "aarch64", "m68k", "mips", "mips32r6", "mips64",
+              "mips64r6", "csky", "powerpc", "powerpc64", "riscv32", "riscv64", "s390x",
+              "sparc", "sparc64", "hexagon", "loongarch32", "loongarch64")
+#: The API address ZLayer stores for a worker that registered over gRPC: no reachable API.
+NO_API_ADDR = "0.0.0.0:0"
 
 frozen = dataclass(frozen=True, kw_only=True)
 
@@ -91,6 +115,8 @@ class StaticPeer(Wire):
 class AdaptiveTtlConfig(Wire):
     """Adaptive-TTL heartbeat configuration (§6): Nomad's design, where the leader caps the
     cluster-wide heartbeat rate by stretching each worker's TTL as the cluster grows."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     min_ttl_secs: int = wire(U32, default=10)
     max_ttl_secs: int = wire(U32, default=600)
@@ -137,6 +163,12 @@ class ClusterMode(Wire):
 
 def _check_peers(node_id: int | None, peers: tuple, addr_fields: tuple[str, ...]) -> None:
     """§2.6 rules shared by raft, static and worker-tier servers."""
+    if not peers:
+        # what `zlayer node init` writes when its advertise address is a host name: ZLayer
+        # rebuilds the list from its Raft state; raftdir listens where this entry says
+        raise _fail("peers", f"empty; list this node (id {node_id}) with the "
+                             f"{' and '.join(addr_fields)} it listens on, and the peers it "
+                             "joins (host names are accepted)")
     if not any(p.id == node_id for p in peers):
         raise _fail("node_id", f"{node_id} is not the id of any entry in peers")
     seen_ids: set[int] = set()
@@ -281,12 +313,20 @@ class WorkerTierMode(ClusterMode):
 class WorkerProfile(Wire):
     """What a worker says about itself when it registers (§7)."""
 
-    api_addr: str = wire(ADDR)
-    os: str = wire(choice(*OS_NAMES))
-    arch: str = wire(choice(*ARCH_NAMES))
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    api_addr: str = wire(SOCKET_ADDR)
+    os: str = wire(STR)
+    arch: str = wire(STR)
     labels: dict = wire(STR_MAP, DEF_OMIT, dict)
     cpu_total: int = wire(U32, DEF, 0)
     memory_total_bytes: int = wire(U64, DEF, 0)
+
+    @property
+    def reachable_api_addr(self) -> str | None:
+        """``api_addr`` when it can be dialled; None for ZLayer's ``0.0.0.0:0`` (a worker
+        registered over gRPC) or any other unspecified host or port 0."""
+        return reachable_addr(self.api_addr)
 
     @property
     def placement_os(self) -> str:
@@ -297,6 +337,8 @@ class WorkerProfile(Wire):
 @frozen
 class WorkerLease(Wire):
     """A worker's lease in the directory: the record that decides whether it is alive (§8)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     node_id: int = wire(U64)
     profile: WorkerProfile = wire(Nested(WorkerProfile))
@@ -319,6 +361,8 @@ class WorkerLease(Wire):
 @frozen
 class ScaleAssignment(Wire):
     """One role group of a scale order: the indices of that role a node runs (§19)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     role: str = wire(NONEMPTY_STR)
     indices: tuple = wire(ListOf(U32, ascending=True))
@@ -348,6 +392,7 @@ class WorkerAssignmentEvent(Wire):
     ``DeleteEvent`` or ``DrainEvent`` (§13)."""
 
     TAG_KEY: ClassVar[str | None] = "kind"
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
 
 @frozen
@@ -387,6 +432,8 @@ class DrainEvent(WorkerAssignmentEvent):
 class WorkerRegisterRequest(Wire):
     """Bootstrap join request from a new worker (§9)."""
 
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
     token: str = wire(STR)
     desired_node_id: int | None = wire(U64, OPT)
     profile: WorkerProfile = wire(Nested(WorkerProfile))
@@ -395,6 +442,8 @@ class WorkerRegisterRequest(Wire):
 @frozen
 class WorkerRegisterResponse(Wire):
     """Successful registration (§10)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     node_id: int = wire(U64)
     cluster_id: str = wire(STR)
@@ -408,6 +457,8 @@ class WorkerRegisterResponse(Wire):
 class WorkerPollRequest(Wire):
     """Long-poll for assignment events newer than ``last_revision`` (§11)."""
 
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
     node_id: int = wire(U64)
     last_revision: int = wire(U64, DEF, 0)
     max_wait_secs: int = wire(U32, DEF, 30)
@@ -419,6 +470,8 @@ class WorkerPollResponse(Wire):
     ``behind`` (raftdir extension): the poll's ``last_revision`` was above this server's
     revision even after it caught up with the leader, so it is not of this cluster's
     history; the answer is then the complete set (``full``) at the server's revision."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     revision: int = wire(U64)
     events: tuple = wire(ListOf(Nested(WorkerAssignmentEvent)), DEF_OMIT, tuple)
@@ -432,10 +485,12 @@ class WorkerPollResponse(Wire):
 class WorkerContainerStatus(Wire):
     """One container in a worker's status report (§15)."""
 
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
     service: str = wire(STR)
     role: str = wire(STR)
     replica: int = wire(U32)
-    state: str = wire(choice(*CONTAINER_STATES))
+    state: str = wire(STR)
     overlay_ip: str | None = wire(IP, OPT)
 
     @property
@@ -447,6 +502,8 @@ class WorkerContainerStatus(Wire):
 class WorkerResourceUsage(Wire):
     """A worker's current resource use (§16)."""
 
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
     cpu_used: float = wire(F64)
     memory_used_bytes: int = wire(U64)
     gpu_used: int = wire(U32)
@@ -455,6 +512,8 @@ class WorkerResourceUsage(Wire):
 @frozen
 class WorkerStatusReport(Wire):
     """Periodic status from a worker; also renews its lease (§14)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     node_id: int = wire(U64)
     ts_ns: int = wire(U64)
@@ -465,6 +524,8 @@ class WorkerStatusReport(Wire):
 @frozen
 class WorkerStatusAck(Wire):
     """Answer to a status report: when to report next, and who serves (§17)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     next_ttl_secs: int = wire(U32)
     servers: tuple = wire(ListOf(ENDPOINT), DEF_OMIT, tuple)
@@ -478,6 +539,8 @@ class InternalScaleRequest(Wire):
     """A scale order for one service, sent to one node (§18). Legacy shape: ``replicas``
     only (one ``default`` group, indices 0..replicas-1). Phase-2 shape: ``assignments``,
     with ``replicas`` the number of indices over all groups."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     service: str = wire(NONEMPTY_STR)
     replicas: int = wire(U32, DEF, 0)
@@ -530,12 +593,14 @@ class InternalScaleRequest(Wire):
 class ClusterContainerSummary(Wire):
     """A container as listed across the cluster, tagged with its node (§21)."""
 
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
     node_id: int = wire(U64)
     id: str = wire(STR)
     service: str = wire(STR)
     replica: int = wire(U32)
     image: str = wire(STR)
-    state: str = wire(choice(*CONTAINER_STATES))
+    state: str = wire(STR)
     pid: int | None = wire(U32, OPT_NULL)
     overlay_ip: str | None = wire(STR, OPT_NULL)
 
@@ -543,6 +608,8 @@ class ClusterContainerSummary(Wire):
 @frozen
 class NodeServiceState(Wire):
     """One node's view of one service (§20)."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     node_id: int = wire(U64)
     running: int = wire(U32)

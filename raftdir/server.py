@@ -26,6 +26,7 @@ from .auth import (
     check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
     node_secret_matches, verify_join_token,
 )
+from .backup import encode_backup
 from .clock import Clock, SystemClock
 from .core.commands import (
     Command, MarkDown, MarkReady, RegisterNode, command_to_plain, encode_command, pack_plain,
@@ -37,7 +38,7 @@ from .errors import (
     Unauthorized, UnknownNode,
 )
 from .leader.aggregation import service_view
-from .leader.leases import ExpiryPolicy
+from .leader.leases import ExpiryPolicy, LeaseTable
 from .leader.services import LeaderServices
 from .limits import check_token
 from .model import (
@@ -46,7 +47,7 @@ from .model import (
     WorkerStatusReport,
 )
 from .replication.base import MAX_COMMAND_BYTES, RaftNode
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, finish_even_if_cancelled
 from .replication.notifier import RevisionNotifier
 from .replication.secret import derive_key
 from .replication.tuning import RaftTuning
@@ -177,6 +178,7 @@ class DirectoryServer:
         self.raft = raft if raft is not None else self._make_raft()
         self.notifier = RevisionNotifier()
         self.leader: LeaderServices | None = None
+        self._kept_leases: LeaseTable | None = None   # the last term's, when this peer led
         self.heartbeats = 0
         self.leadership_changes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,6 +247,8 @@ class DirectoryServer:
             if old is not None and (not is_leader or old.term != term):
                 self.leader = None
                 await old.stop()
+                if old.ready.is_set():
+                    self._kept_leases = old.leases
                 log.info("node %d: leader services of term %d stopped", self.node_id,
                          old.term)
             if is_leader and self.leader is None and self.raft.is_leader():
@@ -279,6 +283,28 @@ class DirectoryServer:
         if not result.ok:
             raise error_for(result)
         return result
+
+    def lease_now(self) -> float:
+        """The lease clock (raftdir.leader.leases): this server's monotonic clock minus
+        the time it held no leader lease."""
+        return self.clock.monotonic() - self.raft.unleased_seconds()
+
+    def kept_leases(self, previous_term: int | None) -> LeaseTable | None:
+        """This peer's lease table of ``previous_term``, if this peer served that term as
+        leader: the term a new leader's barrier found last in the directory, so no other
+        leader acknowledged anything since (every acknowledgement needs a ready leader,
+        and a leader is ready once its barrier committed). Taken once."""
+        kept, self._kept_leases = self._kept_leases, None
+        if kept is None or previous_term is None or kept.term != previous_term:
+            return None
+        return kept
+
+    def _check_lease(self) -> None:
+        """Before an answer that grants a worker a lease: this peer still holds its
+        leader lease, so no other leader can have been elected (raft_rules)."""
+        if not self.raft.has_lease():
+            raise NoLeader(f"node {self.node_id}: a majority has not confirmed this "
+                           "leader within the election timeout; retry shortly")
 
     def _endpoint_of_raft(self, raft_addr: str | None) -> str | None:
         api = self._raft_to_api.get(raft_addr or "")
@@ -349,10 +375,10 @@ class DirectoryServer:
 
     def _registered(self, leader: LeaderServices, node: dict[str, Any], secret: str
                     ) -> WorkerRegisterResponse:
+        self._check_lease()
         if leader.leases.entries.get(node["node_id"]) is None and node.get("state") != "down":
             leader.leases.arm_new(node["node_id"], ttl_secs=node["ttl_secs"],
-                                  grace_secs=node["grace_secs"],
-                                  now_mono=self.clock.monotonic(),
+                                  grace_secs=node["grace_secs"], now=self.lease_now(),
                                   now_wall_ms=self.clock.wall_ms())
         return WorkerRegisterResponse(
             node_id=node["node_id"], cluster_id=self.read(lambda d: d.cluster_id) or "",
@@ -399,13 +425,13 @@ class DirectoryServer:
         the running one: it joins the barrier queued behind it, creating it if there is
         none. At most one runs and one waits; everyone who arrives while one runs shares
         the next. Its outcome (an error too) goes to every caller; a caller cancelled
-        while it waits leaves the barrier to the others (``shield``)."""
+        while it waits leaves the barrier to the others."""
         queued = self._catch_up_queued
         if queued is None:
             queued = asyncio.ensure_future(self._queued_catch_up(self._catch_up_running))
             self._catch_up_queued = queued
         try:
-            await asyncio.shield(queued)
+            await finish_even_if_cancelled(queued, "a catch-up barrier")
         except asyncio.CancelledError:
             if queued.cancelled() and self._stopping:   # stop() ended it, not our caller
                 raise NoLeader(f"node {self.node_id}: this server is stopping") from None
@@ -442,18 +468,19 @@ class DirectoryServer:
         self.heartbeats += 1
         live = self.read(lambda d: d.node_count("worker", "ready"))
         ttl = self._ttl(live)
-        now_mono, now_wall = self.clock.monotonic(), self.clock.wall_ms()
         if node["state"] == "down":
             # It is back. Decided from the directory, not from the lease table: a
             # mark_down whose answer was lost may have left an entry behind.
             await self.propose(MarkReady(term=leader.term, node_id=report.node_id,
-                                         renewed_ms=now_wall))
-        if leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
-                               now_wall_ms=now_wall, report=report) is None:
+                                         renewed_ms=self.clock.wall_ms()))
+        self._check_lease()
+        now, now_wall = self.lease_now(), self.clock.wall_ms()
+        if leader.leases.renew(report.node_id, ttl_secs=ttl, now=now, now_wall_ms=now_wall,
+                               report=report) is None:
             leader.leases.arm_new(report.node_id, ttl_secs=ttl, grace_secs=node["grace_secs"],
-                                  now_mono=now_mono, now_wall_ms=now_wall)
-            leader.leases.renew(report.node_id, ttl_secs=ttl, now_mono=now_mono,
-                                now_wall_ms=now_wall, report=report)
+                                  now=now, now_wall_ms=now_wall)
+            leader.leases.renew(report.node_id, ttl_secs=ttl, now=now, now_wall_ms=now_wall,
+                                report=report)
         return WorkerStatusAck(next_ttl_secs=ttl, servers=tuple(self.servers()),
                                leader=self.leader_endpoint())
 
@@ -652,6 +679,17 @@ class DirectoryServer:
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
 
+    async def backup(self) -> bytes:
+        """A backup file of the directory (``raftdir.backup``): a barrier through the
+        leader first, so it holds every write acknowledged before the call; then the
+        state, taken under the apply lock."""
+        await self.barrier()
+        status = self.raft.status()
+        snapshot = self.read(lambda d: d.to_snapshot())
+        return encode_backup(snapshot, node_id=self.node_id, term=int(status.get("term", 0)),
+                             applied_index=int(status.get("last_applied", 0)),
+                             now_ms=self.clock.wall_ms())
+
     def service_state(self, service: str) -> dict[str, Any]:
         leader = self._leading()
         placement = self.read(lambda d: d.placement(service)) or {}
@@ -686,7 +724,7 @@ class DirectoryServer:
         ids = self.read(lambda d: d.node_ids())
         nodes = [n for n in self.read_each(ids, lambda d, n: d.node(n)) if n is not None]
         leader = self.leader if self.is_leader() else None
-        now = self.clock.monotonic()
+        now = self.lease_now()
         for node in nodes:
             entry = leader.leases.entries.get(node["node_id"]) if leader else None
             node["ttl_left_secs"] = None if entry is None else round(entry.deadline - now, 3)
@@ -701,7 +739,7 @@ class DirectoryServer:
         ids = self.read(lambda d: d.node_ids(kind="worker"))
         rows = [r for r in self.read_each(ids, lambda d, n: d.lease_data(n)) if r is not None]
         leader = self.leader if self.is_leader() else None
-        now = self.clock.monotonic()
+        now = self.lease_now()
         return [(r, None if leader is None else leader.leases.time_left(r["node_id"], now))
                 for r in rows]
 

@@ -16,7 +16,8 @@ import dataclasses
 from hypothesis import strategies as st
 
 from raftdir.model import (
-    CONTAINER_STATES, AdaptiveTtlConfig, ClusterContainerSummary, DeleteEvent, DrainEvent,
+    CONTAINER_STATES, KNOWN_ARCH, KNOWN_OS, NO_API_ADDR, AdaptiveTtlConfig,
+    ClusterContainerSummary, DeleteEvent, DrainEvent,
     InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
     SingleNodeMode, StaticMode, StaticPeer, WorkerContainerStatus, WorkerLease,
     WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
@@ -148,9 +149,13 @@ def worker_tier_modes(draw):
 
 # ---------------------------------------------------------------------------- §7-§21
 
-profiles = st.builds(WorkerProfile, api_addr=addrs,
-                     os=st.sampled_from(["linux", "windows", "darwin", "macos"]),
-                     arch=st.sampled_from(["x86_64", "aarch64"]), labels=labels,
+# open strings: the values known today, and anything else (kept as received)
+os_names = st.one_of(st.sampled_from(KNOWN_OS), text)
+arch_names = st.one_of(st.sampled_from(KNOWN_ARCH), text)
+container_states = st.one_of(st.sampled_from(CONTAINER_STATES), text)
+
+profiles = st.builds(WorkerProfile, api_addr=st.one_of(addrs, st.just(NO_API_ADDR)),
+                     os=os_names, arch=arch_names, labels=labels,
                      cpu_total=u32, memory_total_bytes=u64)
 
 scale_assignments = st.builds(
@@ -190,13 +195,13 @@ def scale_requests(draw):
 
 
 container_statuses = st.builds(WorkerContainerStatus, service=text, role=text, replica=u32,
-                               state=st.sampled_from(CONTAINER_STATES),
+                               state=container_states,
                                overlay_ip=st.one_of(st.none(), ips))
 resource_usages = st.builds(WorkerResourceUsage, cpu_used=finite_floats,
                             memory_used_bytes=u64, gpu_used=u32)
 container_summaries = st.builds(ClusterContainerSummary, node_id=u64, id=text, service=text,
                                 replica=u32, image=text,
-                                state=st.sampled_from(CONTAINER_STATES),
+                                state=container_states,
                                 pid=st.one_of(st.none(), u32),
                                 overlay_ip=st.one_of(st.none(), text))
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from raftdir import ConfigError, SingleNodeMode, WorkerTierMode, load_cluster_mode
 from raftdir.cli import cli
-from raftdir.config import load_with_warnings
+from raftdir.config import dump_yaml, load_with_warnings
+from raftdir.model import WorkerTierRole
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml")) + sorted(EXAMPLES.glob("three-peers/*/*.yaml"))
@@ -81,6 +82,85 @@ def test_zlayer_document_is_accepted_unchanged(tmp_path):
     assert mode.adaptive_ttl_config().compute_ttl(1000) == 20
 
 
+# What `zlayer node init` writes (bin/zlayer/src/commands/node.rs persist_cluster_mode_raft,
+# serialized with serde_yaml 0.9) when its advertise address is a host name: ZLayer rebuilds
+# the peers from Raft. (With an IP it lists this node alone: tests/test_zlayer_goldens.py.)
+ZLAYER_NODE_INIT_HOSTNAME = """\
+mode: raft
+node_id: 1
+peers: []
+"""
+
+
+def test_zlayer_node_init_file_with_a_host_name_is_refused_naming_peers(tmp_path):
+    message = load_error(write(tmp_path, "cluster_mode.yaml", ZLAYER_NODE_INIT_HOSTNAME))
+    assert message == (f"{tmp_path / 'cluster_mode.yaml'}: peers: empty; list this node "
+                       "(id 1) with the raft_addr and api_addr it listens on, and the peers "
+                       "it joins (host names are accepted)")
+    # the fix the message asks for: this node's entry, by host name
+    fixed = ZLAYER_NODE_INIT_HOSTNAME.replace(
+        "peers: []", "peers:\n- id: 1\n  raft_addr: node1.example:9000\n"
+                     "  api_addr: node1.example:3669")
+    assert load_cluster_mode(write(tmp_path, "fixed.yaml", fixed)).peers[0].raft_addr == \
+        "node1.example:9000"
+    static = "mode: static\nnode_id: 2\npeers: []\n"
+    assert load_error(write(tmp_path, "s.yaml", static)).endswith(
+        "peers: empty; list this node (id 2) with the api_addr it listens on, and the peers "
+        "it joins (host names are accepted)")
+
+
+@pytest.mark.parametrize("value", ["yes", "no", "on", "off", "y", "n", "010", "0o17x",
+                                   "1_000", "1:30", "2024-01-01", "0X1F", "1e400", "inf",
+                                   "=", "'8080'", '"true"', "'~'", "x86_64"])
+def test_yaml_values_zlayer_reads_as_strings_are_strings(tmp_path, value):
+    """serde_yaml 0.9 (YAML 1.2 core) reads these plain scalars as strings; PyYAML's YAML 1.1
+    would have made yes/on bools, 010 octal 8, 1_000 and 1:30 integers, dates dates."""
+    text = f"mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nlabels: {{k: {value}}}\n"
+    mode = load_cluster_mode(write(tmp_path, "w.yaml", text))
+    assert mode.labels == {"k": yaml.safe_load(f"[{value}]")[0] if value[0] in "'\"" else value}
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("8080", "expected a string, got int"), ("-5", "expected a string, got int"),
+    ("0x1F", "expected a string, got int"), ("0o17", "expected a string, got int"),
+    ("1.5", "expected a string, got float"), ("1e3", "expected a string, got float"),
+    (".inf", "expected a string, got float"), ("true", "expected a string, got bool"),
+    ("FALSE", "expected a string, got bool"), ("~", "expected a string, got null"),
+    ("null", "expected a string, got null"),
+])
+def test_yaml_values_zlayer_reads_as_numbers_or_bools_are_refused(tmp_path, value, problem):
+    text = f"mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nlabels: {{k: {value}}}\n"
+    assert f'labels["k"]: {problem} (quote it' in load_error(write(tmp_path, "w.yaml", text))
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("7", 7), ("+7", 7), ("0x10", 16), ("0o10", 8), ("0b10", 2),
+    ("010", "node_id: expected an integer (u64), got string"),        # not octal 8
+    ("1_000", "node_id: expected an integer (u64), got string"),
+    ("1:30", "node_id: expected an integer (u64), got string"),       # not base-60 90
+    ("7.0", "node_id: expected an integer (u64), got float"),
+    ("yes", "node_id: expected an integer (u64), got string"),
+])
+def test_yaml_integers_are_read_as_zlayer_reads_them(tmp_path, value, expected):
+    text = (f"mode: raft\nnode_id: {value}\npeers:\n- id: {value}\n"
+            "  raft_addr: 10.0.0.1:9000\n  api_addr: 10.0.0.1:3669\n")
+    path = write(tmp_path, "r.yaml", text)
+    if isinstance(expected, int):
+        assert load_cluster_mode(path).node_id == expected
+    else:
+        assert load_error(path) == f"{path}: {expected}"
+
+
+def test_check_output_quotes_strings_any_yaml_reader_would_retype(tmp_path):
+    labels = {"a": "1e3", "b": "yes", "c": "0o17", "d": "010", "e": "true", "f": "",
+              "g": "~", "h": "8080", "i": "x"}
+    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=("10.0.0.1:3669",),
+                          labels=labels)
+    text = dump_yaml(mode)
+    assert load_cluster_mode(write(tmp_path, "again.yaml", text)) == mode
+    assert yaml.safe_load(text)["labels"] == labels           # a YAML 1.1 reader agrees
+
+
 def test_json_config_is_read_by_extension(tmp_path):
     path = write(tmp_path, "mode.json", json.dumps(yaml.safe_load(ZLAYER_SERVER)))
     assert load_cluster_mode(path) == load_cluster_mode(
@@ -101,8 +181,13 @@ def test_json_config_is_read_by_extension(tmp_path):
     ("cluster_mode.yaml", ZLAYER_SERVER.replace("node_id: 1", "node_id: 7"),
      "node_id: 7 is not the id of any entry in peers"),
     ("cluster_mode.yaml",
-     "mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nlabels: {ssd: yes}\n",
-     'labels["ssd"]: expected a string, got bool'),
+     "mode: worker-tier\nrole: worker\nservers: ['10.0.0.1:3669']\nlabels: {ssd: true}\n",
+     'labels["ssd"]: expected a string, got bool (quote it: YAML reads an unquoted number, '
+     'true, false or null as such, and so does ZLayer)'),
+    ("cluster_mode.yaml",
+     "mode: static\nnode_id: 1\npeers:\n  - {id: 1, api_addr: '10.0.0.1:1', "
+     "labels: {port: 8080}}\n",
+     'peers[0].labels["port"]: expected a string, got int (quote it'),
     ("cluster_mode.yaml",
      "mode: static\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 'fd00::1:3669'}\n",
      "peers[0].api_addr: 'fd00::1:3669': an IPv6 address must be in brackets"),

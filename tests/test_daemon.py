@@ -43,9 +43,39 @@ def test_sync_context_manager_runs_on_its_own_thread(tmp_path):
 
 
 def test_a_broken_config_names_the_file_and_field(tmp_path):
+    # what `zlayer node init` writes when its advertise address is a host name
     (tmp_path / "cluster_mode.yaml").write_text("mode: raft\nnode_id: 1\npeers: []\n")
-    with pytest.raises(ConfigError, match="cluster_mode.yaml: node_id: 1 is not the id"):
+    with pytest.raises(ConfigError, match="cluster_mode.yaml: peers: empty; list this node"):
         Daemon.from_data_dir(tmp_path)
+    (tmp_path / "cluster_mode.yaml").write_text(
+        "mode: raft\nnode_id: 2\npeers:\n- {id: 1, raft_addr: '127.0.0.1:1', "
+        "api_addr: '127.0.0.1:2'}\n")
+    with pytest.raises(ConfigError, match="cluster_mode.yaml: node_id: 2 is not the id"):
+        Daemon.from_data_dir(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_zlayer_node_init_file_starts_a_node_that_leads(tmp_path):
+    """`zlayer node init` writes this node alone (serde_yaml's layout, loopback here so that
+    no cluster secret is needed): a one-member Raft cluster that leads at once and that
+    other peers join with `raftdir peers add` (tests/cli/test_cli_membership.py)."""
+    raft_port, api_port = free_ports(2)
+    (tmp_path / "cluster_mode.yaml").write_text(
+        f"mode: raft\nnode_id: 1\npeers:\n- id: 1\n  raft_addr: 127.0.0.1:{raft_port}\n"
+        f"  api_addr: 127.0.0.1:{api_port}\n")
+
+    async def body() -> None:
+        daemon = Daemon.from_data_dir(tmp_path)
+        got: list = []
+        daemon.on_assignments(lambda change, current: got.append(current.containers()))
+        async with daemon:
+            await async_wait_until(daemon.cluster.is_leader, 10, "the node to lead")
+            assert daemon.cluster.leader_addr() == f"127.0.0.1:{api_port}"
+            await daemon.cluster.forward_scale(InternalScaleRequest.legacy("web", 1))
+            await async_wait_until(lambda: got, 10, "its own assignment")
+            assert got[-1] == ["web-default-0"]
+
+    asyncio.run(body())
 
 
 def test_constructor_does_no_io(tmp_path):

@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..cluster import NodeInfo
+from ..codec import reachable_addr
 from ..errors import Forbidden, NoLeader, NotLeader, RaftdirError
 from ..model import InternalScaleRequest, NodeServiceState
 
@@ -37,7 +38,8 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
     state = _STATES.get(node.get("state", ""), "unreachable")
     if node.get("draining") and state == "ready":
         state = "draining"
-    return NodeInfo(node_id=int(node["node_id"]), api_addr=str(profile.get("api_addr", "")),
+    return NodeInfo(node_id=int(node["node_id"]),
+                    api_addr=reachable_addr(str(profile.get("api_addr", ""))),
                     labels=dict(profile.get("labels") or {}), os=str(profile.get("os", "linux")),
                     state=state, last_seen_secs_ago=node.get("last_report_secs_ago"))
 

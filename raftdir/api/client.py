@@ -156,7 +156,7 @@ class RaftdirClient:
     # -- one call, with retries ------------------------------------------------------------
     async def _call(self, method: str, path: str, body: Any = None, *, auth: str | None = None,
                     server: str | None = None, timeout: float | None = None,
-                    write: bool = False, text: bool = False,
+                    write: bool = False, text: bool = False, raw: bool = False,
                     query: dict[str, str] | None = None,
                     request_id: str | None = None) -> Any:
         """Send one logical request; ``server`` pins it to one server (one attempt, no
@@ -213,6 +213,8 @@ class RaftdirClient:
                     self.preferred = target  # it answered: keep using it
                 if text:
                     return data.decode("utf-8")
+                if raw:
+                    return data
                 return _decode(ctype, data) if data else None
             err = _error(status, ctype, data)
             if pinned:
@@ -356,6 +358,12 @@ class RaftdirClient:
 
     async def metrics(self, server: str | None = None) -> str:
         return await self._call("GET", "/metrics", server=server, text=True)
+
+    async def backup(self, *, server: str | None = None, timeout: float | None = None
+                     ) -> bytes:
+        """A backup file of the directory (admin token; see ``raftdir.backup``)."""
+        return await self._call("GET", "/api/v1/cluster/backup", auth="admin",
+                                server=server, timeout=timeout, raw=True)
 
     async def per_server(self, method: str | Callable[..., Any], *args: Any, **kwargs: Any
                          ) -> dict[str, Any]:

@@ -50,12 +50,15 @@ from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
+from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
+from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
     "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
+    "BACKUP_ROUTE", "BACKUP_TYPE",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -65,7 +68,6 @@ JSON = "application/json"
 _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 FORWARDED_HEADER = "X-Raftdir-Forwarded"
 REQUEST_ID_HEADER = "X-Request-Id"
-ZLAYER_TOKEN_HEADER = "X-ZLayer-Internal-Token"
 #: Headers a follower passes on to the leader (besides its own ``X-Raftdir-Forwarded``).
 _FORWARD_HEADERS = ("Authorization", ZLAYER_TOKEN_HEADER, REQUEST_ID_HEADER, "Content-Type",
                     "Accept")
@@ -137,6 +139,7 @@ class Route:
     encode: Callable[[Any, Call], Any] = _encode_plain
     errors: tuple[type[RaftdirError], ...] = ()
     summary: str = ""
+    binary: str | None = None   # the call returns bytes, sent as is with this media type
 
 
 def _encode_scale(split: dict[int, InternalScaleRequest], call: Call) -> dict[str, Any]:
@@ -281,6 +284,29 @@ MEMBERSHIP_ROUTES: tuple[Route, ...] = (
 )
 
 
+# ---------------------------------------------------------------------------- backup
+# A backup file of the directory (raftdir/backup.py): consistent (a barrier through the
+# leader first), so any server can answer it. Optional on the control plane: one without
+# ``backup`` (a static peer) answers 409.
+
+BACKUP_TYPE = "application/vnd.raftdir.backup"
+
+
+async def _backup(cp: ControlPlane, c: Call) -> bytes:
+    fn = getattr(cp, "backup", None)
+    if fn is None:
+        raise Conflict("backup: this server keeps no replicated directory")
+    return await fn()
+
+
+BACKUP_ROUTE = Route(
+    "backup", "GET", "/api/v1/cluster/backup", _backup, auth="admin", binary=BACKUP_TYPE,
+    errors=_ADMIN_ERRORS + (Conflict,) + _READ_ERRORS,
+    summary="A backup file of the directory (msgpack, with its cluster id, revision and "
+            "checksum), taken after a barrier: every write acknowledged before the call "
+            "is in it.")
+
+
 # ---------------------------------------------------------------------------- negotiation
 
 def _media_type(header: str | None) -> str:
@@ -401,7 +427,9 @@ def _node_secret(request: web.Request) -> str | None:
 
 
 def _admin_token(request: web.Request) -> str | None:
-    return bearer_token(request.headers.get("Authorization"))
+    # the same headers: ZLayer's daemons send their cluster-wide token (our admin token's
+    # counterpart) in X-ZLayer-Internal-Token
+    return _node_secret(request)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -643,7 +671,8 @@ class _Api:
                     result = await self._parked(route, call)
                 elif route.forward and request.method != "GET":
                     # A write runs to its end even if the client disconnects.
-                    result = await asyncio.shield(_maybe_await(route.call(self.cp, call)))
+                    result = await finish_even_if_cancelled(
+                        _maybe_await(route.call(self.cp, call)), f"{route.name} request")
                 else:
                     result = await _maybe_await(route.call(self.cp, call))
             except NotLeader as err:
@@ -651,6 +680,8 @@ class _Api:
                         and FORWARDED_HEADER not in request.headers:
                     return await self._forward(route, request, raw, err)
                 raise
+            if route.binary:
+                return web.Response(body=result, content_type=route.binary)
             try:
                 return _respond(request, route.encode(result, call))
             except BadRequest as exc:  # our own answer does not encode: a bug here
@@ -753,12 +784,15 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
                forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
-    for route in ROUTES + MEMBERSHIP_ROUTES:
+    forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
+    for route in ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE,):
+        handler = api.handler(route)
+        if route.name in forms:
+            handler = with_zlayer_form(handler, api.handler(forms[route.name]))
         if route.method == "GET":  # GET routes answer HEAD too (aiohttp sends no body)
-            app.router.add_get(route.path, api.handler(route), name=route.name)
+            app.router.add_get(route.path, handler, name=route.name)
         else:
-            app.router.add_route(route.method, route.path, api.handler(route),
-                                 name=route.name)
+            app.router.add_route(route.method, route.path, handler, name=route.name)
     app.router.add_get("/metrics", api.handle_metrics, name="metrics")
     app.on_cleanup.append(api.close)
     return app

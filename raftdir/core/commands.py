@@ -66,6 +66,8 @@ class Command:
 
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    #: Older versions still decoded (read as this version: their content is a subset).
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = ()
     #: Leader-originated: carries ``term`` and is refused as ``stale`` below the state's
     #: highest term (pysyncobj.md §5.2 rule 4).
     LEADER: ClassVar[bool] = False
@@ -93,6 +95,11 @@ class RegisterNode(Command):
     ``token_id`` None means no token is counted (a server)."""
 
     TYPE: ClassVar[str] = "register_node"
+    #: 2: the profile is read as ZLayer writes it: any ``os`` and ``arch`` string, and an
+    #: ``api_addr`` with port 0 (``0.0.0.0:0``: no reachable API). Version 1 refused those
+    #: values; a v1 command is a v2 one with narrower values, so it is still read.
+    VERSION: ClassVar[int] = 2
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
     desired_node_id: U64 | None = None
     kind: str = "worker"
     profile: ProfileMap
@@ -235,6 +242,13 @@ def _check_profile(value: Any, path: str) -> dict:
 
     if isinstance(value, WorkerProfile):
         return value.to_dict()
+    # A command is raftdir's own replicated format: every key must be understood, even
+    # where the wire record skips keys it does not know (as ZLayer's serde does).
+    if isinstance(value, dict):
+        known = WorkerProfile.__dataclass_fields__
+        for key in value:
+            if isinstance(key, str) and key not in known:
+                raise _fail(f"{path}.{key}", "unknown key")
     return WorkerProfile.from_dict(value, path).to_dict()
 
 
@@ -564,6 +578,6 @@ def _check_header(obj: dict) -> _Codec:
         raise _fail("v", "required field missing")
     if isinstance(version, bool) or not isinstance(version, int):
         raise _fail("v", f"expected an integer, got {_type_name(version)}")
-    if version != cls.VERSION:
+    if version != cls.VERSION and version not in cls.OLDER_VERSIONS:
         raise _fail("v", f"unsupported version {version} of {tag!r}; expected {cls.VERSION}")
     return codec

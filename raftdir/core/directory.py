@@ -382,7 +382,10 @@ class Directory:
         return {"service": name, "events_for": events_for, "deleted": deleted}
 
     def _barrier(self, cmd: Barrier, now: int) -> dict:
-        return {"term": max(cmd.term, self.state.max_term)}
+        # previous_term: the last leader term that wrote before this barrier; a peer that
+        # led that very term knows no other leader acknowledged anything since.
+        return {"term": max(cmd.term, self.state.max_term),
+                "previous_term": self.state.max_term}
 
     def _compact(self, cmd: Compact, now: int) -> dict:
         hs = self.state

@@ -35,10 +35,12 @@ __all__ = [
 
 WORKER_ID_BASE = 1_000_000
 DEFAULT_MAX_REQUEST_IDS = 10_000
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 #: Formats ``state_from_snapshot`` reads. 1: request-id rows were [id, result] (no
-#: fingerprint; such an entry matches any retry, as it did when it was written).
-READABLE_SNAPSHOT_FORMATS = (1, 2)
+#: fingerprint; such an entry matches any retry, as it did when it was written). 3: the
+#: rows of format 2; a node's profile may hold what ZLayer writes (any os and arch,
+#: api_addr ``0.0.0.0:0``), which a format-2 reader refuses to list, so it refuses the file.
+READABLE_SNAPSHOT_FORMATS = (1, 2, 3)
 
 SERVER = sys.intern("server")
 WORKER = sys.intern("worker")

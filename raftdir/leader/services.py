@@ -42,7 +42,7 @@ class LeaderServices:
     def __init__(self, server: "DirectoryServer", term: int) -> None:
         self.server = server
         self.term = term
-        self.leases = LeaseTable(server.settings.expiry)
+        self.leases = LeaseTable(server.settings.expiry, term=term)
         self.ready = asyncio.Event()
         self.expired_total = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,11 +102,11 @@ class LeaderServices:
                 log.exception("term %d: %s raised", self.term, work.__name__)
 
     async def _take_office(self) -> None:
-        """Barrier in this term, bootstrap, register the peers, arm every deadline."""
+        """Barrier in this term, bootstrap, register the peers, re-place what needs it,
+        then arm every deadline (the last step: "ready" starts every worker's lease)."""
         server = self.server
         settings = server.settings
-        state_clock_ms = server.read(lambda d: d.now_ms)  # the old leader's last word
-        await server.propose(Barrier(term=self.term))
+        barrier = await server.propose(Barrier(term=self.term))
         if server.read(lambda d: d.cluster_id) is None:
             try:
                 await server.propose(Bootstrap(cluster_id=settings.cluster_id
@@ -118,23 +118,37 @@ class LeaderServices:
                 await server.propose(RegisterNode(
                     desired_node_id=peer.node_id, kind="server", profile=peer.profile,
                     ttl_secs=0, grace_secs=0, secret_hash="0"))
-        now_mono, now_wall = server.clock.monotonic(), server.clock.wall_ms()
-        ttl = settings.ttl
-        # The hard state holds the TTL granted at registration; heartbeats since may have
-        # been granted a longer one (the fleet grew, or jitter). The longest TTL any worker
-        # could hold now bounds them all.
-        live = server.read(lambda d: d.node_count("worker", "ready"))
-        longest = ttl.compute_ttl(live) * (2 if settings.ttl_jitter else 1)
-        for node in server.read(lambda d: d.nodes(kind="worker")):
-            if node["state"] == "down":
-                continue
-            self.leases.arm_after_election(
-                node["node_id"], ttl_secs=max(node["ttl_secs"], longest),
-                grace_secs=node["grace_secs"], checkpointed_ms=node["renewed_ms"],
-                state_clock_ms=state_clock_ms, now_mono=now_mono, now_wall_ms=now_wall,
-                checkpoint_interval_secs=settings.checkpoint_interval,
-                failover_ttl_secs=ttl.failover_ttl_secs)
         await self.reconcile()
+        self._arm(server.kept_leases(barrier.value.get("previous_term")))
+
+    def _arm(self, kept: LeaseTable | None) -> None:
+        """Every ready worker's deadline as this term starts (leases.py: the failover
+        rule). ``kept``: this peer's own table from the term just before this one, with
+        no other leader in between; it knows every acknowledgement since, so its
+        deadlines stand. Otherwise every worker gets the longest TTL it may hold plus its
+        grace from now."""
+        server = self.server
+        workers = [n for n in server.read(lambda d: d.nodes(kind="worker"))
+                   if n["state"] != "down"]
+        if kept is not None:
+            alive = {n["node_id"] for n in workers}
+            kept.entries = {n: e for n, e in kept.entries.items() if n in alive}
+            self.leases = kept
+            log.info("term %d: kept the lease table of term %d (no other leader between)",
+                     self.term, kept.term)
+        self.leases.term = self.term
+        ttl = server.settings.ttl
+        # A worker holds the TTL of its last acknowledgement, computed from the live count
+        # then (x2 with jitter); the count of every worker record bounds that count.
+        total = server.read(lambda d: d.node_count("worker"))
+        longest = ttl.compute_ttl(total) * (2 if server.settings.ttl_jitter else 1)
+        now = server.lease_now()
+        for node in workers:
+            if node["node_id"] in self.leases.entries:
+                continue
+            self.leases.arm_on_takeover(
+                node["node_id"], ttl_secs=max(node["ttl_secs"], longest),
+                grace_secs=node["grace_secs"], checkpointed_ms=node["renewed_ms"], now=now)
 
     # -- periodic work ---------------------------------------------------------------
     async def expire_once(self) -> list[int]:
@@ -143,12 +157,12 @@ class LeaderServices:
         server = self.server
         total, down = server.read(lambda d: (d.node_count("worker"),
                                              d.node_count("worker", "down")))
-        due = self.leases.expired(server.clock.monotonic(), workers_total=total,
+        due = self.leases.expired(server.lease_now(), workers_total=total,
                                   workers_down=down)
         if not due or not server.raft.is_leader():
             return []
         result = await server.propose(MarkDown(term=self.term, node_ids=tuple(due)))
-        now = server.clock.monotonic()
+        now = server.lease_now()
         for node_id in due:   # one that reported meanwhile keeps its entry (and is back)
             left = self.leases.time_left(node_id, now)
             if left is not None and left < 0:

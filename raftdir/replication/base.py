@@ -121,6 +121,18 @@ class RaftNode(Protocol):
 
     def term(self) -> int: ...
 
+    def has_lease(self) -> bool:
+        """This peer leads and no other peer can be elected before its lease ends (a
+        majority confirmed it within the minimum election timeout). Answers that grant
+        a worker a lease are given only while this holds."""
+        ...
+
+    def unleased_seconds(self) -> float:
+        """Seconds, since start, during which this peer held no leader lease: the
+        server's clock minus this is a clock that stands still while this peer cannot
+        act as leader (lease deadlines are measured in it)."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """``self, leader, term, commit_index, last_applied, log_len, partners
         ({addr: connected}), is_ready`` and ``is_leader``."""

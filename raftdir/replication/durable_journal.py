@@ -83,7 +83,10 @@ class SyncedFileJournal(FileJournal):
         journal that starts right (at the snapshot) but lost its tail. Here the kept
         entries go to a new file in PySyncObj's format, which is fsync'd and renamed over
         the journal: a crash leaves the old journal or the new one, both whole."""
-        kept = self._FileJournal__journal[entryTo:]
+        self.replace_entries(self._FileJournal__journal[entryTo:])
+
+    def replace_entries(self, kept: list[tuple[Any, int, int]]) -> None:
+        """Make ``kept`` the whole journal, atomically (a new file, fsync'd, renamed)."""
         records = []
         for command, idx, term in kept:
             data = struct.pack("<QQ", idx, term) + to_bytes(command)

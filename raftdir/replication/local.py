@@ -124,6 +124,12 @@ class LocalNode:
     def term(self) -> int:
         return self.TERM
 
+    def has_lease(self) -> bool:
+        return self._running   # the only peer: nobody else can be elected
+
+    def unleased_seconds(self) -> float:
+        return 0.0
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {

@@ -71,6 +71,7 @@ from raftdir.replication.base import (
     is_barrier,
 )
 from raftdir.replication import durable_journal
+from raftdir.replication.raft_rules import RaftRules
 from raftdir.replication.secret import check_raft_security, raft_password
 from raftdir.replication.tuning import RaftTuning
 
@@ -94,11 +95,13 @@ _PARTNER_KEY = "partner_node_status_server_"
 #: the last chunk by the command's length, but the chunks cut the *pickled* entry, which
 #: protocol-2 pickling makes up to twice as long (each byte >= 0x80 of a bytes object
 #: becomes two), so a follower unpickles a truncated entry ("pickle data was truncated")
-#: once for every chunk left, its tick raising each time (a command of non-ASCII text; or
-#: one whose length sits just below a multiple of the chunk). Batches this large carry any
-#: command up to MAX_COMMAND_BYTES (at most 2 * MAX_COMMAND_BYTES + 40 pickled) in one
-#: message, so that path is never taken; _submit refuses anything larger.
-APPEND_ENTRIES_BATCH_BYTES = 2 * MAX_COMMAND_BYTES + (1 << 20)
+#: once for every chunk left, its tick raising each time, and the leader sends it again (a
+#: command of non-ASCII text; or one whose length sits just below a multiple of the
+#: chunk). Batches this large carry any command up to MAX_COMMAND_BYTES (at most
+#: 2 * MAX_COMMAND_BYTES + 40 bytes pickled) in one message, so that path is never taken;
+#: _submit refuses anything larger.
+APPEND_ENTRIES_BATCH_BYTES = 4 * 2**20
+assert APPEND_ENTRIES_BATCH_BYTES > 2 * MAX_COMMAND_BYTES + 1024
 
 
 class _Deferred(Exception):
@@ -187,7 +190,7 @@ def build_conf(self_addr: str, data_dir: str, tuning: RaftTuning, *, password: s
         serializeChecker=serialize_checker,         # ... whose progress this reports
         deserializer=deserializer,
         appendEntriesUseBatch=False,                # ~0.5 ms instead of ~100 ms (finding 1)
-        appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES,  # no chunked entries
+        appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES,   # never chunked
         raftMinTimeout=tuning.raft_min_timeout,
         raftMaxTimeout=tuning.raft_max_timeout,
         appendEntriesPeriod=tuning.append_entries_period,
@@ -309,9 +312,10 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# the SyncObj subclass: one replicated method, forever method id 0 (finding 10)
+# the SyncObj subclass: one replicated method, forever method id 0 (finding 10), and
+# raftdir's vote, lease and truncation rules (raft_rules.py)
 
-class _RaftdirSyncObj(SyncObj):
+class _RaftdirSyncObj(RaftRules):
     def __init__(self, owner: "PySyncObjNode", self_addr: str, partners: list[str],
                  conf: SyncObjConf) -> None:
         self._raftdir_owner = owner
@@ -880,6 +884,17 @@ class PySyncObjNode:
     def term(self) -> int:
         so = self._so
         return int(so.raftCurrentTerm) if so is not None else 0
+
+    def has_lease(self) -> bool:
+        """This peer leads and a majority confirmed it within the minimum election
+        timeout, so no other peer can be elected before the lease ends (raft_rules)."""
+        so = self._so
+        return bool(so is not None and so.has_lease())
+
+    def unleased_seconds(self) -> float:
+        """Seconds, since start, during which this peer held no leader lease."""
+        so = self._so
+        return so.unleased_seconds() if so is not None else 0.0
 
     def status(self) -> dict[str, Any]:
         so = self._so

@@ -16,14 +16,17 @@ from raftdir.auth import issue_join_token
 
 @pytest.mark.parametrize("raw,wire", [("Linux", "linux"), ("Darwin", "darwin"),
                                       ("Windows", "windows"), ("macOS", "darwin"),
-                                      ("FreeBSD", None)])
+                                      ("FreeBSD", "freebsd"), ("SunOS", "solaris"),
+                                      ("Plan9", "plan9")])
 def test_os_names_are_normalised(raw, wire):
     assert normalize_os(raw) == wire
 
 
 @pytest.mark.parametrize("raw,wire", [("x86_64", "x86_64"), ("AMD64", "x86_64"),
                                       ("arm64", "aarch64"), ("aarch64", "aarch64"),
-                                      ("riscv64", None)])
+                                      ("riscv64", "riscv64"), ("i686", "x86"),
+                                      ("armv7l", "arm"), ("ppc64le", "powerpc64"),
+                                      ("s390x", "s390x")])
 def test_arch_names_are_normalised(raw, wire):
     assert normalize_arch(raw) == wire
 
@@ -33,8 +36,11 @@ def test_profile_overrides_and_fallbacks():
                        cpus=8, memory_bytes=1 << 30)
     assert (p.os, p.arch, p.cpu_total, p.memory_total_bytes, p.labels) == \
         ("darwin", "aarch64", 8, 1 << 30, {"gpu": "a100"})
-    p = detect_profile("10.0.0.7:7001", os_name="Plan9", arch="mips")
-    assert (p.os, p.arch) == ("linux", "x86_64")
+    # what platform says passes through (lowercased), as ZLayer's worker sends Rust's names
+    p = detect_profile("10.0.0.7:7001", os_name="FreeBSD", arch="riscv64")
+    assert (p.os, p.arch) == ("freebsd", "riscv64")
+    p = detect_profile("10.0.0.7:7001", os_name="", arch=" ")
+    assert (p.os, p.arch) == ("unknown", "unknown")
     assert detect_profile("10.0.0.7:7001").cpu_total >= 1
 
 

@@ -1,5 +1,6 @@
 """The HTTP layer depends inward only: the server and client use the wire types, the codec,
-the errors and (the server) the ``ControlPlane`` protocol and ``auth.bearer_token``; never
+the errors and (the server) the ``ControlPlane`` protocol, ``auth.bearer_token`` and the
+task helpers of ``raftdir.tasks`` (a leaf); never
 the core, replication, leader services or the server that implements the protocol. The
 client does not import the server side."""
 
@@ -15,8 +16,9 @@ import raftdir.api
 API = Path(raftdir.api.__file__).parent
 ALLOWED = {
     "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.limits",
-                  "raftdir.model",
-                  "raftdir.api.contract"},
+                  "raftdir.model", "raftdir.tasks", "raftdir.api.contract",
+                  "raftdir.api.zlayer"},
+    "zlayer.py": {"raftdir.codec", "raftdir.errors", "raftdir.model", "raftdir.api.server"},
     "client.py": {"raftdir.codec", "raftdir.errors", "raftdir.model"},
 }
 

@@ -91,7 +91,7 @@ class LiveServer:
 
     # -- making state ----------------------------------------------------------------------
     def register(self, labels: dict[str, str] | None = None, os: str = "linux",
-                 arch: str = "x86_64") -> tuple[int, str]:
+                 arch: str = "x86_64", api_addr: str = "127.0.0.1:9000") -> tuple[int, str]:
         """Register a worker; returns (node id, node secret)."""
 
         async def go() -> tuple[int, str]:
@@ -100,7 +100,7 @@ class LiveServer:
                 self._token = (await self.server.create_token(3600, 0))["token"]
             resp = await self.server.register(WorkerRegisterRequest(
                 token=self._token, profile=WorkerProfile(
-                    api_addr="127.0.0.1:9000", os=os, arch=arch, labels=labels or {})),
+                    api_addr=api_addr, os=os, arch=arch, labels=labels or {})),
                 None)
             return resp.node_id, resp.internal_token
 

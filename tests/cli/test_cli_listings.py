@@ -7,6 +7,9 @@ import json
 
 from cli_harness import free_port, run_cli
 
+from raftdir.agent.cluster import node_info
+from raftdir.cluster import DirectoryCluster
+
 
 def table(text: str) -> tuple[str, list[str]]:
     lines = [line for line in text.splitlines() if line.strip()]
@@ -170,3 +173,24 @@ def test_leases_table_and_json(live):
     lease = next(x for x in data if x["node_id"] == nid)
     assert lease["profile"]["labels"] == {"zone": "b"}
     assert lease["ttl_secs"] > 0 and "ttl_left_secs" in lease
+
+
+def test_a_worker_without_a_reachable_api_is_listed_without_one(live):
+    """ZLayer records 0.0.0.0:0 for a worker registered over gRPC: the table says it has no
+    API address ("-"), the JSON keeps the record as stored, and the host's node list gives
+    None, so nothing dials it."""
+    grpc, _ = live.register(api_addr="0.0.0.0:0", os="freebsd", arch="riscv64")
+    http, _ = live.register()
+    _, rows = table(run_cli("leases", "--server", live.url).stdout)
+    cells = {row.split()[0]: row.split() for row in rows}
+    assert cells[str(grpc)][1:4] == ["-", "freebsd", "riscv64"]
+    assert cells[str(http)][1] == "127.0.0.1:9000"
+    data = json.loads(run_cli("leases", "--server", live.url, "--json").stdout)
+    assert next(x for x in data if x["node_id"] == grpc)["profile"]["api_addr"] == "0.0.0.0:0"
+
+    nodes = {n.node_id: n for n in DirectoryCluster(live.server, None).list_nodes()}
+    assert nodes[grpc].api_addr is None and nodes[grpc].os == "freebsd"
+    assert nodes[http].api_addr == "127.0.0.1:9000"
+    assert node_info({"node_id": grpc, "state": "ready",
+                      "profile": {"api_addr": "0.0.0.0:0", "os": "linux"}}).api_addr is None
+    assert node_info({"node_id": 3, "state": "ready", "profile": {}}).api_addr is None

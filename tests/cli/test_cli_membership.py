@@ -1,6 +1,7 @@
 """``raftdir peers add|remove`` against real PySyncObj peers in this process: a one-peer
 raft cluster grows to two (the new peer joins), both list each other, then shrinks back,
-and the removal is undone by adding the peer back as it was."""
+and the removal is undone by adding the peer back as it was. The first peer starts from the
+file `zlayer node init` writes (this node alone)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cli_harness import ADMIN, SECRET, free_port, run_cli
 from raftdir.api.server import start_api
+from raftdir.config import parse_cluster_mode
 from raftdir.model import RaftPeer
 from raftdir.replication.tuning import RaftTuning
 from raftdir.server import DirectoryServer, ServerSettings
@@ -65,11 +67,15 @@ class Peer:
 
 
 def test_peers_add_then_remove_with_pysyncobj(tmp_path):
-    one = RaftPeer(id=1, raft_addr=f"127.0.0.1:{free_port()}",
-                   api_addr=f"127.0.0.1:{free_port()}")
+    # bin/zlayer/src/commands/node.rs persist_cluster_mode_raft, as serde_yaml writes it
+    zlayer_node_init = (f"mode: raft\nnode_id: 1\npeers:\n- id: 1\n"
+                        f"  raft_addr: 127.0.0.1:{free_port()}\n"
+                        f"  api_addr: 127.0.0.1:{free_port()}\n")
+    mode, _warnings = parse_cluster_mode(zlayer_node_init)
+    one = mode.peers[0]
     two = RaftPeer(id=2, raft_addr=f"127.0.0.1:{free_port()}",
                    api_addr=f"127.0.0.1:{free_port()}")
-    first = Peer(one, (one,), tmp_path / "1").start()
+    first = Peer(one, mode.peers, tmp_path / "1").start()
     second = Peer(two, (one, two), tmp_path / "2")
     third: Peer | None = None
     try:

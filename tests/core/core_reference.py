@@ -238,7 +238,7 @@ class Reference:
                 "deleted": old is not None and not pairs}
 
     def do_barrier(self, cmd: Barrier, now: int) -> dict:
-        return {"term": max(self.max_term, cmd.term)}
+        return {"term": max(self.max_term, cmd.term), "previous_term": self.max_term}
 
     def do_compact(self, cmd: Compact, now: int) -> dict:
         upto = min(cmd.upto_revision, self.revision)

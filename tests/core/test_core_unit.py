@@ -14,6 +14,7 @@ from raftdir.core import (
     COMMANDS, Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
     RegisterNode, RenewCheckpoint, Result, SetPlacement, decode_command, encode_command,
 )
+from raftdir.core.commands import canonical_command
 from raftdir.errors import BadRequest
 from raftdir.model import DrainEvent, SetEvent, WorkerLease, WorkerPollResponse
 
@@ -117,7 +118,7 @@ def loaded() -> Directory:
 def test_snapshot_round_trip_and_restore_in_place() -> None:
     d = loaded()
     snap = d.to_snapshot()
-    assert snap["format"] == 2
+    assert snap["format"] == 3
     again = Directory.from_snapshot(msgpack.unpackb(msgpack.packb(snap), raw=False,
                                                     strict_map_key=False))
     assert again == d and again.revision == d.revision == 3
@@ -142,8 +143,8 @@ def test_snapshot_round_trip_and_restore_in_place() -> None:
 
 def test_from_snapshot_rejects_unknown_format_and_garbage() -> None:
     snap = loaded().to_snapshot()
-    for bad in [dict(snap, format=3), dict(snap, format=0), dict(snap, format=True),
-                {"format": 2},
+    for bad in [dict(snap, format=4), dict(snap, format=0), dict(snap, format=True),
+                {"format": 3},
                 dict(snap, extra=1), dict(snap, nodes=[[1, 2]]), [], None]:
         with pytest.raises(BadRequest):
             Directory.from_snapshot(bad)  # type: ignore[arg-type]
@@ -160,7 +161,7 @@ def test_a_format_1_snapshot_is_read_and_its_request_ids_match_any_retry() -> No
     old = dict(snap, format=1, request_ids=[[rid, res] for rid, _fp, res in snap["request_ids"]])
     restored = Directory.from_snapshot(old)
     assert restored.revision == d.revision
-    assert restored.to_snapshot()["format"] == 2
+    assert restored.to_snapshot()["format"] == 3
     # an entry without a fingerprint answers its first result to whoever retries it, as
     # the version that wrote it did
     retry = RegisterNode(profile=dict(PROFILE, labels={"zone": "z1"}), ttl_secs=30,
@@ -172,6 +173,33 @@ def test_a_format_1_snapshot_is_read_and_its_request_ids_match_any_retry() -> No
     assert restored.apply(other) == first
     with pytest.raises(BadRequest, match="request_ids|malformed"):
         Directory.from_snapshot(dict(snap, format=1))  # format-2 rows under format 1
+
+
+def test_a_format_2_snapshot_is_read_and_written_back_as_format_3() -> None:
+    d = loaded()
+    snap = d.to_snapshot()
+    restored = Directory.from_snapshot(dict(snap, format=2))   # the same rows as format 3
+    assert restored == d
+    assert restored.to_snapshot() == snap and snap["format"] == 3
+
+
+def test_register_node_v2_takes_zlayer_profiles_and_v1_is_still_read() -> None:
+    zlayer = {"api_addr": "0.0.0.0:0", "os": "freebsd", "arch": "riscv64", "labels": {}}
+    cmd = RegisterNode(profile=zlayer, ttl_secs=30, grace_secs=10, secret_hash="cd",
+                       ts_ms=1)
+    plain = msgpack.unpackb(encode_command(cmd), raw=False)
+    assert plain["v"] == 2
+    assert decode_command(encode_command(cmd)) == canonical_command(cmd)
+    # a version-1 command (what the previous raftdir wrote to its journal) still applies
+    v1 = dict(plain, v=1, profile=dict(PROFILE), secret_hash="ce")
+    d = loaded()
+    result = d.apply_bytes(msgpack.packb(v1, use_bin_type=True))
+    assert result.ok, result
+    assert d.apply_bytes(msgpack.packb(dict(plain, v=3), use_bin_type=True)).code == \
+        "bad_request"
+    assert d.apply(cmd).ok
+    lease = d.lease(d.node_ids(kind="worker")[-1])
+    assert (lease.profile.os, lease.profile.reachable_api_addr) == ("freebsd", None)
 
 
 def test_wire_objects() -> None:

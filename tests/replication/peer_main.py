@@ -5,7 +5,8 @@ Run: ``python peer_main.py '<json args>'`` with args ``{"self", "partners", "dat
 ``{"event": "started"}`` (or ``{"event": "bind_failed"}`` and exits 3), then answers one
 JSON request per stdin line ``{"id", "op", ...}`` with ``{"id", "ok": true, ...}`` or
 ``{"id", "ok": false, "error": code, "leader", "message"}``. Ops: propose (``data`` hex),
-set (toy), boom (toy), status, state, barrier, wait_above, add_peer, remove_peer, quit.
+set (toy), boom (toy), status, lease, isolate (``seconds``), state, barrier, wait_above,
+add_peer, remove_peer, quit.
 A RevisionNotifier on an asyncio loop in a helper thread is fed by the apply listener,
 exactly as the daemon will wire it, so ``wait_above`` proves followers are woken too.
 """
@@ -40,6 +41,26 @@ def make_state_machine(kind: str) -> Any:
 def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.hex() if isinstance(o, bytes)
                                  else repr(o)))
+
+
+def isolate(node: PySyncObjNode, seconds: float) -> None:
+    """Drop every Raft message this peer sends or receives for ``seconds``, connections
+    left open: a partition as the Raft layer sees it, made inside this process."""
+    import time
+    so = node._so
+    transport = so._SyncObj__transport
+    until = time.monotonic() + seconds
+    send, receive = transport.send, transport._onMessageReceivedCallback
+
+    def cut_send(to: Any, message: Any) -> Any:
+        return True if time.monotonic() < until else send(to, message)
+
+    def cut_receive(sender: Any, message: Any) -> None:
+        if time.monotonic() >= until:
+            receive(sender, message)
+
+    transport.send = cut_send
+    transport._onMessageReceivedCallback = cut_receive
 
 
 def main() -> None:
@@ -101,6 +122,11 @@ def main() -> None:
                 reply["status"] = plain(node.status())
                 reply["notified"] = dict(notified)
                 reply["leadership"] = list(leadership)
+            elif op == "isolate":
+                isolate(node, float(req["seconds"]))
+            elif op == "lease":
+                reply["has_lease"] = node.has_lease()
+                reply["unleased_seconds"] = node.unleased_seconds()
             elif op == "state":
                 reply["state"] = plain(sm.to_snapshot())
                 reply["revision"] = sm.revision

@@ -194,23 +194,30 @@ async def test_drain_moves_the_share_and_sends_a_drain_event():
         await h.server.stop()
 
 
-async def fail_over(h, term: int) -> None:
-    """Hand leadership to a fresh LeaderServices of ``term`` (a new leader on the same
-    applied state: soft state is lost, hard state stays)."""
-    await h.server._change_leadership(False, term - 1)
+async def fail_over(h, term: int, *, other_leader_between: bool = False) -> None:
+    """Leadership lost and won again in ``term`` (a fresh LeaderServices on the same
+    applied state). ``other_leader_between``: another peer led (and wrote its barrier) in
+    the term between, so this peer's own lease table cannot be trusted and is dropped."""
+    await h.server._change_leadership(False, term - 2 if other_leader_between else term - 1)
+    if other_leader_between:
+        from raftdir.core.commands import Barrier
+        await h.server.propose(Barrier(term=term - 1))
     await h.server._change_leadership(True, term)
     await until(h.server.is_leader)
 
 
 @run
-async def test_failovers_never_expire_a_live_worker_and_never_keep_a_dead_one():
+async def test_a_dead_worker_is_down_ttl_plus_grace_after_its_last_report_through_re_elections():
+    # This peer is re-elected again and again with no other leader in between (a
+    # restarted follower called an election): it keeps its lease table, so re-elections
+    # never postpone a dead worker, and never expire a live one.
     h = await harness()
     try:
         live, dead = await h.register(2)
         last_dead_renewal = h.clock.monotonic()
         term = 1
         down_at = None
-        for step in range(40):                  # 40 x 2.5 s = 100 s, a failover every 7.5 s
+        for step in range(40):                  # 40 x 2.5 s = 100 s, an election every 7.5 s
             await h.advance(2.5)
             if step % 2 == 0:
                 await h.report(live)
@@ -221,8 +228,96 @@ async def test_failovers_never_expire_a_live_worker_and_never_keep_a_dead_one():
             if down_at is None and h.state(dead.node_id) == "down":
                 down_at = h.clock.monotonic()
         assert down_at is not None, "a dead worker outlived every leader"
-        # c + interval + 2 ttl + grace + skew, plus one sweep tick of lateness
-        assert down_at - last_dead_renewal <= 5 + 2 * 10 + 10 + 2 + 2.5
+        assert down_at - last_dead_renewal <= 10 + 10 + 2.5   # ttl + grace + this test's step
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_after_another_leader_every_worker_gets_ttl_plus_grace_from_the_takeover():
+    h = await harness()
+    try:
+        (a,) = await h.register(1)
+        await h.advance(9.0)
+        await h.report(a)                        # acknowledged: ttl 10, so due by t = 19
+        await h.advance(0.5)
+        await fail_over(h, 3, other_leader_between=True)
+        ready_at = h.clock.monotonic()          # t = 9.5: the new leader is ready
+        await h.advance(19.5)                   # t = 29: ttl + grace from the takeover
+        assert h.state(a.node_id) == "ready"
+        await h.advance(0.5)
+        await h.advance(0.5)
+        assert h.state(a.node_id) == "down"     # and not much later: the bound holds
+        assert h.clock.monotonic() - ready_at <= 10 + 10 + 1.0
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_a_lease_acknowledged_while_checkpoints_failed_survives_a_re_election():
+    # The fault run's failure: both followers paused, so no checkpoint could commit, but
+    # the leader kept acknowledging reports; re-elected in a later term, it re-armed the
+    # worker from the last checkpoint and marked it down 6.4 s before its lease ran out.
+    from raftdir.core.commands import RenewCheckpoint
+    from raftdir.errors import TimeoutOutcomeUnknown
+    h = await harness()
+    try:
+        (a,) = await h.register(1)
+        real = h.server.propose
+
+        async def no_quorum_for_checkpoints(cmd):
+            if isinstance(cmd, RenewCheckpoint):
+                raise TimeoutOutcomeUnknown("no quorum")
+            return await real(cmd)
+        h.server.propose = no_quorum_for_checkpoints
+        for _ in range(6):                       # t = 30: reports acked, none checkpointed
+            await h.advance(5.0)
+            await h.report(a)
+        acked_at = h.clock.monotonic()
+        h.server.propose = real
+        await fail_over(h, 4)                    # terms moved on; this peer leads again
+        while h.clock.monotonic() < acked_at + 10 + 10:
+            assert h.state(a.node_id) == "ready", "marked down inside its lease"
+            await h.advance(0.5)
+        await h.advance(1.0)
+        assert h.state(a.node_id) == "down"      # silent since: down right after the lease
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_without_its_raft_lease_the_leader_acknowledges_no_report_or_registration():
+    from raftdir.errors import NoLeader
+    h = await harness()
+    try:
+        (a,) = await h.register(1)
+        before = h.server.leader.leases.time_left(a.node_id, h.server.lease_now())
+        h.server.raft.has_lease = lambda: False
+        await h.advance(1.0)
+        with pytest.raises(NoLeader, match="majority"):
+            await h.report(a)
+        with pytest.raises(NoLeader, match="majority"):
+            await h.register(1)
+        assert h.server.leader.leases.time_left(a.node_id, h.server.lease_now()) \
+            == before - 1.0                      # the refused report renewed nothing
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_time_without_a_raft_lease_is_not_charged_to_a_worker():
+    h = await harness()
+    try:
+        (a,) = await h.register(1)               # deadline: ttl 10 + grace 10
+        unleased = [0.0]
+        h.server.raft.unleased_seconds = lambda: unleased[0]
+        for _ in range(30):                       # 30 s, of which 15 s without a lease
+            unleased[0] += 0.5
+            await h.advance(1.0)
+        assert h.state(a.node_id) == "ready"
+        for _ in range(6):                        # leased again: 20 s of lease at t = 35
+            await h.advance(1.0)
+        assert h.state(a.node_id) == "down"
     finally:
         await h.server.stop()
 

@@ -1,0 +1,376 @@
+"""Where raftdir's Raft differs from PySyncObj 0.3.17's: PreVote, leader stickiness, the
+leader lease and Raft's truncation rule. The one place these rules live.
+
+Raft's paper (§5.3, §6 and the thesis §9.6, §4.2.3) and etcd-io/raft are the reference.
+What PySyncObj does, and what ``RaftRules`` does instead:
+
+- **PreVote** (thesis §9.6). PySyncObj's follower whose election timer fires bumps its
+  term and asks for votes; every peer that hears a higher term adopts it, so a follower
+  that was cut off, paused or restarted deposes a healthy leader when it comes back. Here
+  a peer first asks ``rd_pre_vote`` for ``term + 1`` without changing anything; only when
+  a majority (itself included) says it could win does it start the real election. A
+  pre-vote is granted when the candidate's term would be higher, its log is at least as
+  up to date, and the voter has not heard from a leader within ``raftMinTimeout``.
+- **Leader stickiness** (thesis §4.2.3, etcd's ``inLease``). A peer that heard from a
+  live leader within ``raftMinTimeout`` (or leads and holds its lease) ignores
+  ``request_vote``: no term bump, no vote. A vote asked for by a leadership transfer
+  (``timeout_now``) is exempt, as etcd exempts ``campaignTransfer``.
+- **The leader lease.** Every ``append_entries`` the leader sends carries its send time
+  (``rd_ts``), and a follower's answer echoes the time of the request it answers
+  (``rd_echo``). Because of stickiness a follower that processed that request votes for
+  nobody else until ``raftMinTimeout`` after it, so while a majority echoed a send time
+  ``s`` the leader knows no other leader can be elected before ``s + raftMinTimeout``:
+  that is its lease. Answers delayed by a pause carry their old send time, so a leader
+  resumed from SIGSTOP holds no lease until a fresh round trip. ``has_lease()`` gates
+  every acknowledgement that grants a worker a lease (raftdir.server), and
+  ``lease_clock()`` counts only the seconds this peer held a lease, which the leader's
+  lease deadlines are measured in (raftdir.leader.leases).
+- **A higher term answers a stale leader.** With stickiness a peer that got a higher term
+  (a failed real election) can no longer announce it with a vote request, and PySyncObj
+  drops ``append_entries`` of a lower term silently, so that peer could never rejoin.
+  It answers them with ``rd_stale_term``; the stale leader steps down (etcd answers
+  ``MsgApp`` of a lower term with ``MsgAppResp`` for the same reason).
+- **Truncation.** PySyncObj's follower deletes every entry after ``prevLogIdx`` whenever
+  the leader sends from lower down, even entries that match, and logs CRITICAL when they
+  were applied; with a journal, a crash between the delete and the re-append loses
+  entries this peer acknowledged. Here (Raft §5.3, AppendEntries step 3-4) entries the
+  follower holds with the same term are kept, the log is cut only at the first entry
+  whose term conflicts, and the commit index moves only up to the last entry the leader
+  vouched for (``min(leaderCommit, index of last new entry)``), never onto an unverified
+  tail. Chunked entries (``transmission``) and snapshots keep PySyncObj's path; raftdir
+  never sends chunked entries (``build_conf`` raises ``appendEntriesBatchSizeBytes``
+  above any entry it makes).
+
+Threads: everything here runs on PySyncObj's tick thread, except ``has_lease``,
+``lease_clock`` and ``unleased_seconds``, which any thread may call (they read one tuple
+the tick thread replaces whole).
+
+Must not import: anything of raftdir (a leaf under the adapter); it reaches into
+PySyncObj's private attributes, which ``setup.cfg`` pins (pysyncobj < 0.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from pysyncobj.syncobj import SyncObj
+from pysyncobj.transport import TCPTransport
+
+__all__ = ["RaftRules", "PRE_VOTE", "PRE_VOTE_RESPONSE", "STALE_TERM"]
+
+logger = logging.getLogger(__name__)
+
+PRE_VOTE = "rd_pre_vote"
+PRE_VOTE_RESPONSE = "rd_pre_vote_response"
+STALE_TERM = "rd_stale_term"
+
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2   # pysyncobj.syncobj._RAFT_STATE
+
+
+def _monotonic() -> float:
+    return time.monotonic()   # what pysyncobj.monotonic uses on Python 3
+
+
+class _StampingTransport(TCPTransport):
+    """PySyncObj's transport, letting ``RaftRules`` add its fields to what leaves. Calls
+    ``TCPTransport.send`` as it is at the time (``durable_journal`` wraps it)."""
+
+    def send(self, node: Any, message: Any) -> Any:
+        self._syncObj._rd_stamp(message)
+        return TCPTransport.send(self, node, message)
+
+
+class RaftRules(SyncObj):
+    """A ``SyncObj`` with raftdir's vote, lease and truncation rules; subclass it as you
+    would ``SyncObj``."""
+
+    def __init__(self, selfNode: Any, otherNodes: Any, conf: Any,  # noqa: N803
+                 **kwargs: Any) -> None:
+        # Everything the tick thread reads exists before SyncObj.__init__ starts it.
+        self._rd_min_timeout = float(conf.raftMinTimeout)
+        self._rd_leader_contact = -math.inf   # when a leader's append_entries last came
+        self._rd_pre_vote: tuple[int, set[Any]] | None = None   # (term, who granted)
+        self._rd_pre_vote_won = False
+        self._rd_transfer_vote = False        # this tick's election is a transfer's
+        self._rd_echo: float | None = None    # rd_ts of the request being answered
+        self._rd_echoes: dict[Any, float] = {}   # leader: follower -> latest echoed rd_ts
+        self._rd_leading_since = math.inf     # leader: when this leadership began
+        self._rd_lease_void_term = -1         # leader: a transfer gave this term's lease up
+        # (seconds leased up to tick_at, tick_at, lease end known at tick_at): one tuple,
+        # replaced whole, so other threads read a consistent triple
+        self._rd_lease = (0.0, _monotonic(), -math.inf)
+        super().__init__(selfNode, otherNodes, conf, transportClass=_StampingTransport,
+                         **kwargs)
+
+    def _rd_stamp(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "append_entries" and self._SyncObj__raftState == _LEADER:
+            now = message["rd_ts"] = _monotonic()
+            if self._rd_leading_since == math.inf:   # the first of this leadership
+                self._rd_leading_since = now
+        elif kind == "next_node_idx" and self._rd_echo is not None:
+            message["rd_echo"] = self._rd_echo
+        elif kind == "request_vote" and self._rd_transfer_vote:
+            message["rd_transfer"] = True
+        elif kind == "timeout_now":
+            # Votes asked for by a transfer ignore stickiness, so this leader's lease no
+            # longer holds: give it up for the rest of the term.
+            self._rd_lease_void_term = self._SyncObj__raftCurrentTerm
+            self._rd_echoes.clear()
+
+    # -- the lease (any thread) ------------------------------------------------------
+    def has_lease(self) -> bool:
+        """This peer leads and a majority confirmed it within ``raftMinTimeout``."""
+        return self._SyncObj__raftState == _LEADER and _monotonic() < self._rd_lease[2]
+
+    def lease_clock(self) -> float:
+        """Seconds during which this peer held a leader lease, since it started: a clock
+        that stands still while this peer cannot act as leader."""
+        leased, tick_at, until = self._rd_lease
+        return leased + max(0.0, min(_monotonic(), until) - tick_at)
+
+    def unleased_seconds(self) -> float:
+        """Seconds since start without a lease (``monotonic() - lease_clock()``, up to a
+        constant)."""
+        now = _monotonic()
+        leased, tick_at, until = self._rd_lease
+        return now - (leased + max(0.0, min(now, until) - tick_at))
+
+    def _rd_lease_until(self) -> float:
+        if self._SyncObj__raftState != _LEADER \
+                or self._rd_lease_void_term == self._SyncObj__raftCurrentTerm:
+            return -math.inf
+        voters = self._SyncObj__otherNodes
+        needed = (len(voters) + 1) // 2   # followers that make a majority with this peer
+        if needed == 0:
+            return math.inf
+        echoes = sorted((self._rd_echoes.get(n, -math.inf) for n in voters), reverse=True)
+        return echoes[needed - 1] + self._rd_min_timeout
+
+    def _rd_in_lease(self, now: float) -> bool:
+        if self._SyncObj__raftState == _LEADER:
+            return now < self._rd_lease_until()
+        return now - self._rd_leader_contact < self._rd_min_timeout
+
+    # -- the tick --------------------------------------------------------------------
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - PySyncObj's
+        term = self._SyncObj__raftCurrentTerm
+        self._rd_before_election()
+        super()._onTick(timeToWait)
+        if self._SyncObj__raftCurrentTerm != term:   # an election started (or a new term)
+            self._rd_pre_vote, self._rd_pre_vote_won = None, False
+        self._rd_transfer_vote = False
+        self._rd_account_lease()
+
+    def _rd_before_election(self) -> None:
+        """Turn the election PySyncObj is about to start into a pre-vote round, unless a
+        pre-vote was won (then PySyncObj's election runs in this tick) or a leader asked
+        for it (``timeout_now``)."""
+        if self.selfNode is None or self._SyncObj__raftState == _LEADER:
+            return
+        now = _monotonic()
+        if self._SyncObj__raftElectionDeadline >= now \
+                or not self._SyncObj__connectedToAnyone():
+            return
+        if self._SyncObj__transferInProgress:
+            self._rd_transfer_vote = True
+            return
+        if self._rd_pre_vote_won:
+            return
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        term = self._SyncObj__raftCurrentTerm + 1
+        self._rd_pre_vote = (term, {self.selfNode})
+        message = {"type": PRE_VOTE, "term": term,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for node in list(self._SyncObj__otherNodes):
+            self._SyncObj__transport.send(node, dict(message))
+        self._rd_count_pre_votes()
+
+    def _rd_count_pre_votes(self) -> None:
+        term, granted = self._rd_pre_vote   # type: ignore[misc]
+        if len(granted) > (len(self._SyncObj__otherNodes) + 1) / 2:
+            self._rd_pre_vote_won = True
+            self._SyncObj__raftElectionDeadline = 0.0   # PySyncObj's election, next check
+
+    def _rd_account_lease(self) -> None:
+        now = _monotonic()
+        leased, tick_at, until = self._rd_lease
+        leased += max(0.0, min(now, until) - tick_at)
+        if self._SyncObj__raftState == _LEADER:
+            until = self._rd_lease_until()
+        else:
+            until = -math.inf
+            if self._rd_leading_since != math.inf:
+                self._rd_leading_since = math.inf
+                self._rd_echoes.clear()
+        self._rd_lease = (leased, now, until)
+
+    # -- messages --------------------------------------------------------------------
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            self._rd_on_append_entries(node, message)
+        elif kind == PRE_VOTE:
+            self._rd_on_pre_vote(node, message)
+        elif kind == PRE_VOTE_RESPONSE:
+            self._rd_on_pre_vote_response(node, message)
+        elif kind == STALE_TERM:
+            self._rd_on_stale_term(node, message)
+        elif kind == "request_vote" and self.selfNode is not None \
+                and not message.get("rd_transfer") and self._rd_in_lease(_monotonic()):
+            return   # stickiness: a live leader is in office
+        else:
+            if kind == "next_node_idx" and "rd_echo" in message:
+                self._rd_note_echo(node, message["rd_echo"])
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _rd_note_echo(self, node: Any, echo: Any) -> None:
+        if self._SyncObj__raftState != _LEADER or node not in self._SyncObj__otherNodes \
+                or not isinstance(echo, float) or echo < self._rd_leading_since:
+            return
+        if echo > self._rd_echoes.get(node, -math.inf):
+            self._rd_echoes[node] = echo
+
+    def _rd_log_ok(self, message: dict) -> bool:
+        mine = self._SyncObj__getCurrentLogTerm()
+        theirs = message.get("last_log_term", -1)
+        return theirs > mine or (theirs == mine and message.get(
+            "last_log_index", -1) >= self._SyncObj__getCurrentLogIndex())
+
+    def _rd_on_pre_vote(self, node: Any, message: dict) -> None:
+        if self.selfNode is None:
+            return   # a read-only node never votes
+        term = self._SyncObj__raftCurrentTerm
+        granted = (isinstance(message.get("term"), int) and message["term"] > term
+                   and not self._rd_in_lease(_monotonic()) and self._rd_log_ok(message))
+        self._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE,
+                                             "term": message.get("term"),
+                                             "granted": granted, "voter_term": term})
+
+    def _rd_on_pre_vote_response(self, node: Any, message: dict) -> None:
+        state = self._SyncObj__raftState
+        voter_term = message.get("voter_term")
+        if isinstance(voter_term, int) and voter_term > self._SyncObj__raftCurrentTerm \
+                and not message.get("granted"):
+            # Our term is behind (etcd: a rejection with a higher term): adopt it, or a
+            # peer with the longer log could never win a pre-vote from us.
+            self._SyncObj__setCurrentTerm(voter_term, None)
+            if state != _FOLLOWER:
+                self._SyncObj__setState(_FOLLOWER)
+            self._rd_pre_vote = None
+            return
+        pending = self._rd_pre_vote
+        if pending is None or state == _LEADER or message.get("term") != pending[0] \
+                or not message.get("granted") or node not in self._SyncObj__otherNodes:
+            return
+        pending[1].add(node)
+        self._rd_count_pre_votes()
+
+    def _rd_on_stale_term(self, node: Any, message: dict) -> None:
+        term = message.get("term")
+        if self.selfNode is None or not isinstance(term, int) \
+                or term <= self._SyncObj__raftCurrentTerm:
+            return
+        logger.warning("raft: peer %s is at term %d, above ours (%d): stepping down",
+                       node, term, self._SyncObj__raftCurrentTerm)
+        self._SyncObj__setCurrentTerm(term, None)
+        if self._SyncObj__raftState != _FOLLOWER:
+            self._SyncObj__setState(_FOLLOWER)
+        self._SyncObj__raftLeader = None
+
+    def _rd_on_append_entries(self, node: Any, message: dict) -> None:
+        term = message.get("term", -1)
+        if term < self._SyncObj__raftCurrentTerm:
+            if self.selfNode is not None:
+                self._SyncObj__transport.send(node, {"type": STALE_TERM,
+                                                     "term": self._SyncObj__raftCurrentTerm})
+            return
+        self._rd_leader_contact = _monotonic()
+        self._rd_pre_vote, self._rd_pre_vote_won = None, False   # a leader is in office
+        self._rd_echo = message.get("rd_ts")
+        try:
+            if "prevLogIdx" in message and message.get("transmission") is None:
+                self._rd_append(node, message)
+            else:   # an installed snapshot or a chunked entry: PySyncObj's own handling
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+        finally:
+            self._rd_echo = None
+
+    def _rd_append(self, node: Any, message: dict) -> None:
+        """PySyncObj's regular ``append_entries`` branch with Raft's truncation and
+        commit rules (AppendEntries receiver, steps 2-5)."""
+        term = message["term"]
+        if term > self._SyncObj__raftCurrentTerm:
+            self._SyncObj__transferInProgress = False
+        if not self._SyncObj__transferInProgress:
+            self._SyncObj__raftElectionDeadline = \
+                _monotonic() + self._SyncObj__generateRaftTimeout()
+        if self._SyncObj__raftLeader != node:
+            self._SyncObj__onLeaderChanged()
+        self._SyncObj__raftLeader = node
+        if term > self._SyncObj__raftCurrentTerm:
+            self._SyncObj__setCurrentTerm(term, None)
+        self._SyncObj__setState(_FOLLOWER)
+        entries = message.get("entries") or []
+        leader_commit = message["commit_index"]
+        self._SyncObj__leaderCommitIndex = leader_commit
+        prev_idx, prev_term = message["prevLogIdx"], message["prevLogTerm"]
+
+        prev = self._SyncObj__getEntries(prev_idx, 1)
+        if not prev:
+            self._SyncObj__sendNextNodeIdx(node, success=False, reset=True)
+            return
+        if prev[0][2] != prev_term:
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx, success=False,
+                                           reset=True)
+            return
+        new = entries
+        if entries and entries[0][1] <= self._SyncObj__getCurrentLogIndex():
+            held = self._SyncObj__getEntries(entries[0][1], len(entries))
+            same = 0
+            for mine, theirs in zip(held, entries):
+                if mine[2] != theirs[2]:
+                    break
+                same += 1
+            if same < len(held):
+                self._rd_truncate_from(entries[same][1])
+            new = entries[same:]
+        log = self._SyncObj__raftLog
+        for entry in new:
+            log.add(*entry)
+        if self._SyncObj__conf.dynamicMembershipChange:
+            for entry in new:
+                change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if change is not None:
+                    self._SyncObj__doChangeCluster(change)
+        last_new = entries[-1][1] if entries else prev_idx
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_new + 1, success=True)
+
+        commit = self._SyncObj__raftCommitIndex
+        commit = min(commit, self._SyncObj__getCurrentLogIndex())
+        if leader_commit > commit:
+            commit = max(commit, min(leader_commit, last_new))
+        self._SyncObj__raftCommitIndex = commit
+        log.setRaftCommitIndex(commit)
+
+    def _rd_truncate_from(self, index: int) -> None:
+        """Cut the log at ``index``: the first entry whose term conflicts with the
+        leader's. A committed entry never conflicts, so cutting an applied one means the
+        state machines diverged: said loudly, as PySyncObj does."""
+        applied = self._SyncObj__raftLastApplied
+        if index <= applied:
+            logger.critical("raft: the leader's log conflicts with applied entry %d (last "
+                            "applied %d): this peer's state machine has diverged",
+                            index, applied)
+        if self._SyncObj__conf.dynamicMembershipChange:
+            for entry in reversed(self._SyncObj__getEntries(index)):
+                change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if change is not None:
+                    self._SyncObj__doChangeCluster(change, reverse=True)
+        self._SyncObj__deleteEntriesFrom(index)
