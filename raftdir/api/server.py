@@ -833,8 +833,11 @@ class _Connections:
         return _Connection(self)
 
     def close(self) -> None:
+        """Close the connections answered already (408, 503) and still lingering; the
+        others are aiohttp's to shut down (their running handlers get ``shutdown_timeout``)."""
         for conn in list(self.all):
-            conn.abort()
+            if conn.inner is None:
+                conn.abort()
 
 
 class _Connection(asyncio.Protocol):

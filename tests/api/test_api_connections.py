@@ -10,7 +10,10 @@ import time
 
 import aiohttp
 
-from fakes import FakeControlPlane, call, parse_raw_response, serving, wait_until
+from raftdir.api.server import start_api
+from fakes import (
+    GOOD_TOKEN, PROFILE, FakeControlPlane, call, parse_raw_response, serving, wait_until,
+)
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: raftdir\r\n"
 
@@ -112,3 +115,29 @@ async def test_a_server_at_its_connection_cap_answers_503_and_keeps_serving():
         assert st == 200, out
         metrics = (await call(s, "GET", api.url + "/metrics"))[1]
         assert "raftdir_api_connections_refused_total 1" in metrics
+
+
+async def test_a_request_running_when_the_api_closes_still_gets_its_answer():
+    """Closing the API stops listening and closes the connections it answered already;
+    a running request has aiohttp's ``shutdown_timeout`` to finish, as before."""
+    cp = FakeControlPlane()
+    entered, release = asyncio.Event(), asyncio.Event()
+    plain_register = cp.register
+
+    async def slow_register(req, request_id, secret=None):
+        entered.set()
+        await release.wait()
+        return await plain_register(req, request_id, secret)
+    cp.register = slow_register
+    api = await start_api(cp, "127.0.0.1", 0, shutdown_timeout=5.0)
+    async with aiohttp.ClientSession() as s:
+        answer = asyncio.ensure_future(call(s, "POST", api.url + "/api/v1/workers/register",
+                                            {"token": GOOD_TOKEN,
+                                             "profile": PROFILE.to_dict()}))
+        await asyncio.wait_for(entered.wait(), 5.0)     # the request is running
+        closing = asyncio.ensure_future(api.close())
+        await asyncio.sleep(0)
+        release.set()
+        st, out, _ = await asyncio.wait_for(answer, 5.0)
+        await closing
+        assert st == 200, out
