@@ -21,7 +21,8 @@ from .errors import (
 from .model import (
     AdaptiveTtlConfig, ClusterContainerSummary, ClusterMode, DeleteEvent, DrainEvent,
     InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
-    SingleNodeMode, StaticMode, StaticPeer, WorkerAssignmentEvent, WorkerContainerStatus,
+    SingleNodeMode, StaticMode, StaticPeer, UndrainEvent, WorkerAssignmentEvent,
+    WorkerContainerStatus,
     WorkerLease, WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
     WorkerRegisterResponse, WorkerResourceUsage, WorkerStatusAck, WorkerStatusReport,
     WorkerTierMode, WorkerTierRole, container_name,
@@ -57,7 +58,7 @@ __all__ = [
     # wire types
     "WorkerProfile", "WorkerLease", "WorkerRegisterRequest", "WorkerRegisterResponse",
     "WorkerPollRequest", "WorkerPollResponse", "WorkerAssignmentEvent", "SetEvent",
-    "DeleteEvent", "DrainEvent", "WorkerStatusReport", "WorkerContainerStatus",
+    "DeleteEvent", "DrainEvent", "UndrainEvent", "WorkerStatusReport", "WorkerContainerStatus",
     "WorkerResourceUsage", "WorkerStatusAck", "InternalScaleRequest", "ScaleAssignment",
     "NodeServiceState", "ClusterContainerSummary", "container_name",
     # codec

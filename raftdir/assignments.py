@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import DeleteEvent, DrainEvent, SetEvent, WorkerPollResponse
+from .model import DeleteEvent, DrainEvent, SetEvent, UndrainEvent, WorkerPollResponse
 
 __all__ = ["AssignmentSet", "Change"]
 
@@ -17,17 +17,19 @@ __all__ = ["AssignmentSet", "Change"]
 @dataclass(frozen=True)
 class Change:
     """What one poll response changed: services set (with their new share), services
-    deleted, whether a drain started, whether it was a full resync."""
+    deleted, whether a drain started or was undone, whether it was a full resync (which
+    also ends a drain that the full set no longer carries)."""
 
     revision: int
     full: bool = False
     set: tuple[SetEvent, ...] = ()
     deleted: tuple[str, ...] = ()
     drained: bool = False
+    undrained: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.full or self.set or self.deleted or self.drained)
+        return not (self.full or self.set or self.deleted or self.drained or self.undrained)
 
 
 @dataclass
@@ -52,7 +54,7 @@ class AssignmentSet:
             self.draining = False
         set_events: list[SetEvent] = []
         deleted: list[str] = []
-        drained = False
+        drained = undrained = False
         for ev in resp.events:
             if not resp.full and ev.revision <= self.revision:
                 continue
@@ -65,10 +67,14 @@ class AssignmentSet:
             elif isinstance(ev, DrainEvent):
                 drained = not self.draining
                 self.draining = True
+            elif isinstance(ev, UndrainEvent):
+                undrained = self.draining
+                self.draining = False
         if resp.full:
             deleted = sorted(before - set(self.services))
         self.revision = max(self.revision, resp.revision) if not resp.full else resp.revision
-        return Change(self.revision, resp.full, tuple(set_events), tuple(deleted), drained)
+        return Change(self.revision, resp.full, tuple(set_events), tuple(deleted), drained,
+                      undrained)
 
     def containers(self) -> list[str]:
         """Every container this node should run: ``{service}-{role}-{index}``."""

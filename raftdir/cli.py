@@ -184,7 +184,19 @@ class Listing:
 
 
 def _emit(listing: Listing, as_json: bool, *, compact: bool = False) -> None:
-    click.echo(_json_text(listing.data, compact=compact) if as_json else listing.text())
+    try:
+        click.echo(_json_text(listing.data, compact=compact) if as_json else listing.text())
+    except BrokenPipeError:
+        _reader_gone()
+
+
+def _reader_gone() -> None:
+    """stdout's reader went away (``| head``): a normal end of the output, exit 0. What is
+    still buffered goes to /dev/null, so nothing complains at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise click.exceptions.Exit(0)
 
 
 def _secs(value: float | None, suffix: str = "") -> str | None:
@@ -355,7 +367,9 @@ class Conn:
             raise Unusable(f"--server: {getattr(exc, 'message', exc)}") from None
 
 
-def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def client_options(admin: bool = False, timeout: float = 5.0,
+                   timeout_help: str = "Seconds to wait for each answer."
+                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options every networked command shares; the command gets ``conn: Conn``."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -375,8 +389,8 @@ def client_options(admin: bool = False) -> Callable[[Callable[..., Any]], Callab
             envvar="RAFTDIR_TLS_CA",
             help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
         wrapper = click.option(
-            "--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
-            help="Seconds to wait for each answer.")(wrapper)
+            "--timeout", type=click.FloatRange(min=0.05), default=timeout, show_default=True,
+            help=timeout_help)(wrapper)
         wrapper = click.option(
             "--server", "-s", "servers", multiple=True, metavar="HOST:PORT",
             help=f"A server's API endpoint (host:port or http(s)://host:port); repeat it or "
@@ -417,6 +431,8 @@ def _run(conn: Conn, body: Callable[[Any], Awaitable[Any]], *, retries: int = 2)
         return asyncio.run(go())
     except click.ClickException:
         raise
+    except BrokenPipeError:   # a --watch whose reader went away
+        _reader_gone()
     except Exception as exc:  # noqa: BLE001 - every failure is a message, not a traceback
         import aiohttp
         if not isinstance(exc, (RaftdirError, aiohttp.ClientError, OSError,
@@ -520,13 +536,14 @@ def config() -> None:
 def config_check(files: tuple[str, ...], as_json: bool) -> None:
     """Validate cluster_mode files and print them normalised.
 
-    Each FILE is read by its extension (.yaml, .yml or .json). A missing file means
-    single-node, as it does for the daemon. On the first invalid file the error is printed
-    to stderr as FILE: path: problem, and the exit status is 2.
+    Each FILE is read by its extension (.yaml, .yml or .json; any other name is refused,
+    whether the file exists or not). A missing FILE is an error here (a daemon whose data
+    dir has no cluster_mode.yaml runs single-node). On the first invalid file the error is
+    printed to stderr as FILE: path: problem, and the exit status is 2.
     """
     for i, path in enumerate(files):
         try:
-            mode, warnings = load_with_warnings(path)
+            mode, warnings = load_with_warnings(path, missing_ok=False)
         except ConfigError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(EXIT_USAGE)
@@ -655,19 +672,34 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
     _run_daemon(daemon, "server")
 
 
-@cli.command()
-@_data_dir_option
+@cli.group(invoke_without_command=True)
+@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="The worker's data directory (cluster_mode.yaml, worker/); required to "
+                   "run the worker.")
 @click.option("--api-addr", default=None, metavar="HOST:PORT",
               help="This worker's own API address, as servers should dial it (its "
-                   "profile's api_addr; default 127.0.0.1:3669).")
+                   "profile's api_addr; default 127.0.0.1:3669, which servers on other "
+                   "hosts cannot reach: a warning says so).")
 @_log_level_option
-def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
+@click.pass_context
+def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
+           log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     The daemon starts the worker agent: it registers with the join token in token_file,
-    keeps its identity under identity_dir, reports and polls. Logs go to stderr; a clean
-    stop exits 0; a config that is not a worker-tier worker exits 2.
+    keeps its identity under identity_dir, reports and polls. One agent per identity: a
+    second one on the same identity_dir exits 2 naming the pid of the one running. A
+    worker restarted with another --api-addr or other labels registers its new profile.
+    Logs go to stderr; a clean stop exits 0; a config that is not a worker-tier worker
+    exits 2.
+
+    `raftdir worker status --data-dir DIR` shows what the worker's agent knows instead.
     """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = data_dir   # `raftdir worker --data-dir DIR status` works too
+        return
+    if data_dir is None:
+        raise click.UsageError("Missing option '--data-dir'.")
     from .codec import ADDR
     from .daemon import Daemon, DaemonOptions
 
@@ -676,11 +708,7 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
             api_addr = ADDR.decode(api_addr, "--api-addr")
         except RaftdirError as exc:
             raise Unusable(exc.message) from None
-    config = _load_config(data_dir)
-    if not config.is_worker_tier_worker():
-        raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
-                       f"worker-tier config with role: worker (this is {config.TAG}); run "
-                       "servers with `raftdir serve`")
+    config = _worker_config(data_dir)
     try:
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
@@ -688,6 +716,107 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
     daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
+
+
+def _worker_config(data_dir: Path) -> Any:
+    config = _load_config(data_dir)
+    if not config.is_worker_tier_worker():
+        raise Unusable(f"{data_dir / CLUSTER_MODE}: mode: `raftdir worker` needs a "
+                       f"worker-tier config with role: worker (this is {config.TAG}); run "
+                       "servers with `raftdir serve`")
+    return config
+
+
+def _status_text(doc: dict[str, Any], running: bool, pid: int | None, now_ms: int) -> str:
+    """``raftdir worker status`` as ``key  value`` lines."""
+    def ago(unix_ms: int | None) -> str | None:
+        return None if unix_ms is None else _ago(max(0.0, (now_ms - unix_ms) / 1000))
+
+    reports, leader = doc.get("report_server"), doc.get("leader")
+    if not reports:
+        reports_to = "-"
+    elif leader and _hostport(reports) == _hostport(leader):
+        reports_to = f"{_hostport(reports)} (the leader)"
+    else:   # a follower forwards reports to the leader
+        reports_to = f"{_hostport(reports)} (leader {_hostport(leader) if leader else '?'})"
+    since = ago(doc.get("state_since_unix_ms"))
+    services = doc.get("services") or {}
+    lines = [
+        ("node", f"{doc.get('node_id') or 'not registered'}"
+                 + (f" (cluster {doc['cluster_id']})" if doc.get("cluster_id") else "")),
+        ("agent", f"running, pid {pid}" if running else
+                  f"not running (last pid {doc.get('pid')}; this status was written "
+                  f"{ago(doc.get('updated_unix_ms')) or '?'})"),
+        ("state", f"{doc.get('state')} ({doc.get('reason')})"
+                  + (f", since {since}" if since else "")),
+        ("reports to", reports_to),
+        ("revision", str(doc.get("revision", 0))),
+        ("last ack", (f"{ago(doc['last_ack_unix_ms'])}" if doc.get("last_ack_unix_ms")
+                      else "never") + f" (ttl {doc.get('ttl_secs')}s, grace "
+                                      f"{doc.get('grace_secs')}s)"),
+        ("api addr", str(doc.get("api_addr"))),
+        ("labels", _labels(doc.get("labels")) or "-"),
+        ("services", "; ".join(
+            f"{name} " + " ".join(f"{role}={','.join(map(str, ix))}"
+                                  for role, ix in sorted(roles.items()))
+            for name, roles in sorted(services.items())) or "none"),
+        ("containers", " ".join(doc.get("assignments") or []) or "none"),
+    ]
+    if doc.get("draining"):
+        lines.append(("draining", "yes: no new placement on this node"))
+    width = max(len(k) for k, _ in lines) + 2
+    return "\n".join(f"{k.ljust(width)}{v}" for k, v in lines)
+
+
+@worker.command("status")
+@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="The worker's data directory (its cluster_mode.yaml says where the "
+                   "identity_dir is).")
+@json_option
+@click.pass_context
+def worker_status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
+    """Show a worker's own view, from the status file its agent keeps.
+
+    Reads identity_dir/status.json (the agent rewrites it when something changes) and
+    checks identity_dir/agent.lock: node id, whether the agent runs (and its pid), the
+    connection state (connected, suspended or lost, and why), the server that
+    acknowledged its last report (a follower forwards reports to the leader) and the
+    leader, the assignment revision it holds, its services and containers, and how long
+    ago a report was last acknowledged. No server is asked.
+
+    Exit status: 0 when an agent runs with DIR; 1 when none does (its last status is
+    still printed) or none ever ran; 2 for a DIR that is not a worker's.
+    """
+    from .agent import default_identity_dir, lock_holder, read_status
+    from .agent.status import STATUS_FILE
+
+    data_dir = data_dir or (ctx.obj if isinstance(ctx.obj, Path) else None)
+    if data_dir is None:
+        raise click.UsageError("Missing option '--data-dir'.")
+    config = _worker_config(data_dir)
+    identity_dir = Path(config.identity_dir) if config.identity_dir \
+        else default_identity_dir(data_dir)
+    try:
+        doc = read_status(identity_dir)
+        running, pid = lock_holder(identity_dir)
+    except (ConfigError, OSError) as exc:   # a file the agent wrote: unreadable or not ours
+        raise Failed(exc.message if isinstance(exc, ConfigError)
+                     else f"{identity_dir}: {_reason(exc)}") from None
+    if doc is None:
+        raise Failed(f"{identity_dir / STATUS_FILE}: no status: no worker agent has run with "
+                     f"this identity (start one with `raftdir worker --data-dir {data_dir}`)")
+    now_ms = int(time.time() * 1000)
+    if as_json:
+        last = doc.get("last_ack_unix_ms")
+        click.echo(_json_text(dict(
+            doc, running=running, agent_pid=pid if running else None,
+            last_ack_secs_ago=None if last is None else round(max(0, now_ms - last) / 1000, 3),
+            status_file=str(identity_dir / STATUS_FILE))))
+    else:
+        click.echo(_status_text(doc, running, pid, now_ms))
+    if not running:
+        raise Failed(f"no worker agent is running with {identity_dir} (the status above is "
+                     "the last one it wrote)")
 
 
 # ---------------------------------------------------------------------------- peers
@@ -699,9 +828,15 @@ def _role(status: dict[str, Any]) -> str:
     return "leader" if status.get("is_leader") else "follower"
 
 
+def _netloc(url: str) -> str:
+    return urlsplit(url if "://" in url else f"//{url}").netloc
+
+
 async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
-    """Ask every server in the list for its Raft status at once; one row per server (an
-    unreachable one too), plus Raft partners the answers name that were not asked."""
+    """Ask every server in the list for its Raft status at once (each within the client's
+    timeout); one row per peer, an unreachable one too, named by its id when an answer
+    lists it among the members; plus the Raft members the answers name that were not
+    asked."""
 
     async def ask(server: str) -> tuple[str, Any, float]:
         started = time.monotonic()
@@ -714,6 +849,13 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
     results = await asyncio.gather(*(ask(s) for s in list(client.servers)))
     now = time.monotonic()
     answers = {s: a for s, a, _ in results if isinstance(a, dict)}
+    # what the answers know of the membership (the leader's view first)
+    members: dict[str, dict[str, Any]] = {}
+    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
+        for member in answer.get("members") or ():
+            if isinstance(member, dict) and member.get("raft_addr"):
+                members.setdefault(member["raft_addr"], member)
+    by_api = {m["api_addr"]: m for m in members.values() if m.get("api_addr")}
     leader_commit = max((a.get("commit_index", 0) for a in answers.values()
                          if _role(a) == "leader"), default=None)
     rows: list[dict[str, Any]] = []
@@ -732,7 +874,9 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
                          "asked": True, "error": None, "status": answer})
         else:
             last = seen.get(server)
-            rows.append({"id": None, "raft_addr": None, "api_addr": _hostport(server),
+            member = by_api.get(_netloc(server), {})
+            rows.append({"id": member.get("id"), "raft_addr": member.get("raft_addr"),
+                         "api_addr": _hostport(server),
                          "role": "unreachable", "term": None, "commit": None,
                          "applied": None, "lag": None,
                          "last_contact_secs": None if last is None else round(now - last, 1),
@@ -746,7 +890,9 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
             views.setdefault(addr, bool(connected))
     for addr, connected in sorted(views.items()):
         if addr not in known:
-            rows.append({"id": None, "raft_addr": addr, "api_addr": None,
+            member = members.get(addr, {})
+            rows.append({"id": member.get("id"), "raft_addr": addr,
+                         "api_addr": member.get("api_addr"),
                          "role": "follower" if connected else "unreachable", "term": None,
                          "commit": None, "applied": None, "lag": None,
                          "last_contact_secs": None, "leader": None, "rtt_ms": None,
@@ -767,8 +913,15 @@ def peers_listing(rows: list[dict[str, Any]]) -> Listing:
     return Listing(columns, table, rows, footer="\n".join(failures) or None)
 
 
+#: Seconds ``raftdir peers`` waits for each peer: they are asked at once, so a stopped or
+#: hung peer costs this much, not the 5 s other commands wait.
+PEER_TIMEOUT = 2.0
+
+
 @cli.group(invoke_without_command=True)
-@client_options()
+@client_options(timeout=PEER_TIMEOUT,
+                timeout_help="Seconds to wait for each peer's answer (all are asked at once, "
+                             "so a peer that does not answer costs this much).")
 @json_option
 @watch_options
 @click.pass_context
@@ -780,8 +933,8 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
     TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
     and LAST CONTACT (when this command last got an answer from the peer). A peer that does
     not answer is a row, not a failure: the exit status is 1 only when no peer answers.
-    Raft members that the answers name but --server does not are listed without an API
-    address.
+    Every peer is one row, named by its id when a peer that answered knows it (a dead peer
+    too); Raft members that the answers name but --server does not are listed as well.
 
     With a subcommand (add, remove), changes the membership instead.
     """
@@ -859,7 +1012,8 @@ def peers_add(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
 @json_option
 def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
                  as_json: bool) -> None:
-    """Remove one Raft peer (stop it first; the leader cannot remove itself)."""
+    """Remove one Raft peer (stop it first). The leader can be removed too: it hands
+    leadership to the most caught-up peer, which then removes it."""
     body: dict[str, Any] = {"id": peer_id, "raft_addr": raft_addr}
     if api_addr:
         body["api_addr"] = api_addr
@@ -869,7 +1023,7 @@ def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
 # ---------------------------------------------------------------------------- workers, leases
 
 def _workers_listing(nodes: list[dict[str, Any]], with_kind: bool) -> Listing:
-    columns = ["ID", "STATE", "TTL LEFT", "LAST REPORT", "OS", "ARCH", "LABELS"]
+    columns = ["ID", "STATE", "API ADDR", "TTL LEFT", "LAST REPORT", "OS", "ARCH", "LABELS"]
     if with_kind:
         columns.insert(1, "KIND")
     rows = []
@@ -878,7 +1032,8 @@ def _workers_listing(nodes: list[dict[str, Any]], with_kind: bool) -> Listing:
         state = node.get("state")
         if node.get("draining") and state != "draining":
             state = f"{state},draining"
-        row = [node.get("node_id"), state, _secs(node.get("ttl_left_secs")),
+        row = [node.get("node_id"), state, profile.get("api_addr"),
+               _secs(node.get("ttl_left_secs")),
                _ago(node.get("last_report_secs_ago")), profile.get("os"),
                profile.get("arch"), _labels(profile.get("labels"))]
         if with_kind:
@@ -899,8 +1054,10 @@ def workers(conn: Conn, as_json: bool, watch: bool, interval: float, count: int,
             kind: str) -> None:
     """List the workers of the directory (--kind: the servers too).
 
-    Columns: ID, STATE (ready, down, draining), TTL LEFT (seconds until the lease lapses;
-    only the leader knows, so the leader is asked first), LAST REPORT, OS, ARCH, LABELS.
+    Columns: ID, STATE (ready, down, draining), API ADDR, TTL LEFT (seconds until the lease
+    lapses; only the leader knows, so the leader is asked first), LAST REPORT, OS, ARCH,
+    LABELS. The profile columns are what the worker last registered (a worker restarted
+    with another address or labels registers them again).
     """
 
     async def frame(client: Any, n: int) -> Listing:

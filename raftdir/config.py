@@ -152,7 +152,17 @@ _StrictLoader.add_constructor(_INT_TAG, _construct_int)
 _StrictLoader.add_constructor(_FLOAT_TAG, _construct_float)
 
 
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _check_suffix(suffix: str) -> None:
+    if suffix not in _SUFFIXES:
+        raise BadRequest(f"unsupported extension {suffix or '(none)'!r}; use .yaml, .yml or "
+                         ".json")
+
+
 def _parse_document(text: str, suffix: str) -> Any:
+    _check_suffix(suffix)
     if suffix in (".yaml", ".yml"):
         try:
             return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -161,9 +171,7 @@ def _parse_document(text: str, suffix: str) -> Any:
             where = f"line {mark.line + 1}: " if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise BadRequest(f"{where}invalid YAML: {problem}") from None
-    if suffix == ".json":
-        return loads_json(text)
-    raise BadRequest(f"unsupported extension {suffix or '(none)'!r}; use .yaml, .yml or .json")
+    return loads_json(text)
 
 
 def parse_cluster_mode(text: str, suffix: str = ".yaml") -> tuple[ClusterMode, list[str]]:
@@ -194,11 +202,18 @@ def load_cluster_mode(path: str | os.PathLike[str]) -> ClusterMode:
     return mode
 
 
-def _load(path: Path) -> tuple[ClusterMode, list[str]]:
+def _load(path: Path, *, missing_ok: bool = True) -> tuple[ClusterMode, list[str]]:
     name = str(path)
+    try:   # one rule for a name: the extension decides, whether the file exists or not
+        _check_suffix(path.suffix.lower())
+    except BadRequest as exc:
+        raise ConfigError(f"{name}: {exc.message}", file=name) from None
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if not missing_ok:
+            raise ConfigError(f"{name}: no such file (a daemon whose data dir has no "
+                              "cluster_mode.yaml runs single-node)", file=name) from None
         return SingleNodeMode(), []
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}", file=name) from None
@@ -213,9 +228,11 @@ def _load(path: Path) -> tuple[ClusterMode, list[str]]:
         raise ConfigError(f"{name}: {exc.message}", file=name, field=exc.field) from None
 
 
-def load_with_warnings(path: str | os.PathLike[str]) -> tuple[ClusterMode, list[str]]:
-    """Like ``load_cluster_mode`` but hands the warnings back instead of logging them."""
-    return _load(Path(path))
+def load_with_warnings(path: str | os.PathLike[str], *, missing_ok: bool = True
+                       ) -> tuple[ClusterMode, list[str]]:
+    """Like ``load_cluster_mode`` but hands the warnings back instead of logging them.
+    ``missing_ok=False``: a missing file is an error (``raftdir config check``)."""
+    return _load(Path(path), missing_ok=missing_ok)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -326,7 +326,9 @@ def _keep_note(cluster: LocalCluster, fleet: Workers, base: Path) -> str:
             f"  export RAFTDIR_ADMIN_TOKEN={admin_token(cluster.secret)}\n"
             "  raftdir peers\n  raftdir workers\n  raftdir leases\n"
             "  raftdir service-state web\n  raftdir scale web 18\n"
-            f"stop it with: kill {' '.join(map(str, pids))}")
+            f"(raftdir is .venv/bin/raftdir, or run `source .venv/bin/activate` first)\n"
+            f"stop it and remove its data with:\n"
+            f"  kill {' '.join(map(str, pids))}; rm -r {base}")
 
 
 @click.command("demo")

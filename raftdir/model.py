@@ -38,7 +38,7 @@ __all__ = [
     "AdaptiveTtlConfig", "WorkerProfile", "WorkerLease",
     "WorkerRegisterRequest", "WorkerRegisterResponse",
     "WorkerPollRequest", "WorkerPollResponse",
-    "WorkerAssignmentEvent", "SetEvent", "DeleteEvent", "DrainEvent",
+    "WorkerAssignmentEvent", "SetEvent", "DeleteEvent", "DrainEvent", "UndrainEvent",
     "WorkerStatusReport", "WorkerContainerStatus", "WorkerResourceUsage", "WorkerStatusAck",
     "InternalScaleRequest", "ScaleAssignment", "NodeServiceState", "ClusterContainerSummary",
     "container_name", "WIRE_TYPES", "CONTAINER_STATES", "KNOWN_OS", "KNOWN_ARCH",
@@ -389,7 +389,7 @@ def _check_groups(assignments: tuple, path: str) -> None:
 
 class WorkerAssignmentEvent(Wire):
     """One change to a worker's assignment set, tagged by ``kind``: ``SetEvent``,
-    ``DeleteEvent`` or ``DrainEvent`` (§13)."""
+    ``DeleteEvent``, ``DrainEvent`` (§13) or ``UndrainEvent`` (raftdir's)."""
 
     TAG_KEY: ClassVar[str | None] = "kind"
     IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
@@ -423,6 +423,15 @@ class DrainEvent(WorkerAssignmentEvent):
     """Take no new work; exit once the remaining containers have stopped."""
 
     TAG: ClassVar[str | None] = "drain"
+    revision: int = wire(U64)
+
+
+@frozen
+class UndrainEvent(WorkerAssignmentEvent):
+    """An operator undid the drain (``raftdir drain --undo``): take work again and do not
+    exit. A raftdir extension: ZLayer's cluster module has no such event."""
+
+    TAG: ClassVar[str | None] = "undrain"
     revision: int = wire(U64)
 
 

@@ -29,13 +29,14 @@ from .auth import (
 from .backup import encode_backup
 from .clock import Clock, SystemClock
 from .core.commands import (
-    Command, MarkDown, MarkReady, RegisterNode, command_to_plain, encode_command, pack_plain,
+    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, command_to_plain,
+    encode_command, pack_plain,
 )
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
     ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
-    Unauthorized, UnknownNode,
+    Unauthorized, UnknownNode, UnknownService,
 )
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
@@ -43,8 +44,8 @@ from .leader.services import LeaderServices
 from .limits import check_token
 from .model import (
     AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
-    WorkerPollResponse, WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck,
-    WorkerStatusReport,
+    WorkerPollResponse, WorkerProfile, WorkerRegisterRequest, WorkerRegisterResponse,
+    WorkerStatusAck, WorkerStatusReport,
 )
 from .replication.base import MAX_COMMAND_BYTES, RaftNode
 from .tasks import cancel_and_wait, finish_even_if_cancelled
@@ -188,6 +189,7 @@ class DirectoryServer:
         self._catch_up_running: asyncio.Task[None] | None = None
         self._catch_up_queued: asyncio.Task[None] | None = None
         self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
+        self._raft_ids = {p.raft_addr: p.id for p in settings.peers}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
 
@@ -359,6 +361,7 @@ class DirectoryServer:
             stored = self.read(lambda d: d.secret_hash(req.desired_node_id))
             if node is not None and node["kind"] == "worker" \
                     and node_secret_matches(node_secret, stored):
+                node = await self._follow_profile(leader, node, req.profile)
                 return self._registered(leader, node, node_secret)
         cluster_id = self.read(lambda d: d.cluster_id) or ""
         claims = verify_join_token(req.token, self.secret, cluster_id,
@@ -372,6 +375,21 @@ class DirectoryServer:
             secret_hash=hash_node_secret(secret), token_id=claims.token_id,
             token_max_uses=claims.max_uses or None))
         return self._registered(leader, result.value, secret)
+
+    async def _follow_profile(self, leader: LeaderServices, node: dict[str, Any],
+                              profile: WorkerProfile) -> dict[str, Any]:
+        """A worker registering again with its identity may bring another profile (a new
+        address, labels, OS or resources): one ``update_profile`` records it, then the
+        leader re-checks the placement constraints (a share that no longer fits moves,
+        with its events). The same profile writes nothing."""
+        if WorkerProfile.from_dict(node["profile"]) == profile:
+            return node
+        node_id = node["node_id"]
+        result = await self.propose(UpdateProfile(node_id=node_id, profile=profile.to_dict()))
+        log.info("node %d: profile updated (%s)", node_id,
+                 ", ".join(result.value["changed"]) or "no change")
+        await leader.reconcile()
+        return self.read(lambda d: d.node(node_id)) or node
 
     def _registered(self, leader: LeaderServices, node: dict[str, Any], secret: str
                     ) -> WorkerRegisterResponse:
@@ -618,6 +636,7 @@ class DirectoryServer:
                            field="api_addr")
         if raft_addr not in view.members:   # else an earlier add got this far: finish it
             await self._change_membership("add_peer", raft_addr)
+        self._raft_ids[raft_addr] = peer_id
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
         if record is None:      # the new peer is a node of the directory, as configured ones
@@ -633,8 +652,8 @@ class DirectoryServer:
 
     async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                           ) -> dict[str, Any]:
-        """Leader only: remove one Raft peer (stop it first; not the leader itself). Its
-        node record goes down (its replicas move; the record stays, for adding it back)."""
+        """Leader only: remove one Raft peer (stop it first). Its node record goes down
+        (its replicas move; the record stays, for adding it back)."""
         self._membership_supported("remove_peer")
         leader = self._leading()
         view = self._membership_view()
@@ -648,11 +667,11 @@ class DirectoryServer:
         if owner is None and (peer_id not in view.servers
                               or view.raft_addr_of(peer_id) not in (None, raft_addr)):
             raise Conflict(f"id: no server node {peer_id} at {raft_addr}", field="id")
-        if raft_addr == self.raft.status().get("self"):
-            raise Conflict("raft_addr: the leader cannot remove itself; remove it from "
-                           "another peer once leadership has moved", field="raft_addr")
+        # the leader itself: the Raft node hands leadership over first and raises
+        # NotLeader naming the new leader, where the request goes on
         await self._change_membership("remove_peer", raft_addr)
         self._raft_to_api.pop(raft_addr, None)
+        self._raft_ids.pop(raft_addr, None)
         node = view.servers.get(peer_id)
         if node is not None and node["state"] != "down":
             await self.propose(MarkDown(term=leader.term, node_ids=(peer_id,)))
@@ -691,10 +710,17 @@ class DirectoryServer:
                              now_ms=self.clock.wall_ms())
 
     def service_state(self, service: str) -> dict[str, Any]:
+        """Raises ``UnknownService`` for a service the directory never placed and no node
+        reports containers of."""
         leader = self._leading()
-        placement = self.read(lambda d: d.placement(service)) or {}
+        stored = self.read(lambda d: d.placement(service))
+        placement = stored or {}
         reports = {n: e.report for n, e in leader.leases.entries.items() if e.report}
         view = service_view(service, reports, placement).to_dict()
+        if stored is None and not any(n["containers"] for n in view["nodes"]):
+            raise UnknownService(f"service {service!r} is not known: not placed (never "
+                                 "scaled, or scaled to 0) and no node reports containers "
+                                 "of it", field="service")
         view["assigned"] = [{"node_id": n, "replicas": sum(len(i) for i in roles.values())}
                             for n, roles in sorted(placement.items())]
         return view
@@ -708,6 +734,10 @@ class DirectoryServer:
         status["leader_api"] = self.leader_endpoint()
         status["is_leader"] = self.is_leader()
         status["revision"] = self.directory.revision
+        # who the Raft members are, so that a peer that does not answer can be named
+        status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
+                              "api_addr": self._raft_to_api.get(r)}
+                             for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
         return status
 
     def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],

@@ -12,7 +12,6 @@ Every wait has a deadline; every process started is stopped by its PID.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -21,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .assignments import AssignmentSet
 from .codec import dumps_msgpack
@@ -218,17 +217,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-
-    @contextlib.contextmanager
-    def running(self, settle_timeout: float = 30.0) -> Iterator["LocalCluster"]:
-        """Start every peer, wait until they follow one leader, and stop them all at the
-        end: ``with LocalCluster(dir).prepare().running() as cluster: ...``."""
-        self.start()
-        try:
-            self.wait_settled(settle_timeout)
-            yield self
-        finally:
-            self.stop()
 
     def __enter__(self) -> "LocalCluster":
         return self

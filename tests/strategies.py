@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from raftdir.model import (
     CONTAINER_STATES, KNOWN_ARCH, KNOWN_OS, NO_API_ADDR, AdaptiveTtlConfig,
-    ClusterContainerSummary, DeleteEvent, DrainEvent,
+    ClusterContainerSummary, DeleteEvent, DrainEvent, UndrainEvent,
     InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
     SingleNodeMode, StaticMode, StaticPeer, WorkerContainerStatus, WorkerLease,
     WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
@@ -169,7 +169,8 @@ set_events = st.builds(SetEvent, service=nonempty_text, assignments=assignment_g
                        revision=u64, spec=opt_specs)
 delete_events = st.builds(DeleteEvent, service=text, revision=u64)
 drain_events = st.builds(DrainEvent, revision=u64)
-events = st.one_of(set_events, delete_events, drain_events)
+undrain_events = st.builds(UndrainEvent, revision=u64)
+events = st.one_of(set_events, delete_events, drain_events, undrain_events)
 
 
 @st.composite
@@ -221,6 +222,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     SetEvent: set_events,
     DeleteEvent: delete_events,
     DrainEvent: drain_events,
+    UndrainEvent: undrain_events,
     WorkerRegisterRequest: st.builds(WorkerRegisterRequest, token=text,
                                      desired_node_id=st.one_of(st.none(), u64),
                                      profile=profiles),

@@ -1,7 +1,7 @@
 """AssignmentSet: events in order, full resyncs, never backwards."""
 
 from raftdir import (
-    DeleteEvent, DrainEvent, ScaleAssignment, SetEvent, WorkerPollResponse,
+    DeleteEvent, DrainEvent, ScaleAssignment, SetEvent, UndrainEvent, WorkerPollResponse,
 )
 from raftdir.assignments import AssignmentSet
 
@@ -43,3 +43,13 @@ def test_a_lagging_answer_and_replayed_events_change_nothing():
                                                         set_ev("web", [1], 6))))
     assert [e.revision for e in ch.set] == [6]
     assert s.containers() == ["web-default-1"]
+
+
+def test_an_undone_drain_is_reported_once_and_ends_draining():
+    s = AssignmentSet()
+    ch = s.apply(WorkerPollResponse(revision=3, events=(DrainEvent(revision=3),)))
+    assert ch.drained and s.draining
+    ch = s.apply(WorkerPollResponse(revision=4, events=(UndrainEvent(revision=4),)))
+    assert ch.undrained and not ch.drained and not ch.empty and not s.draining
+    ch = s.apply(WorkerPollResponse(revision=5, events=(UndrainEvent(revision=5),)))
+    assert not ch.undrained and ch.empty     # it was not draining: nothing changed

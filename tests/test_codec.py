@@ -21,6 +21,7 @@ from raftdir.codec import (
 from raftdir.errors import BadRequest
 from raftdir.model import (
     AdaptiveTtlConfig, ClusterContainerSummary, ClusterMode, DeleteEvent, DrainEvent,
+    UndrainEvent,
     InternalScaleRequest, NodeServiceState, RaftMode, RaftPeer, ScaleAssignment, SetEvent,
     SingleNodeMode, StaticMode, StaticPeer, WorkerAssignmentEvent, WorkerContainerStatus,
     WorkerLease, WorkerPollRequest, WorkerPollResponse, WorkerProfile, WorkerRegisterRequest,
@@ -79,7 +80,7 @@ def test_wire_types_lists_every_concrete_type():
     assert names == {
         "RaftPeer", "StaticPeer", "AdaptiveTtlConfig", "SingleNodeMode", "RaftMode",
         "StaticMode", "WorkerTierMode", "WorkerProfile", "WorkerLease", "ScaleAssignment",
-        "SetEvent", "DeleteEvent", "DrainEvent", "WorkerRegisterRequest",
+        "SetEvent", "DeleteEvent", "DrainEvent", "UndrainEvent", "WorkerRegisterRequest",
         "WorkerRegisterResponse", "WorkerPollRequest", "WorkerPollResponse",
         "WorkerContainerStatus", "WorkerResourceUsage", "WorkerStatusReport",
         "WorkerStatusAck", "InternalScaleRequest", "ClusterContainerSummary",
@@ -348,6 +349,8 @@ TABLES = {
     DeleteEvent: ([("service", REQ, None), ("revision", REQ, None)],
                   {"kind": "delete", "service": "web", "revision": 3}),
     DrainEvent: ([("revision", REQ, None)], {"kind": "drain", "revision": 3}),
+    # raftdir's own (no table in wire-types.md): an operator undid the drain
+    UndrainEvent: ([("revision", REQ, None)], {"kind": "undrain", "revision": 4}),
     WorkerStatusReport: ([("node_id", REQ, None), ("ts_ns", REQ, None),
                           ("containers", DEF, []), ("resources", REQ, None)],
                          {"node_id": 9, "ts_ns": 2**60,
@@ -641,7 +644,7 @@ def test_unknown_keys_skipped_at_every_depth_of_a_tolerant_record():
         "peers[0].role: unknown key")
     # what the keys are is still checked: the tag, the types of known fields
     bad(WorkerPollResponse, {"revision": 1, "events": [{"kind": "upsert", "revision": 1}]},
-        "events[0].kind: unknown variant 'upsert'; expected set, delete, drain")
+        "events[0].kind: unknown variant 'upsert'; expected set, delete, drain, undrain")
     bad(WorkerPollRequest, {"node_id": "1", "extra": 1},
         "node_id: expected an integer (u64), got string")
 
@@ -741,13 +744,13 @@ def test_map_entries_have_their_own_path():
 def test_unknown_kind_variant():
     doc = {"revision": 1, "events": [{"kind": "upsert", "service": "web", "revision": 1}]}
     bad(WorkerPollResponse, doc, "events[0].kind: unknown variant 'upsert'; expected set, "
-                                 "delete, drain")
+                                 "delete, drain, undrain")
     bad(WorkerPollResponse, {"revision": 1, "events": [{"revision": 1}]},
         "events[0].kind: required field missing")
     bad(WorkerPollResponse, {"revision": 1, "events": [{"kind": 1, "revision": 1}]},
         "events[0].kind: expected a string, got int")
     bad(WorkerPollResponse, {"revision": 1, "events": [{"kind": "Set", "revision": 1}]},
-        "events[0].kind: unknown variant 'Set'; expected set, delete, drain")
+        "events[0].kind: unknown variant 'Set'; expected set, delete, drain, undrain")
     bad(WorkerAssignmentEvent, {"kind": None, "revision": 1}, "kind: required field missing")
 
 

@@ -253,6 +253,19 @@ def test_check_stops_at_the_first_invalid_file_with_exit_2(tmp_path):
     assert "mode: static" not in result.stdout  # the third file was not reached
 
 
+def test_check_has_one_rule_for_names_it_does_not_know(tmp_path):
+    # an unknown extension is refused whether the file exists or not; a missing file is
+    # an error for the check (a daemon would quietly run single-node)
+    write(tmp_path, "y.txt", "mode: single-node\n")
+    for name, problem in (("x.txt", "unsupported extension '.txt'"),
+                          ("y.txt", "unsupported extension '.txt'"),
+                          ("nosuch.yaml", "no such file")):
+        result = CliRunner().invoke(cli, ["config", "check", str(tmp_path / name)])
+        assert result.exit_code == 2, name
+        assert f"{tmp_path / name}: {problem}" in result.stderr
+    assert load_cluster_mode(tmp_path / "cluster_mode.yaml") == SingleNodeMode()
+
+
 def test_check_without_files_is_a_usage_error():
     result = CliRunner().invoke(cli, ["config", "check"])
     assert result.exit_code == 2

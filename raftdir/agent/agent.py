@@ -15,7 +15,13 @@ Owns: one worker's session with the control plane:
   the record was removed, or the secret is not its; ``reregister`` and ``forbidden``
   from older servers) registers again, with its identity and then with the token, or goes
   ``LOST`` saying why when there is none; a ``behind`` poll answer resyncs the set;
-- the connection state, an explicit enum as in kazoo (``AgentState``).
+- the connection state, an explicit enum as in kazoo (``AgentState``);
+- one agent per identity: ``start()`` takes ``agent.lock`` (``lock.py``) and ``stop()``
+  releases it;
+- the profile following the host: a stored identity whose recorded profile differs from
+  this host's registers again with its node secret (the server records the new profile);
+- its own view, ``view()``, kept in ``status.json`` (``status.py``) when it changes, and
+  a log line at info for each applied change of assignments.
 
 Three tasks run on the host's event loop: the session (registration and reports), the
 poll loop and a watchdog that moves the state as time passes. The constructor does no I/O;
@@ -29,21 +35,23 @@ the core).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import inspect
+import ipaddress
 import logging
 import os
 import random
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
-
+from urllib.parse import urlsplit
 
 from ..api.client import RaftdirClient, Unreachable, normalize_endpoint
 from ..assignments import AssignmentSet, Change
 from ..auth import peek_join_token
 from ..clock import Clock, SystemClock
-from ..codec import from_dict
+from ..codec import from_dict, to_dict
 from ..errors import (
     BadRequest, ConfigError, Forbidden, NoLeader, NotLeader, RaftdirError, Reregister,
     TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized,
@@ -54,10 +62,12 @@ from ..model import (
 )
 from ..tasks import cancel_and_wait
 from .identity import Identity, default_identity_dir, load_identity, store_identity
+from .lock import AgentLock
 from .profile import detect_profile
+from .status import write_status
 
 __all__ = ["AgentState", "WorkerAgent", "StatusProvider", "report_interval",
-           "DEFAULT_API_ADDR"]
+           "DEFAULT_API_ADDR", "loopback_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,49 @@ def token_cluster_id(token: str) -> str | None:
     hint to catch an identity from another cluster before use (the server checks)."""
     claims = peek_join_token(token)
     return claims.cluster_id or None if claims is not None else None
+
+
+def _host(addr: str) -> str:
+    """The host of ``host:port``, ``[v6]:port`` or ``scheme://host:port``."""
+    return urlsplit(addr if "://" in addr else f"//{addr}").hostname or ""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost" or host.lower().endswith(".localhost")
+
+
+def loopback_warning(api_addr: str, servers: Iterable[str]) -> str | None:
+    """Why servers cannot dial this worker, when its advertised ``api_addr`` is a loopback
+    address and some of its servers are not (they run on other hosts); else None."""
+    if not _is_loopback(_host(api_addr)):
+        return None
+    remote = [s for s in servers if not _is_loopback(_host(s))]
+    if not remote:
+        return None
+    return (f"api_addr: {api_addr} is a loopback address, but the servers "
+            f"({', '.join(remote)}) are not: they cannot reach this worker there; pass "
+            "--api-addr HOST:PORT (the address servers should dial, the profile's api_addr)")
+
+
+def _describe_change(change: Change, current: AssignmentSet) -> str:
+    """One log line's worth of an applied change: what was set, deleted or drained."""
+    def share(ev: Any) -> str:
+        return f"{ev.service} " + " ".join(
+            f"{g.role}={','.join(map(str, sorted(g.indices)))}" for g in ev.assignments)
+    if change.full:
+        parts = ["full resync: " + ("; ".join(share(current.services[name])
+                                                for name in sorted(current.services))
+                                      or "nothing assigned")]
+    else:
+        parts = [f"set {share(ev)}" for ev in change.set]
+        parts += [f"deleted {name}" for name in change.deleted]
+    if change.drained:
+        parts.append("draining")
+    count = len(current.containers())
+    return f"{'; '.join(parts)} ({count} container{'' if count == 1 else 's'})"
 
 
 def _transient(exc: RaftdirError) -> bool:
@@ -175,10 +228,13 @@ class WorkerAgent:
         self.state = AgentState.SUSPENDED
         self.reason = "not started"
         self.leader: str | None = None
+        self.report_server: str | None = None      # the server that acked the last report
         self.servers: list[str] = list(self.seeds)
         self.ttl: float = heartbeat_ttl
         self.grace: float = heartbeat_grace
         self.last_ack: float | None = None         # clock.monotonic() of the last ack
+        self.last_ack_unix_ms: int | None = None   # the same, on the wall clock
+        self.state_since_unix_ms: int | None = None
         self.next_report_at: float | None = None   # when the next report is due
         self.activity = "idle"      # the session: idle | registering | reporting
         self.stats = {"registrations": 0, "reports_acked": 0, "reports_failed": 0,
@@ -204,6 +260,10 @@ class WorkerAgent:
         self._inflight_poll: asyncio.Future[Any] | None = None
         self._abandoned: asyncio.Future[Any] | None = None
         self._cluster: Any = None
+        self._lock: AgentLock | None = None
+        self._profile_sync = False      # registering again only to send a new profile
+        self._published: dict[str, Any] | None = None
+        self._status_failed = False     # the status file could not be written (said once)
 
     # -- construction from the config ---------------------------------------------------
     @classmethod
@@ -211,15 +271,20 @@ class WorkerAgent:
                     clock: Clock | None = None, **kwargs: Any) -> "WorkerAgent":
         """An agent for a ``worker-tier`` worker config (wire-types.md §2.4):
         ``servers``, ``token_file``, ``identity_dir`` (default
-        ``<data_dir>/worker/identity/``), ``heartbeat_min_ttl``, ``heartbeat_grace``,
+        ``<data_dir>/worker/identity/``; both relative to ``data_dir`` unless absolute),
+        ``heartbeat_min_ttl``, ``heartbeat_grace``,
         ``labels``. Other keyword arguments go to the constructor (``api_addr``, ``rng``,
         ``status_provider``, ``admin_token``, ...). No I/O."""
         if not isinstance(mode, WorkerTierMode) or not mode.is_worker_tier_worker():
             raise ConfigError("mode: the worker agent needs a worker-tier config with role "
                               "worker", field="mode")
-        identity_dir = mode.identity_dir or default_identity_dir(data_dir)
+        def in_data_dir(path: str | None) -> Path | None:   # relative paths: to data_dir
+            return None if path is None else Path(data_dir) / path
+
+        identity_dir = in_data_dir(mode.identity_dir) or default_identity_dir(data_dir)
         kwargs.setdefault("labels", dict(mode.labels))
-        return cls(list(mode.servers), identity_dir=identity_dir, token_file=mode.token_file,
+        return cls(list(mode.servers), identity_dir=identity_dir,
+                   token_file=in_data_dir(mode.token_file),
                    heartbeat_ttl=mode.heartbeat_min_ttl, heartbeat_grace=mode.heartbeat_grace,
                    clock=clock, **kwargs)
 
@@ -248,21 +313,40 @@ class WorkerAgent:
     def client(self) -> RaftdirClient | None:
         return self._client
 
-    def status(self) -> dict[str, Any]:
-        """node_id, state (and why), leader, servers, revision, assignments (container
-        names), seconds since the last ack, the current TTL and grace, counters."""
-        now = self.clock.monotonic()
+    def view(self) -> dict[str, Any]:
+        """What this worker knows of itself, as plain data (the status file's content,
+        ``raftdir worker status``): node_id, cluster_id, state (and why, and since when),
+        the server that acknowledged its last report (a follower forwards reports to the
+        leader), the leader and the server list, the revision it holds, its assignments (container names) and services (service -> role ->
+        indices), draining, the last acknowledged report (wall clock, Unix ms), the TTL
+        and grace, and the profile it registers with (api_addr, labels)."""
+        profile = self.profile
         return {
             "node_id": self.node_id, "cluster_id": self.cluster_id,
             "state": self.state.value, "reason": self.reason,
+            "state_since_unix_ms": self.state_since_unix_ms,
+            "report_server": self.report_server,
             "leader": self.leader, "servers": list(self.servers),
             "revision": self.assignments.revision,
             "assignments": self.assignments.containers(),
+            "services": {name: {g.role: sorted(g.indices) for g in ev.assignments}
+                         for name, ev in sorted(self.assignments.services.items())},
             "draining": self.assignments.draining,
+            "last_ack_unix_ms": self.last_ack_unix_ms,
+            "ttl_secs": self.ttl, "grace_secs": self.grace,
+            "api_addr": profile.api_addr if profile is not None else self.api_addr,
+            "labels": dict(profile.labels) if profile is not None else dict(self.labels),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """``view()`` plus the seconds since the last ack (monotonic), what the session is
+        doing, and the counters."""
+        now = self.clock.monotonic()
+        return {
+            **self.view(),
             "last_ack_secs_ago": None if self.last_ack is None
             else round(now - self.last_ack, 3),
-            "ttl_secs": self.ttl, "grace_secs": self.grace, "activity": self.activity,
-            **self.stats,
+            "activity": self.activity, **self.stats,
         }
 
     def cluster(self) -> Any:
@@ -284,9 +368,25 @@ class WorkerAgent:
         """Read the stored identity and the token, then run the session, poll and watchdog
         tasks. Raises ``ConfigError`` when the worker cannot ever join: neither a token
         file nor a stored identity, an unreadable identity, or an identity from another
-        cluster than the token's (or ``expected_cluster_id``)."""
+        cluster than the token's (or ``expected_cluster_id``); and when another agent runs
+        with this identity (``agent.lock`` in the identity directory, naming its pid).
+
+        A stored identity whose recorded profile differs from this host's (a new
+        ``api_addr``, labels, OS or resources) is registered again with its node secret,
+        so the directory records the new profile (``update_profile``)."""
         if self._running:
             return
+        lock = AgentLock(self.identity_dir)
+        lock.acquire()
+        try:
+            self._begin()
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        self._publish()
+
+    def _begin(self) -> None:
         identity = load_identity(self.identity_dir)
         token_cid = None
         if self.token_file is not None:
@@ -316,6 +416,9 @@ class WorkerAgent:
         self.identity = identity
         servers = _dedupe(list(identity.servers if identity else ()) + self.seeds)
         self.servers = servers
+        problem = loopback_warning(self.profile.api_addr, servers)
+        if problem is not None:
+            log.warning("%s", problem)
         self._client = self.client_factory(
             servers, node_secret=identity.internal_token if identity else None,
             admin_token=self.admin_token, timeout=self.request_timeout,
@@ -330,20 +433,25 @@ class WorkerAgent:
         self._connected = asyncio.Event()
         if identity is not None:
             self._registered.set()
-        self._register_needed = identity is None
+        # the host changed since the directory last heard (or the file predates profiles)
+        self._profile_sync = identity is not None and identity.profile != to_dict(self.profile)
+        self._register_needed = identity is None or self._profile_sync
         self._fatal = self._failure = self._refusal = None
         self._need_full = True
         self.last_ack = None
         self._acked = False
         self._started_at = self.clock.monotonic()
+        self.last_ack_unix_ms = None
         self.state, self.reason = AgentState.SUSPENDED, "connecting"
+        self.state_since_unix_ms = self.clock.wall_ms()
         self._running = True
         self._tasks = [asyncio.ensure_future(self._session_loop()),
                        asyncio.ensure_future(self._poll_loop()),
                        asyncio.ensure_future(self._watch_loop())]
-        log.info("worker agent started%s; servers %s",
+        log.info("worker agent started%s; servers %s%s",
                  f" as node {identity.node_id}" if identity else " (not registered yet)",
-                 ", ".join(servers))
+                 ", ".join(servers),
+                 "; its profile changed, registering it again" if self._profile_sync else "")
 
     async def stop(self) -> None:
         """Cancel the tasks and close the client. Safe to call twice."""
@@ -357,6 +465,9 @@ class WorkerAgent:
         if self._running:
             self._running = False
             self._set_state(AgentState.LOST, "stopped")
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def __aenter__(self) -> "WorkerAgent":
         await self.start()
@@ -388,6 +499,7 @@ class WorkerAgent:
             try:
                 report = await self._build_report()
                 ack = await self._client.report(report)
+                self.report_server = self._client.answered
             except asyncio.CancelledError:
                 raise
             except RaftdirError as exc:
@@ -418,9 +530,12 @@ class WorkerAgent:
         assert self._client is not None
         token, problem = self._read_token()
         previous = self.identity
+        sync = self._profile_sync and previous is not None
         if token is None:
-            self._cannot_register(f"cannot register: {problem}")
-            return False
+            if not sync:
+                self._cannot_register(f"cannot register: {problem}")
+                return False
+            token = ""   # the server takes the identity (node secret), not a token
         profile = self.profile
         assert profile is not None
         req = WorkerRegisterRequest(token=token, profile=profile,
@@ -437,7 +552,10 @@ class WorkerAgent:
         except asyncio.CancelledError:
             raise
         except (TokenInvalid, TokenExhausted) as exc:
-            self._cannot_register(f"registration refused ({exc.code}): {exc.message}")
+            if not token:   # the record is gone, and there is no token to join again with
+                self._cannot_register(f"cannot register: {problem}")
+            else:
+                self._cannot_register(f"registration refused ({exc.code}): {exc.message}")
             return False
         except RaftdirError as exc:
             if _transient(exc):
@@ -460,13 +578,18 @@ class WorkerAgent:
                             servers=tuple(resp.servers) or tuple(self.servers),
                             heartbeat_ttl_secs=resp.heartbeat_ttl_secs,
                             heartbeat_grace_secs=resp.heartbeat_grace_secs,
-                            registered_unix_ms=self.clock.wall_ms())
+                            registered_unix_ms=self.clock.wall_ms(),
+                            profile=to_dict(profile))
         self._store(identity)
         self._adopt_identity(identity, resp.heartbeat_ttl_secs, resp.heartbeat_grace_secs,
                              sent)
         if previous is not None and previous.node_id != identity.node_id:
             log.warning("registered again as node %d (was %d)", identity.node_id,
                         previous.node_id)
+        elif sync:
+            log.info("node %d: the directory has its new profile (api_addr %s, labels %s)",
+                     identity.node_id, profile.api_addr,
+                     ",".join(f"{k}={v}" for k, v in sorted(profile.labels.items())) or "none")
         else:
             log.info("registered as node %d in cluster %s", identity.node_id,
                      identity.cluster_id)
@@ -483,8 +606,9 @@ class WorkerAgent:
         self._generation += 1
         self._register_needed = False
         self._fatal = self._refusal = self._failure = None
+        self._profile_sync = False
         self.ttl, self.grace = ttl, grace
-        self.last_ack = sent            # registration grants the first lease ...
+        self._mark_ack(sent)            # registration grants the first lease ...
         self._acked = False             # ... but CONNECTED waits for a report's ack
         if identity.servers:
             self.servers = list(identity.servers)
@@ -510,6 +634,7 @@ class WorkerAgent:
         self._refusal = f"node {node} was refused ({exc.code}): {exc.message}"
         log.warning("%s; registering again", self._refusal)
         self._register_needed = True
+        self._profile_sync = False      # a registration proper now: it needs the token
         assert self._registered is not None
         self._registered.clear()
         self._failure = self._refusal
@@ -518,7 +643,7 @@ class WorkerAgent:
 
     def _report_ok(self, ack: WorkerStatusAck, sent: float) -> None:
         self.stats["reports_acked"] += 1
-        self.last_ack = sent
+        self._mark_ack(sent)
         self._acked = True
         self.ttl = max(1, ack.next_ttl_secs)
         self._failure = None
@@ -527,15 +652,16 @@ class WorkerAgent:
         if ack.servers and list(ack.servers) != self.servers:
             self.servers = list(ack.servers)
             if self.identity is not None and tuple(ack.servers) != self.identity.servers:
-                ident = self.identity
-                self.identity = Identity(
-                    node_id=ident.node_id, cluster_id=ident.cluster_id,
-                    internal_token=ident.internal_token, servers=tuple(ack.servers),
-                    heartbeat_ttl_secs=ident.heartbeat_ttl_secs,
-                    heartbeat_grace_secs=ident.heartbeat_grace_secs,
-                    registered_unix_ms=ident.registered_unix_ms)
+                self.identity = dataclasses.replace(self.identity, servers=tuple(ack.servers))
                 self._store(self.identity)
+        self._publish()
         self._wake(self._wake_watch)
+
+    def _mark_ack(self, sent: float) -> None:
+        """An acknowledgement of what was sent at ``sent`` (monotonic)."""
+        self.last_ack = sent
+        self.last_ack_unix_ms = self.clock.wall_ms() - round(
+            1000 * max(0.0, self.clock.monotonic() - sent))
 
     def _report_failed(self, exc: BaseException) -> None:
         self.stats["reports_failed"] += 1
@@ -650,6 +776,10 @@ class WorkerAgent:
             change = self.assignments.apply(resp)
             if not change.empty:
                 self.stats["changes"] += 1
+                log.info("assignments at revision %d: %s", change.revision,
+                         _describe_change(change, self.assignments))
+            self._publish()
+            if not change.empty:
                 await self._emit_change(change)
             elif not resp.events and resp.revision <= last and self.poll_wait_secs > 0 \
                     and self.clock.monotonic() - started < min(1.0, self.poll_wait_secs / 10):
@@ -719,8 +849,11 @@ class WorkerAgent:
         old = self.state
         self.reason = reason
         if new is old:
+            self._publish()
             return
         self.state = new
+        self.state_since_unix_ms = self.clock.wall_ms()
+        self._publish()
         (log.info if new is AgentState.CONNECTED else log.warning)(
             "worker agent %s -> %s: %s", old.value, new.value, reason)
         if self._connected is not None:
@@ -793,6 +926,25 @@ class WorkerAgent:
             return self._read_token_text(), ""
         except ConfigError as exc:
             return None, exc.message
+
+    def _publish(self) -> None:
+        """Rewrite the status file (``status.py``) when the view changed; only while this
+        agent holds the identity's lock (never over another agent's file)."""
+        if self._lock is None:
+            return
+        doc = dict(self.view(), pid=os.getpid())
+        if doc == self._published:
+            return
+        try:
+            write_status(self.identity_dir, dict(doc, updated_unix_ms=self.clock.wall_ms()))
+        except OSError as exc:
+            if not self._status_failed:
+                log.warning("cannot write the status file in %s (raftdir worker status will "
+                            "be out of date): %s", self.identity_dir, exc)
+            self._status_failed = True
+            return
+        self._status_failed = False
+        self._published = doc
 
     def _store(self, identity: Identity) -> None:
         try:

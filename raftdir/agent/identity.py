@@ -1,4 +1,5 @@
-"""A worker's identity on disk: node id, node secret, cluster id, known servers.
+"""A worker's identity on disk: node id, node secret, cluster id, known servers, and the
+profile the directory last accepted from it.
 
 Owns: the identity file (``identity.json`` in the identity directory, by default
 ``<data_dir>/worker/identity/``), written atomically (temporary file, fsync, rename, fsync
@@ -17,7 +18,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..files import write_atomic
@@ -49,14 +50,20 @@ class Identity:
     heartbeat_ttl_secs: int = 0
     heartbeat_grace_secs: int = 0
     registered_unix_ms: int = 0
+    #: the profile (``WorkerProfile`` wire dict) the directory last accepted from this
+    #: worker; None in a file written before raftdir kept it
+    profile: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": _VERSION, "node_id": self.node_id, "cluster_id": self.cluster_id,
-                "internal_token": self.internal_token, "servers": list(self.servers),
-                "heartbeat_ttl_secs": self.heartbeat_ttl_secs,
-                "heartbeat_grace_secs": self.heartbeat_grace_secs,
-                "registered_unix_ms": self.registered_unix_ms}
+        out = {"version": _VERSION, "node_id": self.node_id, "cluster_id": self.cluster_id,
+               "internal_token": self.internal_token, "servers": list(self.servers),
+               "heartbeat_ttl_secs": self.heartbeat_ttl_secs,
+               "heartbeat_grace_secs": self.heartbeat_grace_secs,
+               "registered_unix_ms": self.registered_unix_ms}
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
 
     def __repr__(self) -> str:  # never print the secret
         return (f"Identity(node_id={self.node_id}, cluster_id={self.cluster_id!r}, "
@@ -68,17 +75,36 @@ def _bad(path: Path, problem: str) -> ConfigError:
                        "worker register as a new node)", file=str(path))
 
 
-def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
-    """The stored identity, or None when there is none. A file with group or other
-    permissions is tightened to 0600 (with a warning). Raises ``ConfigError`` for a file
-    that exists but is unreadable or malformed."""
-    path = Path(identity_dir) / IDENTITY_FILE
+def read_json_object(path: Path, version: int, bad: Callable[[Path, str], ConfigError]
+                     ) -> dict[str, Any] | None:
+    """A JSON object file of ``version`` (its ``"version"`` key), or None when the file
+    does not exist; ``bad(path, problem)`` is raised for one that cannot be read or is not
+    such an object. The agent's files (identity, status) are read with it."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise _bad(path, f"cannot read: {exc.strerror or exc}") from None
+        raise bad(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise bad(path, "expected a JSON object")
+    if data.get("version") != version:
+        raise bad(path, f"version: expected {version}, got {data.get('version')!r}")
+    return data
+
+
+def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
+    """The stored identity, or None when there is none. A file with group or other
+    permissions is tightened to 0600 (with a warning). Raises ``ConfigError`` for a file
+    that exists but is unreadable or malformed."""
+    path = Path(identity_dir) / IDENTITY_FILE
+    data = read_json_object(path, _VERSION, _bad)
+    if data is None:
+        return None
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -87,14 +113,6 @@ def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
             os.chmod(path, 0o600)
     except OSError:
         pass
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _bad(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise _bad(path, "expected a JSON object")
-    if data.get("version") != _VERSION:
-        raise _bad(path, f"version: expected {_VERSION}, got {data.get('version')!r}")
 
     def get(name: str, kind: type, default: Any = ...) -> Any:
         if name not in data:
@@ -109,10 +127,12 @@ def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
         if kind is list and (not isinstance(value, list)
                              or not all(isinstance(s, str) for s in value)):
             raise _bad(path, f"{name}: expected a list of strings")
+        if kind is dict and not isinstance(value, dict):
+            raise _bad(path, f"{name}: expected an object")
         return value
 
     known = {"version", "node_id", "cluster_id", "internal_token", "servers",
-             "heartbeat_ttl_secs", "heartbeat_grace_secs", "registered_unix_ms"}
+             "heartbeat_ttl_secs", "heartbeat_grace_secs", "registered_unix_ms", "profile"}
     return Identity(
         node_id=get("node_id", int), cluster_id=get("cluster_id", str),
         internal_token=get("internal_token", str),
@@ -120,6 +140,7 @@ def load_identity(identity_dir: str | os.PathLike[str]) -> Identity | None:
         heartbeat_ttl_secs=get("heartbeat_ttl_secs", int, 0),
         heartbeat_grace_secs=get("heartbeat_grace_secs", int, 0),
         registered_unix_ms=get("registered_unix_ms", int, 0),
+        profile=get("profile", dict, None),
         extra={k: v for k, v in data.items() if k not in known})
 
 

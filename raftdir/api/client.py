@@ -87,6 +87,9 @@ class RaftdirClient:
         self._scheme = scheme
         self.preferred = self.servers[0]
         self.leader: str | None = None
+        #: the server that answered the last call that succeeded (read it right after the
+        #: await: a concurrent call may answer next)
+        self.answered: str | None = None
         self.node_secret = node_secret
         self.admin_token = admin_token
         self.timeout = timeout
@@ -209,6 +212,7 @@ class RaftdirClient:
                 target = self._next_server(target)
                 continue
             if 200 <= status < 300:
+                self.answered = target
                 if target != self.preferred and not pinned:
                     self.preferred = target  # it answered: keep using it
                 if text:

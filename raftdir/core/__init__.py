@@ -11,8 +11,8 @@ replication, API, agent, CLI, leader or daemon code (``tests/core/test_imports.p
 
 from raftdir.core.commands import (
     COMMANDS, LEADER_COMMANDS, Barrier, Bootstrap, Command, Compact, Deregister, Drain,
-    MarkDown, MarkReady, RegisterNode, RenewCheckpoint, SetPlacement, canonical_command,
-    decode_command, encode_command,
+    MarkDown, MarkReady, RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile,
+    canonical_command, decode_command, encode_command,
 )
 from raftdir.core.directory import Directory
 from raftdir.core.result import Result
@@ -24,7 +24,7 @@ from raftdir.core.state import (
 __all__ = [
     "Directory", "Result",
     "Command", "Bootstrap", "RegisterNode", "RenewCheckpoint", "MarkDown", "MarkReady",
-    "Drain", "Deregister", "SetPlacement", "Barrier", "Compact",
+    "Drain", "Undrain", "Deregister", "SetPlacement", "Barrier", "Compact", "UpdateProfile",
     "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
     "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS", "SNAPSHOT_FORMAT",
     "SERVER", "WORKER", "READY", "DRAINING", "DOWN",

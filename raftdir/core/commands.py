@@ -38,7 +38,7 @@ from raftdir.errors import BadRequest
 
 __all__ = [
     "Command", "Bootstrap", "RegisterNode", "RenewCheckpoint", "MarkDown", "MarkReady",
-    "Drain", "Deregister", "SetPlacement", "Barrier", "Compact",
+    "Drain", "Undrain", "Deregister", "SetPlacement", "Barrier", "Compact", "UpdateProfile",
     "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
     "command_to_plain", "pack_plain", "U32", "U64",
 ]
@@ -152,6 +152,15 @@ class Drain(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Undrain(Command):
+    """Undo a drain: the node takes new placement again; emits one ``undrain`` event for
+    it (a node that was not draining: nothing)."""
+
+    TYPE: ClassVar[str] = "undrain"
+    node_id: U64
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deregister(Command):
     """Remove a node's record; ``conflict`` while it still holds placement."""
 
@@ -192,10 +201,24 @@ class Compact(Command):
     upto_revision: U64
 
 
+@dataclass(frozen=True, kw_only=True)
+class UpdateProfile(Command):
+    """A registered node's new profile (a worker restarted with another address, labels,
+    OS, architecture or resources): every profile field is replaced; kind, state, lease,
+    secret and placement stay. ``unknown_node`` for an id that is not registered. Emits no
+    event: the leader re-checks placement constraints afterwards and moves what no longer
+    fits with ``set_placement``."""
+
+    TYPE: ClassVar[str] = "update_profile"
+    node_id: U64
+    profile: ProfileMap
+
+
 #: The one registry: type tag -> command class.
 COMMANDS: dict[str, type[Command]] = {
     cls.TYPE: cls for cls in (Bootstrap, RegisterNode, RenewCheckpoint, MarkDown, MarkReady,
-                              Drain, Deregister, SetPlacement, Barrier, Compact)
+                              Drain, Undrain, Deregister, SetPlacement, Barrier, Compact,
+                              UpdateProfile)
 }
 LEADER_COMMANDS = frozenset(cls for cls in COMMANDS.values() if cls.LEADER)
 

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from raftdir.core.commands import (
     Barrier, Bootstrap, Command, Compact, Deregister, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, command_to_plain,
-    decode_command, pack_plain,
+    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile, canonical_command,
+    command_to_plain, decode_command, pack_plain,
 )
 from raftdir.core.result import Result
 from raftdir.core.state import (
     DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS, READY, SERVER, SET,
-    WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
+    UNDRAIN, WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
     share_to_plain, sorted_maps, state_from_snapshot, state_to_snapshot, unpack_spec,
 )
 from raftdir.errors import BadRequest, UnknownNode
@@ -58,6 +59,15 @@ def _fingerprint(cmd: Command) -> str:
     for name in ("ts_ms", "request_id") + LEADER_CHOICES.get(type(cmd), ()):
         del plain[name]
     return hashlib.sha256(pack_plain(sorted_maps(plain))).hexdigest()[:32]
+
+
+def _profile_fields(profile: dict) -> dict[str, Any]:
+    """A checked ``WorkerProfile`` wire dict as the ``NodeRecord`` fields that hold it."""
+    return {"api_addr": profile["api_addr"], "os": sys.intern(profile["os"]),
+            "arch": sys.intern(profile["arch"]),
+            "labels": NodeRecord.labels_from(profile.get("labels") or {}),
+            "cpu_total": profile.get("cpu_total", 0),
+            "memory_total_bytes": profile.get("memory_total_bytes", 0)}
 
 
 class _Refuse(Exception):
@@ -217,19 +227,26 @@ class Directory:
                 node_id += 1
             hs.next_node_id = node_id + 1
         # -- mutation (nothing below refuses)
-        p = cmd.profile
         rec = NodeRecord(
             node_id=node_id, kind=cmd.kind, state=READY, registered_ms=now,
             reg_rev=hs.revision, ttl_secs=cmd.ttl_secs, grace_secs=cmd.grace_secs,
-            renewed_ms=now, secret_hash=cmd.secret_hash, api_addr=p["api_addr"], os=p["os"],
-            arch=p["arch"], labels=NodeRecord.labels_from(p.get("labels") or {}),
-            cpu_total=p.get("cpu_total", 0),
-            memory_total_bytes=p.get("memory_total_bytes", 0))
+            renewed_ms=now, secret_hash=cmd.secret_hash, **_profile_fields(cmd.profile))
         hs.nodes[node_id] = rec
         hs.count(rec.kind, READY, 1)
         if cmd.token_id is not None:
             hs.token_uses[cmd.token_id] = hs.token_uses.get(cmd.token_id, 0) + 1
         return self._register_value(rec, False)
+
+    def _update_profile(self, cmd: UpdateProfile, now: int) -> dict:
+        rec = self._node_or_refuse(cmd.node_id)
+        changed = []
+        for name, value in _profile_fields(cmd.profile).items():
+            old = getattr(rec, name)
+            # labels are a map: the same labels in another order are no change
+            if (dict(old) != dict(value)) if name == "labels" else old != value:
+                setattr(rec, name, value)
+                changed.append(name)
+        return {"node_id": rec.node_id, "changed": changed}
 
     def _renew(self, cmd: RenewCheckpoint, now: int) -> dict:
         nodes = self.state.nodes
@@ -274,6 +291,16 @@ class Directory:
         rec.drain_rev = self._emit(rec, DRAIN)
         if rec.state == READY:
             self._set_state(rec, DRAINING)
+        return {"node_id": rec.node_id, "state": rec.state, "events_for": [rec.node_id]}
+
+    def _undrain(self, cmd: Undrain, now: int) -> dict:
+        rec = self._node_or_refuse(cmd.node_id)
+        if not rec.drain_rev:
+            return {"node_id": rec.node_id, "state": rec.state, "events_for": []}
+        rec.drain_rev = 0
+        self._emit(rec, UNDRAIN)
+        if rec.state == DRAINING:
+            self._set_state(rec, READY)
         return {"node_id": rec.node_id, "state": rec.state, "events_for": [rec.node_id]}
 
     def _deregister(self, cmd: Deregister, now: int) -> dict:
@@ -515,7 +542,7 @@ class Directory:
             return out
         if kind == DELETE:
             return {"kind": DELETE, "service": service, "revision": rev}
-        return {"kind": DRAIN, "revision": rev}
+        return {"kind": kind, "revision": rev}   # drain, undrain
 
     def poll_data(self, node_id: int, last_revision: int) -> dict[str, Any]:
         """The ``WorkerPollResponse`` wire dict for a poll (directory.md §6, wire-types.md
@@ -630,8 +657,10 @@ _HANDLERS: dict[type, Callable[[Directory, Any, int], Any]] = {
     MarkDown: Directory._mark_down,
     MarkReady: Directory._mark_ready,
     Drain: Directory._drain,
+    Undrain: Directory._undrain,
     Deregister: Directory._deregister,
     SetPlacement: Directory._set_placement,
     Barrier: Directory._barrier,
     Compact: Directory._compact,
+    UpdateProfile: Directory._update_profile,
 }

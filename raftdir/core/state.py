@@ -51,6 +51,7 @@ DOWN = sys.intern("down")
 STATES = (READY, DRAINING, DOWN)
 
 SET, DELETE, DRAIN = sys.intern("set"), sys.intern("delete"), sys.intern("drain")
+UNDRAIN = sys.intern("undrain")
 
 #: An event is a tuple ``(revision, node_id, kind, service, share, spec)``: ``share`` is a
 #: tuple of ``(role, (index, ...))`` sorted by role, ``spec`` msgpack bytes or None.
@@ -338,8 +339,8 @@ def state_from_snapshot(data: Any) -> HardState:
                 ev = (rev, nid, SET, row[3], _share_from_plain(row[4]), spec_of(row[5]))
             elif kind == DELETE:
                 ev = (rev, nid, DELETE, row[3], None, None)
-            elif kind == DRAIN:
-                ev = (rev, nid, DRAIN, None, None, None)
+            elif kind in (DRAIN, UNDRAIN):
+                ev = (rev, nid, kind, None, None, None)
             else:
                 raise ValueError(f"unknown event kind {kind!r}")
             hs.log.append(ev)

@@ -24,7 +24,7 @@ from ..core.commands import (
 from ..errors import BadRequest, Conflict, NoLeader, NotLeader, RaftdirError, UnknownNode
 from ..model import InternalScaleRequest, ScaleAssignment
 from .leases import LeaseTable
-from .placement import Candidate, constraints_from_spec, eligible, place
+from .placement import Candidate, Constraints, constraints_from_spec, eligible, place
 from ..tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +48,7 @@ class LeaderServices:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._placement_lock = asyncio.Lock()
+        self._unplaced: dict[str, str] = {}   # service -> why reconcile could not move it
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -192,8 +193,7 @@ class LeaderServices:
     # -- placement -------------------------------------------------------------------
     def _candidates(self, exclude: frozenset[int] = frozenset()) -> list[Candidate]:
         kinds = self.server.settings.placement_kinds
-        return [Candidate(n["node_id"], n["profile"]["os"], n["profile"].get("labels", {}))
-                for n in self.server.read(lambda d: d.nodes(state="ready"))
+        return [_candidate(n) for n in self.server.read(lambda d: d.nodes(state="ready"))
                 if n["kind"] in kinds and n["node_id"] not in exclude]
 
     async def place_service(self, service: str, groups: tuple[ScaleAssignment, ...],
@@ -260,13 +260,21 @@ class LeaderServices:
 
     async def reconcile(self, exclude: frozenset[int] = frozenset()) -> list[str]:
         """Re-place every service with a share on a node that is no longer ready (down,
-        draining, gone) or in ``exclude``. Returns the services moved."""
+        draining, gone), in ``exclude``, or no longer meeting the service's placement
+        constraints (its profile changed). Returns the services moved."""
         def misplaced(d: Any) -> list[tuple[str, dict]]:
             ready = {n for n in d.node_ids(state="ready")} - exclude
             out = []
             for name in d.services():
                 svc = d.service(name)
-                if any(n not in ready for n in svc["placement"]):
+                try:
+                    rule = constraints_from_spec(svc["spec"])
+                except BadRequest:   # a spec placed by a direct order, never checked
+                    rule = Constraints()
+                constrained = bool(rule.os or rule.labels)
+                if any(n not in ready
+                       or (constrained and not rule.admits(_candidate(d.node(n))))
+                       for n in svc["placement"]):
                     out.append((name, svc))
             return out
         moved = []
@@ -277,7 +285,13 @@ class LeaderServices:
                 await self.place_service(name, groups, None, exclude=exclude)
                 moved.append(name)
             except RaftdirError as exc:  # no ready node left: it stays where it is
-                log.warning("term %d: cannot re-place %s: %s", self.term, name, exc)
+                # said once per problem, not at every pass of the maintenance loop
+                level = logging.DEBUG if self._unplaced.get(name) == str(exc) \
+                    else logging.WARNING
+                self._unplaced[name] = str(exc)
+                log.log(level, "term %d: cannot re-place %s: %s", self.term, name, exc)
+            else:
+                self._unplaced.pop(name, None)
         return moved
 
     def _worker(self, node_id: int) -> dict[str, Any]:
@@ -307,3 +321,8 @@ class LeaderServices:
                                                       node_id=node_id))
         self.leases.forget(node_id)
         return dict(result.value, moved=moved)
+
+
+def _candidate(node: dict[str, Any]) -> Candidate:
+    """A directory node (``Directory.node``) as placement sees it."""
+    return Candidate(node["node_id"], node["profile"]["os"], node["profile"].get("labels", {}))

@@ -708,9 +708,9 @@ class PySyncObjNode:
                 raise NoLeader(f"{what}: leadership lost before commit ({name})")
             raise NotLeader(f"{what}: leadership lost before commit ({name}); "
                             f"the leader is {leader}", leader=leader)
-        if err == FAIL_REASON.REQUEST_DENIED:
+        if err == FAIL_REASON.REQUEST_DENIED:   # who is a member was checked before
             raise Conflict(f"{what}: refused by raft ({name}): another membership change "
-                           "is in progress, or the peer is already (not) a member")
+                           "is in progress; retry when it is done")
         # LEADER_CHANGED, UNKNOWN_OUTCOME and anything new: the entry may still commit.
         raise TimeoutOutcomeUnknown(f"{what}: outcome unknown ({name}); retry with the "
                                     "same request id")
@@ -839,6 +839,13 @@ class PySyncObjNode:
         _check_addr(addr, "peer")
         so = self._started()
         self._check_leader(so)
+        members = {str(n.id) for n in so.otherNodes} | {self._self_addr}
+        if op == "add" and addr in members:
+            raise Conflict(f"add_peer {addr}: already a member of the cluster",
+                           field="raft_addr")
+        if op == "rem" and addr not in members:
+            raise Conflict(f"remove_peer {addr}: not a member of the cluster",
+                           field="raft_addr")
         done = threading.Event()
         box: list[Any] = []
 
@@ -863,11 +870,39 @@ class PySyncObjNode:
         self._membership("add", addr, timeout)
 
     def remove_peer(self, addr: str, timeout: float = 10.0) -> None:
-        """Remove one peer (stop it first). Not this peer itself: transfer leadership."""
+        """Remove one peer (stop it first). When that is this peer, the leader, it hands
+        leadership to the most caught-up follower first and raises ``NotLeader`` naming
+        the new leader, which the caller asks to remove it."""
         if addr == self._self_addr:
-            raise Conflict("remove_peer: a peer cannot remove itself; remove it from "
-                           "another peer after leadership moved")
+            leader = self.transfer_leadership(timeout)
+            raise NotLeader(f"remove_peer {addr}: this peer led; leadership moved to "
+                            f"{leader}, which can remove it", leader=leader)
         self._membership("rem", addr, timeout)
+
+    def transfer_leadership(self, timeout: float = 10.0) -> str:
+        """Hand leadership to the most caught-up follower (Raft's TimeoutNow) and wait until
+        another peer leads; returns its address. ``Conflict`` when no follower is caught up
+        (PySyncObj refuses), ``TimeoutOutcomeUnknown`` when no new leader shows up."""
+        so = self._started()
+        self._check_leader(so)
+        sent = threading.Event()
+        box: list[Any] = []
+
+        def callback(res: Any, err: Any) -> None:
+            box.append(err)
+            sent.set()
+
+        so.request_transfer(callback)
+        if not sent.wait(timeout) or box[0] != FAIL_REASON.SUCCESS:
+            raise Conflict("transfer_leadership: no follower is caught up with this leader "
+                           "to take over; retry in a moment", field="raft_addr")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader != self._self_addr and not so._isLeader():
+                return leader
+            time.sleep(0.02)
+        raise TimeoutOutcomeUnknown(f"transfer_leadership: no new leader within {timeout:g} s")
 
     # who leads -------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -102,6 +102,7 @@ class RaftRules(SyncObj):
         # (seconds leased up to tick_at, tick_at, lease end known at tick_at): one tuple,
         # replaced whole, so other threads read a consistent triple
         self._rd_lease = (0.0, _monotonic(), -math.inf)
+        self._rd_transfer: tuple[Any, Any] | None = None   # (target or None, callback)
         super().__init__(selfNode, otherNodes, conf, transportClass=_StampingTransport,
                          **kwargs)
 
@@ -157,9 +158,18 @@ class RaftRules(SyncObj):
             return now < self._rd_lease_until()
         return now - self._rd_leader_contact < self._rd_min_timeout
 
+    def request_transfer(self, callback: Any, target: Any = None) -> None:
+        """Any thread: hand leadership to ``target`` (None: the most caught-up follower)
+        at the next tick. PySyncObj's ``transferLeadership`` sends from the thread that
+        calls it, and its transport belongs to the tick thread. ``callback(res, err)``."""
+        self._rd_transfer = (target, callback)
+
     # -- the tick --------------------------------------------------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - PySyncObj's
         term = self._SyncObj__raftCurrentTerm
+        transfer, self._rd_transfer = self._rd_transfer, None
+        if transfer is not None:
+            self.transferLeadership(transfer[0], transfer[1])
         self._rd_before_election()
         super()._onTick(timeToWait)
         if self._SyncObj__raftCurrentTerm != term:   # an election started (or a new term)

@@ -8,6 +8,8 @@ import json
 import os
 import stat
 
+from pathlib import Path
+
 import pytest
 
 from agent_harness import closed_port, control_plane, make_agent, until
@@ -83,7 +85,11 @@ async def test_identity_is_0600_and_a_restarted_agent_is_the_same_node_without_a
         stored = json.loads(path.read_text())
         assert stored["node_id"] == node_id and stored["servers"] == [cp.url()]
         assert stored["cluster_id"] == cp.server.read(lambda d: d.cluster_id)
-        assert not [p for p in ident_dir.iterdir() if p.name != "identity.json"]  # no tmp
+        # no temporary file left; the lock and the status file (no secret in it) are 0600
+        assert sorted(p.name for p in ident_dir.iterdir()) == ["agent.lock", "identity.json",
+                                                              "status.json"]
+        assert stat.S_IMODE((ident_dir / "status.json").stat().st_mode) == 0o600
+        assert stored["internal_token"] not in (ident_dir / "status.json").read_text()
 
         second = make_agent(tmp_path, [cp.url()], token_file)   # new object, same data dir
         try:
@@ -140,6 +146,18 @@ async def test_start_without_token_file_or_identity_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         await WorkerAgent.from_config(mode, tmp_path).start()
     assert info.value.field == "token_file" and "missing.token" in info.value.message
+
+
+def test_relative_paths_in_the_config_are_relative_to_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=("127.0.0.1:1",),
+                          token_file="join.token", identity_dir="me")
+    agent = WorkerAgent.from_config(mode, tmp_path)
+    assert (agent.token_file, agent.identity_dir) == (tmp_path / "join.token", tmp_path / "me")
+    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=("127.0.0.1:1",),
+                          token_file="/etc/raftdir/join.token")
+    assert WorkerAgent.from_config(mode, tmp_path).token_file == \
+        Path("/etc/raftdir/join.token")
 
 
 async def test_a_stored_identity_of_another_cluster_is_refused_loudly(tmp_path):

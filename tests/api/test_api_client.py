@@ -78,6 +78,7 @@ async def test_the_client_follows_a_421_hint_and_prefers_the_leader_afterwards()
                 reg = await c.register(REG)
                 assert reg.node_id in leader_cp.nodes
                 assert c.preferred == leader.url and c.leader == leader.url
+                assert c.answered == leader.url      # the follower only pointed the way
                 assert leader.url in c.servers
                 rids = [rid for m, rid in follower_cp.calls + leader_cp.calls if m == "register"]
                 assert len(rids) == 2 and rids[0] == rids[1]  # one logical call, one id
@@ -140,6 +141,7 @@ async def test_the_client_fails_over_when_the_first_server_is_down():
         async with RaftdirClient([dead(), api.url], clock=clock, admin_token=ADMIN) as c:
             assert (await c.health())["ok"] is True
             assert c.preferred == api.url and clock.sleeps == []
+            assert c.answered == api.url
             await c.create_token(5, 1)
 
 

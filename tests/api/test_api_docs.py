@@ -48,7 +48,8 @@ import dataclasses  # noqa: E402
 
 from raftdir.model import (  # noqa: E402
     ClusterContainerSummary, DeleteEvent, DrainEvent, InternalScaleRequest, NodeServiceState,
-    ScaleAssignment, SetEvent, WorkerContainerStatus, WorkerLease, WorkerPollRequest,
+    ScaleAssignment, SetEvent, UndrainEvent, WorkerContainerStatus, WorkerLease,
+    WorkerPollRequest,
     WorkerPollResponse, WorkerProfile, WorkerRegisterRequest, WorkerRegisterResponse,
     WorkerResourceUsage, WorkerStatusAck, WorkerStatusReport,
 )
@@ -58,7 +59,7 @@ RECORDS = {
     "WorkerProfile": (WorkerProfile,), "WorkerRegisterRequest": (WorkerRegisterRequest,),
     "WorkerRegisterResponse": (WorkerRegisterResponse,),
     "WorkerPollRequest": (WorkerPollRequest,), "WorkerPollResponse": (WorkerPollResponse,),
-    "WorkerAssignmentEvent": (SetEvent, DeleteEvent, DrainEvent),
+    "WorkerAssignmentEvent": (SetEvent, DeleteEvent, DrainEvent, UndrainEvent),
     "ScaleAssignment": (ScaleAssignment,), "WorkerStatusReport": (WorkerStatusReport,),
     "WorkerContainerStatus": (WorkerContainerStatus,),
     "WorkerResourceUsage": (WorkerResourceUsage,), "WorkerStatusAck": (WorkerStatusAck,),

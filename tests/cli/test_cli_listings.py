@@ -3,9 +3,13 @@ comes from, and dead peers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import time
 
 from cli_harness import free_port, run_cli
+from raftdir.cli import peer_rows
 
 from raftdir.agent.cluster import node_info
 from raftdir.cluster import DirectoryCluster
@@ -66,6 +70,59 @@ def test_peers_with_no_peer_answering_is_exit_1_naming_each_peer():
     assert f"127.0.0.1:{a}: connection refused" in result.stderr
     assert f"127.0.0.1:{b}: connection refused" in result.stderr
     assert result.stdout == ""
+
+
+class FakePeers:
+    """Three Raft peers as ``peer_rows`` sees them: 1 leads, 2 follows, 3 is dead (its
+    API refuses connections); only 1 and 3 are given as servers."""
+
+    servers = ["http://127.0.0.1:7201", "http://127.0.0.1:7203"]
+    members = [{"id": i, "raft_addr": f"127.0.0.1:710{i}", "api_addr": f"127.0.0.1:720{i}"}
+               for i in (1, 2, 3)]
+
+    async def peers(self, *, server: str) -> dict:
+        if server.endswith(":7203"):
+            raise ConnectionRefusedError(111, "Connect call failed")
+        return {"node_id": 1, "self": "127.0.0.1:7101", "state": "leader", "term": 4,
+                "commit_index": 9, "last_applied": 9, "is_leader": True,
+                "partners": {"127.0.0.1:7102": True, "127.0.0.1:7103": False},
+                "members": self.members}
+
+
+def test_a_dead_peer_is_one_row_named_by_its_id():
+    rows = asyncio.run(peer_rows(FakePeers(), {}))
+    assert [(r["id"], r["raft_addr"], r["api_addr"], r["role"]) for r in rows] == [
+        (1, "127.0.0.1:7101", "127.0.0.1:7201", "leader"),
+        (2, "127.0.0.1:7102", "127.0.0.1:7202", "follower"),    # known, not asked
+        (3, "127.0.0.1:7103", "127.0.0.1:7203", "unreachable")]  # asked: one row, by id
+    assert rows[2]["error"] == "connection refused" and rows[2]["asked"]
+
+    # without --server for the dead one, it is still one row, by id, from the members
+    only_leader = FakePeers()
+    only_leader.servers = ["http://127.0.0.1:7201"]
+    rows = asyncio.run(peer_rows(only_leader, {}))
+    assert [(r["id"], r["api_addr"], r["role"]) for r in rows] == [
+        (1, "127.0.0.1:7201", "leader"), (2, "127.0.0.1:7202", "follower"),
+        (3, "127.0.0.1:7203", "unreachable")]
+
+
+def test_a_hung_peer_costs_the_per_peer_timeout_not_the_whole_5_s(live):
+    hung = socket.socket()   # accepts connections (the kernel's backlog), never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    port = hung.getsockname()[1]
+    try:
+        started = time.monotonic()
+        result = run_cli("peers", "-s", live.url, "-s", f"127.0.0.1:{port}", "--json")
+        elapsed = time.monotonic() - started
+    finally:
+        hung.close()
+    assert result.exit_code == 0, result.output
+    rows = {r["api_addr"]: r for r in json.loads(result.stdout)}
+    assert rows[f"127.0.0.1:{live.api.port}"]["role"] == "leader"
+    assert rows[f"127.0.0.1:{port}"]["role"] == "unreachable"
+    assert rows[f"127.0.0.1:{port}"]["error"] == "timed out"
+    assert elapsed < 4.0, f"peers took {elapsed:.1f} s"
 
 
 def test_peers_watch_redraws_count_times(live):
@@ -132,10 +189,11 @@ def test_workers_table_and_json(live):
     result = run_cli("workers", "--server", live.url)
     assert result.exit_code == 0, result.output
     header, rows = table(result.stdout)
-    assert header.split() == ["ID", "STATE", "TTL", "LEFT", "LAST", "REPORT", "OS", "ARCH",
-                              "LABELS"]
+    assert header.split() == ["ID", "STATE", "API", "ADDR", "TTL", "LEFT", "LAST", "REPORT",
+                              "OS", "ARCH", "LABELS"]
     by_id = {row.split()[0]: row.split() for row in rows}
-    assert by_id[str(a)][1] == "ready" and by_id[str(a)][2].endswith("s")  # TTL LEFT
+    assert by_id[str(a)][1] == "ready" and by_id[str(a)][2] == "127.0.0.1:9000"
+    assert by_id[str(a)][3].endswith("s")  # TTL LEFT
     assert by_id[str(a)][-1] == "gpu=no,zone=a"
     assert by_id[str(b)][-3:] == ["windows", "aarch64", "-"]
 
@@ -194,3 +252,24 @@ def test_a_worker_without_a_reachable_api_is_listed_without_one(live):
     assert node_info({"node_id": grpc, "state": "ready",
                       "profile": {"api_addr": "0.0.0.0:0", "os": "linux"}}).api_addr is None
     assert node_info({"node_id": 3, "state": "ready", "profile": {}}).api_addr is None
+
+
+def test_a_watch_whose_reader_goes_away_ends_quietly_with_exit_0(live):
+    # `raftdir workers --watch | head -3`: the closed pipe is the normal end of a watch
+    import os
+    import subprocess
+    import sys
+    from cli_harness import ROOT
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTDIR_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftdir", "workers", "--watch", "--interval", "0.05",
+         "-s", live.url], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline()          # the first line of the first frame
+        proc.stdout.close()                    # the reader goes away
+        assert proc.wait(20) == 0
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

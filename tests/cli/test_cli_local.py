@@ -130,7 +130,7 @@ def test_every_command_in_the_tree_has_help_text():
     commands = list(walk(cli))
     names = {" ".join(p) for p, _ in commands}
     assert names >= {
-        "serve", "worker", "peers", "peers add", "peers remove", "workers", "leases", "ps",
+        "serve", "worker", "worker status", "peers", "peers add", "peers remove", "workers", "leases", "ps",
         "service-state", "scale", "drain", "evict", "token", "token create", "token admin",
         "secret", "secret create", "config", "config check"}
     result = run_cli("--help")

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from raftdir.auth import admin_token
-from raftdir.config import dump_yaml
-from raftdir.model import WorkerTierMode, WorkerTierRole
-from raftdir.testing import LocalCluster, free_ports, wait_until
+from cluster_harness import raftdir, start_worker, stop_process
+from raftdir.testing import free_ports, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def raftdir(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raftdir", *args], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with LocalCluster(tmp_path_factory.mktemp("cluster")).prepare(
-            heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6}).running() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def env(cluster):
-    return {"RAFTDIR_SERVER": ",".join(cluster.endpoints),
-            "RAFTDIR_ADMIN_TOKEN": admin_token(cluster.secret)}
 
 
 def test_peers_asks_every_peer(cluster, env):
@@ -76,21 +52,6 @@ def test_a_bad_config_is_exit_2(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def start_worker(cluster: LocalCluster, data_dir: Path, token: str) -> subprocess.Popen:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "join.token").write_text(token + "\n")
-    mode = WorkerTierMode(role=WorkerTierRole.WORKER, servers=tuple(cluster.endpoints),
-                          token_file=str(data_dir / "join.token"))
-    (data_dir / "cluster_mode.yaml").write_text(dump_yaml(mode))
-    log = open(data_dir / "worker.log", "ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "raftdir", "worker", "--data-dir",
-                                 str(data_dir)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    finally:
-        log.close()
-
-
 def workers(env) -> dict[int, dict]:
     out = raftdir("workers", "--json", env=env)
     assert out.returncode == 0, out.stderr
@@ -104,8 +65,7 @@ def test_agent_keeps_its_identity_and_fails_over(cluster, env, tmp_path):
     try:
         node_id = wait_until(lambda: next(iter(workers(env)), None), 30, "registration")
         # a restarted worker is the same node (and needs no second token use)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        stop_process(proc, signal.SIGKILL)
         proc = start_worker(cluster, tmp_path / "w1", "rdj1.used.up")
         wait_until(lambda: workers(env)[node_id]["last_report_secs_ago"] is not None
                    and workers(env)[node_id]["last_report_secs_ago"] < 2, 30,
@@ -124,9 +84,4 @@ def test_agent_keeps_its_identity_and_fails_over(cluster, env, tmp_path):
             '"running": 2') >= 1, 30, "the worker to run api")
         cluster.start(old)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)

@@ -19,6 +19,7 @@ from raftdir.api.client import RaftdirClient
 from raftdir.auth import admin_token
 from raftdir.limits import MAX_LABELS_BYTES, MAX_SPEC_BYTES
 from raftdir.model import MAX_LEGACY_REPLICAS, WorkerProfile
+from cluster_harness import running_cluster
 from raftdir.testing import LocalCluster, async_wait_until, map_of_size as sized_map
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -34,7 +35,7 @@ def local_read(url: str, path: str):
 
 @pytest.fixture
 def cluster(tmp_path):
-    with LocalCluster(tmp_path).prepare().running() as c:
+    with running_cluster(tmp_path) as c:     # its own, with the default heartbeats
         yield c
 
 

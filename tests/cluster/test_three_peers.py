@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cluster_harness import running_cluster
 from raftdir import InternalScaleRequest, WorkerPollRequest
 from raftdir.api.client import RaftdirClient
 from raftdir.auth import admin_token
@@ -20,8 +21,7 @@ TTL, GRACE, CHECKPOINT, SKEW = 4, 6, 5.0, 2.0
 
 @pytest.fixture
 def cluster(tmp_path):
-    with LocalCluster(tmp_path).prepare(heartbeat={"heartbeat_min_ttl": TTL,
-                                                   "heartbeat_grace": GRACE}).running() as c:
+    with running_cluster(tmp_path, heartbeat_min_ttl=TTL, heartbeat_grace=GRACE) as c:
         yield c
 
 

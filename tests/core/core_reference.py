@@ -16,7 +16,7 @@ from typing import Any
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, MarkReady, RegisterNode,
-    RenewCheckpoint, SetPlacement,
+    RenewCheckpoint, SetPlacement, Undrain, UpdateProfile,
 )
 
 LEADER = (RenewCheckpoint, MarkDown, MarkReady, Barrier)
@@ -126,17 +126,29 @@ class Reference:
             nid = min(i for i in range(self.next_id, self.next_id + len(self.nodes) + 1)
                       if i not in self.nodes)
             self.next_id = nid + 1
-        profile = {"api_addr": cmd.profile["api_addr"], "os": cmd.profile["os"],
-                   "arch": cmd.profile["arch"], "labels": dict(cmd.profile.get("labels", {})),
-                   "cpu_total": cmd.profile.get("cpu_total", 0),
-                   "memory_total_bytes": cmd.profile.get("memory_total_bytes", 0)}
         self.nodes[nid] = {"kind": cmd.kind, "state": "ready", "registered": now,
                            "renewed": now, "ttl": cmd.ttl_secs, "grace": cmd.grace_secs,
-                           "secret": cmd.secret_hash, "profile": profile, "drain_rev": 0,
+                           "secret": cmd.secret_hash, "profile": self.profile_of(cmd.profile),
+                           "drain_rev": 0,
                            "resync": 0, "since": self.revision}
         if cmd.token_id is not None:
             self.tokens[cmd.token_id] = self.tokens.get(cmd.token_id, 0) + 1
         return self.reg_value(nid, False)
+
+    @staticmethod
+    def profile_of(p: dict) -> dict:
+        return {"api_addr": p["api_addr"], "os": p["os"], "arch": p["arch"],
+                "labels": dict(p.get("labels", {})), "cpu_total": p.get("cpu_total", 0),
+                "memory_total_bytes": p.get("memory_total_bytes", 0)}
+
+    def do_update_profile(self, cmd: UpdateProfile, now: int) -> dict:
+        n = self.nodes.get(cmd.node_id)
+        if n is None:
+            raise Refused("unknown_node")
+        new = self.profile_of(cmd.profile)
+        changed = [name for name in new if new[name] != n["profile"][name]]
+        n["profile"] = new
+        return {"node_id": cmd.node_id, "changed": changed}
 
     def do_renew_checkpoint(self, cmd: RenewCheckpoint, now: int) -> dict:
         renewed, unknown = set(), set()
@@ -178,6 +190,18 @@ class Reference:
         n["drain_rev"] = self.emit(cmd.node_id, "drain")
         if n["state"] == "ready":
             n["state"] = "draining"
+        return {"node_id": cmd.node_id, "state": n["state"], "events_for": [cmd.node_id]}
+
+    def do_undrain(self, cmd: Undrain, now: int) -> dict:
+        n = self.nodes.get(cmd.node_id)
+        if n is None:
+            raise Refused("unknown_node")
+        if not n["drain_rev"]:
+            return {"node_id": cmd.node_id, "state": n["state"], "events_for": []}
+        n["drain_rev"] = 0
+        self.emit(cmd.node_id, "undrain")
+        if n["state"] == "draining":
+            n["state"] = "ready"
         return {"node_id": cmd.node_id, "state": n["state"], "events_for": [cmd.node_id]}
 
     def do_deregister(self, cmd: Deregister, now: int) -> dict:
@@ -282,7 +306,7 @@ class Reference:
             return out
         if ev["kind"] == "delete":
             return {"kind": "delete", "service": ev["service"], "revision": ev["rev"]}
-        return {"kind": "drain", "revision": ev["rev"]}
+        return {"kind": ev["kind"], "revision": ev["rev"]}   # drain, undrain
 
     def poll(self, nid: int, last: int) -> dict | None:
         n = self.nodes.get(nid)

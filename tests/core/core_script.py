@@ -13,8 +13,8 @@ expected output runs to the next blank line. With ``RAFTDIR_REWRITE=1`` in the
 environment, the runner writes the actual outputs back into the file instead of comparing;
 review the diff by hand.
 
-Write commands: bootstrap, register, renew, down, ready, drain, deregister, place, barrier,
-compact, raw (apply_bytes of a JSON map packed as msgpack), rawhex (apply_bytes of hex).
+Write commands: bootstrap, register, profile (update_profile), renew, down, ready, drain,
+deregister, place, barrier, compact, raw (apply_bytes of a JSON map packed as msgpack), rawhex (apply_bytes of hex).
 Every write takes ``req=`` (request id) and ``ts=`` (proposer ms; sticky: later commands
 reuse the last one given). Queries: poll, node, nodes, leases, placement, services, tokens,
 state, log. ``reset max_ids=N`` starts over with a fresh directory. ``restart`` replaces the directory with one restored from a msgpack
@@ -34,7 +34,7 @@ import msgpack
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement,
+    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
 )
 from raftdir.errors import RaftdirError
 
@@ -127,7 +127,7 @@ def fmt_event(ev: dict) -> str:
         return f"set {ev['service']} rev={ev['revision']} {fmt_share(ev['assignments'])}{spec}"
     if ev["kind"] == "delete":
         return f"delete {ev['service']} rev={ev['revision']}"
-    return f"drain rev={ev['revision']}"
+    return f"{ev['kind']} rev={ev['revision']}"   # drain, undrain
 
 
 def fmt_node(n: dict) -> str:
@@ -185,6 +185,10 @@ class Env:
             secret_hash=a.get("secret", "aa"), token_id=a.get("token"),
             token_max_uses=a.get("max"), **self.common(a)))
 
+    def do_profile(self, a: dict) -> str:
+        return self.apply(UpdateProfile(node_id=a["id"], profile=self.profile(a),
+                                        **self.common(a)))
+
     def do_renew(self, a: dict) -> str:
         return self.apply(RenewCheckpoint(term=a.get("term", 1), entries=a["entries"],
                                           **self.common(a)))
@@ -198,6 +202,9 @@ class Env:
 
     def do_drain(self, a: dict) -> str:
         return self.apply(Drain(node_id=a["id"], **self.common(a)))
+
+    def do_undrain(self, a: dict) -> str:
+        return self.apply(Undrain(node_id=a["id"], **self.common(a)))
 
     def do_deregister(self, a: dict) -> str:
         return self.apply(Deregister(node_id=a["id"], **self.common(a)))

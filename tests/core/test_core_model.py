@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from raftdir.core import (
     Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, canonical_command, decode_command,
-    encode_command,
+    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile, canonical_command,
+    decode_command, encode_command,
 )
 from raftdir.errors import BadRequest
 
@@ -29,6 +29,10 @@ PROFILES = [
     {"api_addr": "10.0.0.1:3669", "os": "linux", "arch": "x86_64"},
     {"api_addr": "10.0.0.2:3669", "os": "windows", "arch": "aarch64",
      "labels": {"zone": "eu-1a", "gpu": "a100"}, "cpu_total": 8,
+     "memory_total_bytes": 2**34},
+    # the same labels in another order: no change for update_profile
+    {"api_addr": "10.0.0.2:3669", "os": "windows", "arch": "aarch64",
+     "labels": {"gpu": "a100", "zone": "eu-1a"}, "cpu_total": 8,
      "memory_total_bytes": 2**34},
     {"api_addr": "[fd00::3]:3669", "os": "macos", "arch": "x86_64", "labels": {}},
     {"api_addr": "10.0.0.4:3669", "os": "plan9", "arch": "x86_64"},  # refused: bad os
@@ -50,8 +54,9 @@ def commands(draw: Any, d: Directory) -> Any:
     any_id = st.sampled_from(ids)
     kind = draw(st.sampled_from(
         ["register"] * 5 + ["place"] * 6 + ["renew", "down", "down", "ready", "ready",
-                                            "drain", "deregister", "barrier", "compact",
-                                            "compact", "bootstrap"]))
+                                            "drain", "undrain", "deregister", "barrier",
+                                            "compact", "compact", "bootstrap", "profile",
+                                            "profile"]))
     if kind == "bootstrap":
         return Bootstrap(cluster_id=draw(st.sampled_from(["c1", "c1", "c2", ""])), **common)
     if kind == "register":
@@ -63,6 +68,9 @@ def commands(draw: Any, d: Directory) -> Any:
             secret_hash=draw(st.sampled_from(["aa", "bb", "cc", "0f"])),
             token_id=draw(st.sampled_from([None, "t1", "t2"])),
             token_max_uses=draw(st.sampled_from([None, 1, 2, 3])), **common)
+    if kind == "profile":
+        return UpdateProfile(node_id=draw(any_id), profile=draw(st.sampled_from(PROFILES)),
+                             **common)
     if kind == "renew":
         return RenewCheckpoint(term=term, entries=draw(st.lists(
             st.tuples(any_id, st.integers(0, 60_000)), max_size=4)), **common)
@@ -73,6 +81,8 @@ def commands(draw: Any, d: Directory) -> Any:
                          renewed_ms=draw(st.integers(0, 60_000)), **common)
     if kind == "drain":
         return Drain(node_id=draw(any_id), **common)
+    if kind == "undrain":
+        return Undrain(node_id=draw(any_id), **common)
     if kind == "deregister":
         return Deregister(node_id=draw(any_id), **common)
     if kind == "barrier":

@@ -12,7 +12,9 @@ import pytest
 
 from raftdir.core import (
     COMMANDS, Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement, decode_command, encode_command,
+    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
+    decode_command,
+    encode_command,
 )
 from raftdir.core.commands import canonical_command
 from raftdir.errors import BadRequest
@@ -37,6 +39,8 @@ EXAMPLES = [
                  placement={1_000_000: {"default": (0, 1)}}),
     Barrier(term=3),
     Compact(upto_revision=4),
+    Undrain(node_id=1),
+    UpdateProfile(node_id=1, profile=dict(PROFILE, labels={"zone": "b"}, cpu_total=2)),
 ]
 
 

@@ -182,6 +182,26 @@ def test_membership_add_and_remove_one_at_a_time(make_cluster):
     leader.call("remove_peer", addr=gone.addr, timeout=5)
     wait_until(lambda: gone.addr not in leader.status()["partners"], 5, "peer removed")
     write(leader, "two", 2)
-    with pytest.raises(PeerError) as info:
-        leader.call("remove_peer", addr=leader.addr)
+    # what went wrong is said: not a member (removed already), already a member
+    with pytest.raises(PeerError, match="not a member") as info:
+        leader.call("remove_peer", addr=gone.addr)
     assert info.value.code == "conflict"
+    other = cluster.followers(leader)[1]
+    with pytest.raises(PeerError, match="already a member") as info:
+        leader.call("add_peer", addr=other.addr)
+    assert info.value.code == "conflict"
+
+
+def test_the_leader_asked_to_remove_itself_hands_over_and_the_new_leader_removes_it(
+        make_cluster):
+    cluster = make_cluster(n=3)
+    old = cluster.leader()
+    write(old, "before", 1)
+    with pytest.raises(PeerError) as info:
+        old.call("remove_peer", addr=old.addr, timeout=10)
+    assert info.value.code == "not_leader" and info.value.leader != old.addr
+    new = next(p for p in cluster.peers if p.addr == info.value.leader)
+    new.call("remove_peer", addr=old.addr, timeout=10)
+    wait_until(lambda: old.addr not in new.status()["partners"], 5, "the old leader removed")
+    old.kill()
+    write(new, "after", 2)   # the two left are the whole cluster: a quorum of 2

@@ -3,7 +3,9 @@ the directory committed."""
 
 from __future__ import annotations
 
-from raftdir import InternalScaleRequest
+import pytest
+
+from raftdir import InternalScaleRequest, UnknownService
 
 from server_harness import harness, run
 
@@ -28,5 +30,23 @@ async def test_a_retried_scale_answers_the_placement_committed_the_first_time():
         assert {n: s.groups()[0].indices for n, s in again.items()} == {
             n: tuple(r["default"]) for n, r in
             h.server.read(lambda d: d.placement("web")).items()}
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_an_unknown_service_is_said_to_be_unknown_not_zero_and_healthy():
+    h = await harness()
+    try:
+        await h.register(1)
+        with pytest.raises(UnknownService, match="'nosuch' is not known"):
+            h.server.service_state("nosuch")
+        with pytest.raises(UnknownService):
+            h.server.service_containers("nosuch")
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        assert h.server.service_state("web")["assigned"][0]["replicas"] == 2
+        await h.server.scale(InternalScaleRequest.legacy("web", 0), None)
+        with pytest.raises(UnknownService):      # scaled to 0: gone from the directory
+            h.server.service_state("web")
     finally:
         await h.server.stop()
