@@ -5,6 +5,14 @@ token. All keys derive from the cluster secret (``derive_key``, also used for th
 which itself never travels. Pure functions (``secrets`` is the only randomness, and only
 in the ``new_*`` functions); any thread. Must not import the API, agent or CLI.
 
+A viewer token is ``rdv1.<payload>.<mac>``: ``payload`` is base64url of the msgpack map
+``{tid, exp, scope: "read"}`` and ``mac`` is base64url HMAC-SHA256 of ``rdv1.<payload>`` under a
+key derived from the admin token, so whoever holds the admin token (``raftdir token create
+--viewer``) can issue one without asking a server, and every server (which derives the
+admin token from the cluster secret) can check one. It lets its holder read the dashboard
+and nothing else; it cannot be revoked before it expires (rotate the cluster secret for
+that). Scoped tokens kept by the cluster (issue 12) replace it.
+
 A join token is ``rdj1.<payload>.<mac>``: ``payload`` is base64url of the msgpack map
 ``{cid, tid, exp, max}`` (cluster id, token id, expiry in Unix seconds, max uses; 0 = no
 limit) and ``mac`` is base64url HMAC-SHA256 of ``rdj1.<payload>`` under the join-token key.
@@ -27,7 +35,8 @@ from .errors import TokenInvalid, Unauthorized
 __all__ = [
     "derive_key", "JoinToken", "issue_join_token", "verify_join_token", "peek_join_token", "new_node_secret",
     "hash_node_secret", "node_secret_matches", "admin_token", "check_admin_token",
-    "bearer_token",
+    "bearer_token", "ViewerToken", "issue_viewer_token", "verify_viewer_token",
+    "is_viewer_token", "MAX_VIEWER_SECS",
 ]
 
 _PREFIX = "rdj1"
@@ -169,3 +178,66 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, value = header.partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+# ---------------------------------------------------------------------------- viewer tokens
+
+_VIEWER_PREFIX = "rdv1"
+#: The longest a viewer token may be valid: it cannot be revoked, only outlived.
+MAX_VIEWER_SECS = 30 * 86400
+
+
+@dataclass(frozen=True)
+class ViewerToken:
+    """The claims of a verified viewer token (read-only: the dashboard)."""
+
+    token_id: str
+    expires_unix_secs: int
+    scope: str = "read"
+
+
+def _viewer_mac(admin: str, signed: str) -> bytes:
+    key = hmac.new(admin.encode("utf-8"), b"raftdir/v1/viewer-token", hashlib.sha256).digest()
+    return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
+
+
+def issue_viewer_token(admin: str, *, valid_for_secs: int, now_unix_secs: int,
+                       token_id: str | None = None) -> tuple[str, ViewerToken]:
+    """A new viewer token signed with a key derived from the admin token ``admin``."""
+    if not 0 < valid_for_secs <= MAX_VIEWER_SECS:
+        raise ValueError(f"valid_for_secs must be in 1..{MAX_VIEWER_SECS}")
+    claims = ViewerToken(token_id or secrets.token_hex(8), now_unix_secs + valid_for_secs)
+    payload = _b64(msgpack.packb({"tid": claims.token_id, "exp": claims.expires_unix_secs,
+                                  "scope": claims.scope}, use_bin_type=True))
+    signed = f"{_VIEWER_PREFIX}.{payload}"
+    return f"{signed}.{_b64(_viewer_mac(admin, signed))}", claims
+
+
+def is_viewer_token(token: str | None) -> bool:
+    return bool(token) and token.startswith(_VIEWER_PREFIX + ".")
+
+
+def verify_viewer_token(token: str | None, secret: str, now_unix_secs: int) -> ViewerToken:
+    """Check a viewer token's signature (against this cluster's secret), scope and expiry;
+    raises ``Unauthorized`` naming the check that failed (never the token)."""
+    parts = (token or "").strip().split(".")
+    if len(parts) != 3 or parts[0] != _VIEWER_PREFIX:
+        raise Unauthorized("viewer token is malformed (expected rdv1.<payload>.<mac>)")
+    signed = f"{parts[0]}.{parts[1]}"
+    try:
+        mac = _unb64(parts[2])
+    except ValueError:
+        raise Unauthorized("viewer token signature is not base64url") from None
+    if not hmac.compare_digest(mac, _viewer_mac(admin_token(secret), signed)):
+        raise Unauthorized("viewer token signature does not match this cluster's secret")
+    try:
+        raw = msgpack.unpackb(_unb64(parts[1]), raw=False, strict_map_key=True)
+        claims = ViewerToken(str(raw["tid"]), int(raw["exp"]), str(raw["scope"]))
+    except Exception:  # noqa: BLE001 - signed by us, so only a bug gets here
+        raise Unauthorized("viewer token payload is unreadable") from None
+    if claims.scope != "read":
+        raise Unauthorized(f"viewer token scope {claims.scope!r} is not 'read'")
+    if now_unix_secs >= claims.expires_unix_secs:
+        raise Unauthorized(f"viewer token expired at {claims.expires_unix_secs} (now "
+                           f"{now_unix_secs})")
+    return claims

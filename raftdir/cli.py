@@ -18,14 +18,12 @@ Must not be imported by the library (the core, the server, the API, the agent).
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +34,7 @@ from urllib.parse import urlsplit
 import click
 
 from . import __version__
+from .api.peerview import _hostport, _reason, _role, peer_rows  # noqa: F401 (peers, demo)
 from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
@@ -69,49 +68,6 @@ class Unusable(Failed):
     """A usage or configuration problem found after parsing (exit 2)."""
 
     exit_code = EXIT_USAGE
-
-
-def _hostport(url: str | None) -> str:
-    """``http://h:p/path`` as ``h:p`` (https keeps its scheme: it matters for TLS)."""
-    if not url:
-        return "?"
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    return parts.netloc if parts.scheme == "http" else f"{parts.scheme}://{parts.netloc}"
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a request to a peer failed, in a few words (``connection refused``)."""
-    import aiohttp
-
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate rejected: {exc.certificate_error}"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS error: {getattr(exc, 'os_error', exc)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_reason(exc.os_error)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, OSError):
-        return _os_reason(exc)
-    if isinstance(exc, RaftdirError):
-        errors = getattr(exc, "errors", None)
-        if errors and len(errors) == 1:
-            return _reason(next(iter(errors.values())))
-        return exc.message
-    return str(exc) or type(exc).__name__
-
-
-def _os_reason(err: OSError) -> str:
-    if isinstance(err, ConnectionRefusedError) or err.errno == errno.ECONNREFUSED \
-            or "Connect call failed" in str(err):
-        return "connection refused"
-    if isinstance(err, socket.gaierror):
-        return f"cannot resolve the host name ({err.strerror or err})"
-    if isinstance(err, (TimeoutError, socket.timeout)):
-        return "timed out"
-    return (err.strerror or str(err) or type(err).__name__).lower()
 
 
 def _describe_failure(exc: BaseException, where: str | None) -> str:
@@ -320,6 +276,8 @@ class Conn:
     tls_ca: str | None
     token_file: str | None
     admin: bool
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def servers(self) -> list[str]:
         servers = _split_servers(self.server_args) or _split_servers(
@@ -355,9 +313,13 @@ class Conn:
                 return await super()._send(method, url, *args, **kwargs)
 
         ssl_ctx = None
-        if self.tls_ca:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        if self.tls_ca or self.tls_cert:
             import ssl
             ssl_ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ssl_ctx.load_cert_chain(self.tls_cert, self.tls_key)
         servers = self.servers()
         try:
             return CliClient(servers, admin_token=self.admin_token() if self.admin else None,
@@ -375,8 +337,9 @@ def client_options(admin: bool = False, timeout: float = 5.0,
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, servers: tuple[str, ...], timeout: float,
-                    tls_ca: str | None, token_file: str | None = None, **kwargs: Any) -> Any:
-            conn = Conn(servers, timeout, tls_ca, token_file, admin)
+                    tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
+                    token_file: str | None = None, **kwargs: Any) -> Any:
+            conn = Conn(servers, timeout, tls_ca, token_file, admin, tls_cert, tls_key)
             return fn(*args, conn=conn, **kwargs)
 
         if admin:
@@ -388,6 +351,14 @@ def client_options(admin: bool = False, timeout: float = 5.0,
             "--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
             envvar="RAFTDIR_TLS_CA",
             help="PEM file of the CA that signed the servers' certificates (https).")(wrapper)
+        wrapper = click.option(
+            "--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_KEY", help="PEM key of --tls-cert.")(wrapper)
+        wrapper = click.option(
+            "--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+            envvar="RAFTDIR_TLS_CERT",
+            help="PEM client certificate, for servers that require one (serve "
+                 "--tls-ca).")(wrapper)
         wrapper = click.option(
             "--timeout", type=click.FloatRange(min=0.05), default=timeout, show_default=True,
             help=timeout_help)(wrapper)
@@ -642,10 +613,16 @@ def _run_daemon(daemon: Any, what: str) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="PEM key of --tls-cert.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
-              help="PEM CA: clients and peers must present certificates it signed.")
+              help="PEM CA: clients and peers must present certificates it signed (the "
+                   "server certificates then need the clientAuth usage too).")
+@click.option("--tls-peer-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM CA that signed the other servers' certificates, checked when this "
+                   "server forwards a request to the leader or asks a peer (default: "
+                   "--tls-ca, else the system's CAs).")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None, log_level: str) -> None:
+          tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
+          log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -657,8 +634,9 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    if tls_ca and not tls_cert:
-        raise click.UsageError("--tls-ca needs --tls-cert and --tls-key")
+    for name, value in (("--tls-ca", tls_ca), ("--tls-peer-ca", tls_peer_ca)):
+        if value and not tls_cert:
+            raise click.UsageError(f"{name} needs --tls-cert and --tls-key")
     config = _load_config(data_dir)
     if config.is_worker_tier_worker():
         raise Unusable(f"{data_dir / CLUSTER_MODE}: role: this is a worker-tier worker "
@@ -667,7 +645,7 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls))
+        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 
@@ -680,9 +658,18 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
               help="This worker's own API address, as servers should dial it (its "
                    "profile's api_addr; default 127.0.0.1:3669, which servers on other "
                    "hosts cannot reach: a warning says so).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              envvar="RAFTDIR_TLS_CA",
+              help="PEM file of the CA that signed the servers' certificates (https "
+                   "servers; default: the system's CAs).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM client certificate, for servers that require one (serve --tls-ca).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="PEM key of --tls-cert.")
 @_log_level_option
 @click.pass_context
 def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
+           tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
            log_level: str) -> None:
     """Run a worker-tier worker from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
@@ -701,7 +688,10 @@ def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
     if data_dir is None:
         raise click.UsageError("Missing option '--data-dir'.")
     from .codec import ADDR
-    from .daemon import Daemon, DaemonOptions
+    from .daemon import Daemon, DaemonOptions, TlsFiles
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     if api_addr is not None:
         try:
@@ -713,7 +703,9 @@ def worker(ctx: click.Context, data_dir: Path | None, api_addr: str | None,
         import raftdir.agent  # noqa: F401
     except ImportError as exc:
         raise Failed(f"worker: the worker agent is not available ({exc})") from None
-    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr))
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
+    daemon = Daemon(config, data_dir, options=DaemonOptions(advertise_addr=api_addr, tls=tls,
+                                                            tls_trust=tls_ca))
     _setup_logging(log_level)
     _run_daemon(daemon, "worker")
 
@@ -820,88 +812,6 @@ def worker_status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> N
 
 
 # ---------------------------------------------------------------------------- peers
-
-def _role(status: dict[str, Any]) -> str:
-    state = status.get("state")
-    if state in ("leader", "follower", "candidate"):
-        return state
-    return "leader" if status.get("is_leader") else "follower"
-
-
-def _netloc(url: str) -> str:
-    return urlsplit(url if "://" in url else f"//{url}").netloc
-
-
-async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]:
-    """Ask every server in the list for its Raft status at once (each within the client's
-    timeout); one row per peer, an unreachable one too, named by its id when an answer
-    lists it among the members; plus the Raft members the answers name that were not
-    asked."""
-
-    async def ask(server: str) -> tuple[str, Any, float]:
-        started = time.monotonic()
-        try:
-            answer = await client.peers(server=server)
-        except (RaftdirError, OSError, asyncio.TimeoutError) as exc:
-            answer = exc
-        return server, answer, time.monotonic() - started
-
-    results = await asyncio.gather(*(ask(s) for s in list(client.servers)))
-    now = time.monotonic()
-    answers = {s: a for s, a, _ in results if isinstance(a, dict)}
-    # what the answers know of the membership (the leader's view first)
-    members: dict[str, dict[str, Any]] = {}
-    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
-        for member in answer.get("members") or ():
-            if isinstance(member, dict) and member.get("raft_addr"):
-                members.setdefault(member["raft_addr"], member)
-    by_api = {m["api_addr"]: m for m in members.values() if m.get("api_addr")}
-    leader_commit = max((a.get("commit_index", 0) for a in answers.values()
-                         if _role(a) == "leader"), default=None)
-    rows: list[dict[str, Any]] = []
-    for server, answer, rtt in results:
-        if isinstance(answer, dict):
-            seen[server] = now
-            commit, applied = answer.get("commit_index"), answer.get("last_applied")
-            base = leader_commit if leader_commit is not None else commit
-            lag = None if base is None or applied is None else max(0, base - applied)
-            contact = answer.get("last_contact_secs")
-            rows.append({"id": answer.get("node_id"), "raft_addr": answer.get("self"),
-                         "api_addr": _hostport(server), "role": _role(answer),
-                         "term": answer.get("term"), "commit": commit, "applied": applied,
-                         "lag": lag, "last_contact_secs": 0.0 if contact is None else contact,
-                         "leader": answer.get("leader"), "rtt_ms": round(rtt * 1000, 1),
-                         "asked": True, "error": None, "status": answer})
-        else:
-            last = seen.get(server)
-            member = by_api.get(_netloc(server), {})
-            rows.append({"id": member.get("id"), "raft_addr": member.get("raft_addr"),
-                         "api_addr": _hostport(server),
-                         "role": "unreachable", "term": None, "commit": None,
-                         "applied": None, "lag": None,
-                         "last_contact_secs": None if last is None else round(now - last, 1),
-                         "leader": None, "rtt_ms": None, "asked": True,
-                         "error": _reason(answer), "status": None})
-    # Raft members that no answer covers (not in --server): what the answers know of them.
-    known = {r["raft_addr"] for r in rows if r["raft_addr"]}
-    views: dict[str, bool] = {}
-    for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
-        for addr, connected in (answer.get("partners") or {}).items():
-            views.setdefault(addr, bool(connected))
-    for addr, connected in sorted(views.items()):
-        if addr not in known:
-            member = members.get(addr, {})
-            rows.append({"id": member.get("id"), "raft_addr": addr,
-                         "api_addr": member.get("api_addr"),
-                         "role": "follower" if connected else "unreachable", "term": None,
-                         "commit": None, "applied": None, "lag": None,
-                         "last_contact_secs": None, "leader": None, "rtt_ms": None,
-                         "asked": False, "error": None if connected else
-                         "not connected to the peers that answered", "status": None})
-    rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["api_addr"] or "",
-                             r["raft_addr"] or ""))
-    return rows
-
 
 def peers_listing(rows: list[dict[str, Any]]) -> Listing:
     columns = ("ID", "RAFT ADDR", "API ADDR", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
@@ -1245,14 +1155,46 @@ def token() -> None:
               help="How long the token is valid: 3600, 90s, 15m, 1h, 2d (at most 365d).")
 @click.option("--max-uses", type=click.IntRange(0, MAX_TOKEN_USES), default=1,
               show_default=True,
-              help=f"How many registrations it allows (0: no limit; at most {MAX_TOKEN_USES}).")
+              help=f"How many registrations it allows (0: no limit; at most {MAX_TOKEN_USES}; "
+                   "not for --viewer).")
+@click.option("--viewer", is_flag=True,
+              help="Issue a read-only viewer token for the dashboard (/ui) instead: it reads "
+                   "and cannot change anything; valid up to 30 days and not revocable "
+                   "before it expires.")
 @client_options(admin=True)
 @json_option
-def token_create(valid_for: int, max_uses: int, conn: Conn, as_json: bool) -> None:
-    """Issue a join token and print it (a worker registers with it). Needs the admin
-    token."""
-    result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
+def token_create(valid_for: int, max_uses: int, viewer: bool, conn: Conn,
+                 as_json: bool) -> None:
+    """Issue a join token and print it (a worker registers with it), or with --viewer a
+    dashboard viewer token. Needs the admin token."""
+    if viewer:
+        result = _viewer_token(conn, valid_for)
+    else:
+        result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
     click.echo(_json_text(result) if as_json else result["token"])
+
+
+def _viewer_token(conn: Conn, valid_for: int) -> dict[str, Any]:
+    """A viewer token signed with a key derived from the admin token (``raftdir.auth``),
+    after a server confirmed that the admin token is this cluster's."""
+    from .auth import MAX_VIEWER_SECS, issue_viewer_token
+    if valid_for > MAX_VIEWER_SECS:
+        raise click.BadParameter(f"at most {MAX_VIEWER_SECS // 86400}d for a viewer token",
+                                 param_hint="'--valid-for'")
+    admin = conn.admin_token()
+    if not admin:
+        raise Unusable(f"--viewer needs the admin token: pass --token-file FILE or set "
+                       f"${TOKEN_ENV}")
+
+    async def check(client: Any) -> dict[str, Any]:
+        return await client._call("GET", "/ui/session", auth="admin")
+    session = _run(conn, check)
+    if session.get("scope") != "admin":
+        raise Failed("the server did not accept the admin token as the admin token")
+    token, claims = issue_viewer_token(admin, valid_for_secs=valid_for,
+                                       now_unix_secs=int(time.time()))
+    return {"token": token, "token_id": claims.token_id,
+            "expires_unix_secs": claims.expires_unix_secs, "scope": claims.scope}
 
 
 def _load_secret_or_exit(data_dir: Path) -> str:

@@ -41,8 +41,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM files for the HTTP API: the certificate chain, its key, and optionally the CA
-    that clients (and peers) must present certificates from."""
+    """PEM files for TLS: the certificate chain, its key, and optionally the CA that
+    clients (and peers) must present certificates from.
+
+    A server serves the HTTP API with ``cert`` and ``key``; with ``ca``, every client must
+    present a certificate that CA signed (mutual TLS). The daemon's own connections (a
+    server's to the leader and to its peers, a worker's to the servers) present ``cert``
+    and ``key`` as their client certificate, so with mutual TLS a server certificate needs
+    the clientAuth usage too."""
 
     cert: str
     key: str
@@ -56,6 +62,7 @@ class DaemonOptions:
     api_host: str | None = None          # bind host; default: the host of api_addr
     api_port: int | None = None          # single-node: serve the API on this port
     tls: TlsFiles | None = None
+    tls_trust: str | None = None         # CA our own connections trust (default: tls.ca)
     checkpoint_interval: float = 5.0
     expiry_tick: float = 0.5
     reconcile_interval: float = 5.0
@@ -247,10 +254,19 @@ class Daemon:
         self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
 
     def _client_ssl(self) -> Any:
-        if self.options.tls is None or self.options.tls.ca is None:
+        """The ``ssl`` argument of this daemon's own connections (a server's to the leader
+        and its peers, a worker's to the servers): None (plain HTTP) without any TLS
+        option; else a context that checks the other side's certificate and name against
+        ``tls_trust`` (default ``tls.ca``, else the system's CAs) and presents
+        ``tls.cert`` when the other side asks for a client certificate."""
+        tls, trust = self.options.tls, self.options.tls_trust
+        if tls is None and trust is None:
             return None
         import ssl
-        return ssl.create_default_context(cafile=self.options.tls.ca)
+        ctx = ssl.create_default_context(cafile=trust or (tls.ca if tls else None))
+        if tls is not None:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        return ctx
 
     async def _start_static(self, mode: StaticMode) -> None:
         from .auth import admin_token
@@ -270,7 +286,8 @@ class Daemon:
         from .agent import WorkerAgent
         extra = {"api_addr": self.options.advertise_addr} if self.options.advertise_addr \
             else {}
-        self.agent = WorkerAgent.from_config(mode, self.data_dir, clock=self.clock, **extra)
+        self.agent = WorkerAgent.from_config(mode, self.data_dir, clock=self.clock,
+                                             ssl=self._client_ssl(), **extra)
         self.agent.on_change(self._deliver_change)
         self._cluster = self.agent.cluster()
         await self.agent.start()

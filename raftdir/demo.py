@@ -322,6 +322,8 @@ def _keep_note(cluster: LocalCluster, fleet: Workers, base: Path) -> str:
     pids = [p.proc.pid for p in cluster.peers.values() if p.proc] + \
         [p.pid for p in fleet.procs.values()]
     return (f"\nthe cluster keeps running (data in {base}). Explore it:\n"
+            f"  dashboard: {dashboard_url(cluster)} (any server's /ui; sign in with the "
+            "admin token below, or one from `raftdir token create --viewer`)\n"
             f"  export RAFTDIR_SERVER={','.join(cluster.endpoints)}\n"
             f"  export RAFTDIR_ADMIN_TOKEN={admin_token(cluster.secret)}\n"
             "  raftdir peers\n  raftdir workers\n  raftdir leases\n"
@@ -329,6 +331,12 @@ def _keep_note(cluster: LocalCluster, fleet: Workers, base: Path) -> str:
             f"(raftdir is .venv/bin/raftdir, or run `source .venv/bin/activate` first)\n"
             f"stop it and remove its data with:\n"
             f"  kill {' '.join(map(str, pids))}; rm -r {base}")
+
+
+def dashboard_url(cluster: LocalCluster) -> str:
+    """The dashboard of the first running server (every server serves it)."""
+    running = [p for _, p in sorted(cluster.peers.items()) if cluster.alive(p.node_id)]
+    return (running or [cluster.peers[min(cluster.peers)]])[0].url + "/ui"
 
 
 @click.command("demo")

@@ -22,9 +22,11 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
+import msgpack
+
 from .auth import (
-    check_admin_token, hash_node_secret, issue_join_token, new_node_secret,
-    node_secret_matches, verify_join_token,
+    check_admin_token, hash_node_secret, is_viewer_token, issue_join_token, new_node_secret,
+    node_secret_matches, verify_join_token, verify_viewer_token,
 )
 from .backup import encode_backup
 from .clock import Clock, SystemClock
@@ -552,6 +554,16 @@ class DirectoryServer:
             raise Unauthorized("this cluster has no cluster secret, so it has no admin token")
         check_admin_token(token, self.secret)
 
+    def check_reader(self, token: str | None) -> None:
+        """Raises Unauthorized unless ``token`` may read the dashboard: the admin token or
+        an unexpired viewer token of this cluster (``raftdir.auth``)."""
+        if not is_viewer_token(token):
+            self.check_admin(token)
+            return
+        if not self.secret:
+            raise Unauthorized("this cluster has no cluster secret, so it has no viewer tokens")
+        verify_viewer_token(token, self.secret, self.clock.wall_ms() // 1000)
+
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
         try:
@@ -739,6 +751,21 @@ class DirectoryServer:
                               "api_addr": self._raft_to_api.get(r)}
                              for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
         return status
+
+    def digest(self) -> dict[str, Any]:
+        """This peer's applied index and a sha256 of its directory's hard state (msgpack of
+        ``Directory.to_snapshot()``, taken under the apply lock), for comparing peers
+        (``GET /api/v1/cluster/digest``). PySyncObj counts an entry applied just after
+        applying it, so ``last_applied`` is read before and after the snapshot: compare
+        peers only on answers where the two are equal (``stable``), and retry on a
+        mismatch (an entry may sit between an apply and its count)."""
+        before = int(self.raft.status().get("last_applied", 0))
+        snapshot, revision = self.read(lambda d: (d.to_snapshot(), d.revision))
+        after = int(self.raft.status().get("last_applied", 0))
+        return {"node_id": self.node_id, "last_applied": before,
+                "last_applied_after": after, "stable": before == after,
+                "revision": revision,
+                "sha256": hashlib.sha256(msgpack.packb(snapshot)).hexdigest()}
 
     def read_each(self, ids: list[int], fn: Callable[[Directory, int], T],
                   chunk: int = 2000) -> list[T]:

@@ -88,3 +88,56 @@ def test_bearer_header_parsing():
     assert bearer_token("bearer  abc ") == "abc"
     assert bearer_token("Basic abc") is None
     assert bearer_token(None) is None and bearer_token("Bearer ") is None
+
+
+# ---------------------------------------------------------------------------- viewer tokens
+
+def test_a_viewer_token_is_checked_against_the_cluster_secret_and_its_expiry():
+    from raftdir.auth import (
+        MAX_VIEWER_SECS, is_viewer_token, issue_viewer_token, verify_viewer_token,
+    )
+    admin = admin_token(SECRET)
+    token, claims = issue_viewer_token(admin, valid_for_secs=60, now_unix_secs=1000)
+    assert is_viewer_token(token) and not is_viewer_token(admin) and not is_viewer_token(None)
+    assert verify_viewer_token(token, SECRET, 1059) == claims
+    assert claims.scope == "read" and claims.expires_unix_secs == 1060
+    failures = {
+        "expired": (token, SECRET, 1060),
+        "signature does not match": (token, "another" * 8, 1000),
+        "malformed": (token.replace("rdv1.", "rdj1."), SECRET, 1000),
+        "signature does not match ": (token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
+                                      SECRET, 1000),
+    }
+    for why, args in failures.items():
+        with pytest.raises(Unauthorized) as err:
+            verify_viewer_token(*args)
+        assert why.strip() in err.value.message and token not in err.value.message
+    # the payload is signed: a longer life or another scope does not verify
+    prefix, payload, mac = token.split(".")
+    other, _ = issue_viewer_token(admin, valid_for_secs=MAX_VIEWER_SECS, now_unix_secs=1000)
+    with pytest.raises(Unauthorized):
+        verify_viewer_token(f"{prefix}.{other.split('.')[1]}.{mac}", SECRET, 1000)
+    with pytest.raises(ValueError):
+        issue_viewer_token(admin, valid_for_secs=MAX_VIEWER_SECS + 1, now_unix_secs=0)
+
+
+def test_a_server_lets_the_admin_and_viewer_tokens_read_and_only_the_admin_write():
+    from raftdir.auth import issue_viewer_token
+    from raftdir.clock import ManualClock
+    from raftdir.server import DirectoryServer, ServerSettings
+    clock = ManualClock()
+    server = DirectoryServer(ServerSettings(node_id=1), secret=SECRET, clock=clock)
+    now = clock.wall_ms() // 1000
+    viewer, _ = issue_viewer_token(admin_token(SECRET), valid_for_secs=30, now_unix_secs=now)
+    server.check_reader(admin_token(SECRET))
+    server.check_reader(viewer)
+    with pytest.raises(Unauthorized):
+        server.check_admin(viewer)            # reading only
+    for bad in (None, "", "x", admin_token("other" * 8)):
+        with pytest.raises(Unauthorized):
+            server.check_reader(bad)
+    clock.advance(31)
+    with pytest.raises(Unauthorized, match="expired"):
+        server.check_reader(viewer)
+    with pytest.raises(Unauthorized):
+        DirectoryServer(ServerSettings(node_id=1), secret=None).check_reader(viewer)

@@ -52,13 +52,14 @@ from ..model import (
 )
 from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
+from .dashboard import add_dashboard
 from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
     "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
-    "BACKUP_ROUTE", "BACKUP_TYPE",
+    "BACKUP_ROUTE", "BACKUP_TYPE", "DIGEST_ROUTE",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -284,27 +285,37 @@ MEMBERSHIP_ROUTES: tuple[Route, ...] = (
 )
 
 
-# ---------------------------------------------------------------------------- backup
-# A backup file of the directory (raftdir/backup.py): consistent (a barrier through the
-# leader first), so any server can answer it. Optional on the control plane: one without
-# ``backup`` (a static peer) answers 409.
+# ---------------------------------------------------------------------------- backup, digest
+# Calls only a server with a replicated directory has: one without them (a static peer)
+# answers 409, like the membership routes.
 
+def _directory_call(op: str) -> Callable[[ControlPlane, Call], Any]:
+    def call(cp: ControlPlane, c: Call) -> Any:
+        fn = getattr(cp, op, None)
+        if fn is None:
+            raise Conflict(f"{op}: this server keeps no replicated directory")
+        return fn()
+    return call
+
+
+#: A backup file of the directory (raftdir/backup.py), sent as is: consistent (a barrier
+#: through the leader first), so any server can answer it.
 BACKUP_TYPE = "application/vnd.raftdir.backup"
-
-
-async def _backup(cp: ControlPlane, c: Call) -> bytes:
-    fn = getattr(cp, "backup", None)
-    if fn is None:
-        raise Conflict("backup: this server keeps no replicated directory")
-    return await fn()
-
-
 BACKUP_ROUTE = Route(
-    "backup", "GET", "/api/v1/cluster/backup", _backup, auth="admin", binary=BACKUP_TYPE,
-    errors=_ADMIN_ERRORS + (Conflict,) + _READ_ERRORS,
+    "backup", "GET", "/api/v1/cluster/backup", _directory_call("backup"), auth="admin",
+    binary=BACKUP_TYPE, errors=_ADMIN_ERRORS + (Conflict,) + _READ_ERRORS,
     summary="A backup file of the directory (msgpack, with its cluster id, revision and "
             "checksum), taken after a barrier: every write acknowledged before the call "
             "is in it.")
+
+#: A diagnostic for fault-injection runs (``scripts/nemesis``): this peer's applied index
+#: and a hash of its directory's hard state, so a caller can check that every peer holds
+#: the same state at the same index.
+DIGEST_ROUTE = Route(
+    "digest", "GET", "/api/v1/cluster/digest", _directory_call("digest"), auth="admin",
+    errors=_ADMIN_ERRORS + (Conflict,),
+    summary="This peer's last applied index (read before and after), its assignment "
+            "revision and a sha256 of its directory's hard state.")
 
 
 # ---------------------------------------------------------------------------- negotiation
@@ -785,7 +796,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
     forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
-    for route in ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE,):
+    for route in ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE, DIGEST_ROUTE):
         handler = api.handler(route)
         if route.name in forms:
             handler = with_zlayer_form(handler, api.handler(forms[route.name]))
@@ -794,6 +805,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
         else:
             app.router.add_route(route.method, route.path, handler, name=route.name)
     app.router.add_get("/metrics", api.handle_metrics, name="metrics")
+    add_dashboard(app, cp, ssl=forward_ssl)   # /ui (api/dashboard.py)
     app.on_cleanup.append(api.close)
     return app
 

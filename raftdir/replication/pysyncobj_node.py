@@ -171,6 +171,93 @@ def spare_idle_links_from_the_read_timeout() -> None:
     TcpConnection._raftdir_send_patch = True
 
 
+SECRET_WARNING_EVERY = 60.0    # seconds between two warnings about one host
+_secret_warned: dict[str, float] = {}
+_secret_warned_lock = threading.Lock()
+
+
+def report_failed_secret_checks() -> None:
+    """PySyncObj drops a connection whose message fails its password check (a peer with
+    another ``cluster.secret``, or anything else that is not one of ours) without a word
+    (its own comment: "Why no logging of security errors?"), so a server started with the
+    wrong secret was merely "unreachable" on every side. With this patch each encrypted
+    connection is watched until its first message (the key exchange) has been read: when
+    PySyncObj drops it on that message, or the other end closes a connection we opened
+    before answering it (which is what the other end does with our message when the secrets
+    differ), a WARNING names the other end, at most once a minute per host. After the first
+    message the stock code runs untouched.
+
+    Not a secret problem, and not reported: PySyncObj lets a new leader send on a
+    connection it opened before the other end's key arrived; that message lacks the key,
+    so the other end drops the connection (and PySyncObj reconnects). A connection we sent
+    more than our key on is therefore not reported. Idempotent; applies to every PySyncObj
+    connection in the process."""
+    from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+    if getattr(TcpConnection, "_raftdir_secret_patch", False):
+        return
+    stock_parse = TcpConnection._TcpConnection__processParseMessage
+    stock_read = TcpConnection._TcpConnection__tryReadBuffer
+    stock_connect = TcpConnection.connect
+    stock_send = TcpConnection.send
+    closed = CONNECTION_STATE.DISCONNECTED
+
+    def watched(self: Any) -> str | None:
+        """The other end's host while this connection's first message is awaited."""
+        if self.encryptor is None or getattr(self, "_raftdir_secret_ok", False) \
+                or self.state != CONNECTION_STATE.CONNECTED:
+            return None
+        try:
+            return str(self._TcpConnection__socket.getpeername()[0])
+        except (OSError, AttributeError, IndexError):
+            return "an unknown address"
+
+    def parse(self: Any) -> Any:
+        peer = watched(self)
+        message = stock_parse(self)
+        if peer is not None:
+            if message is not None:
+                self._raftdir_secret_ok = True
+            elif self.state == closed:
+                _warn_failed_secret(peer, "it failed the cluster secret check")
+        return message
+
+    def read(self: Any) -> None:
+        only_our_key = getattr(self, "_raftdir_outgoing", False) and \
+            getattr(self, "_raftdir_sent", 0) <= 1
+        peer = watched(self) if only_our_key else None
+        stock_read(self)
+        if peer is not None and self.state == closed:
+            _warn_failed_secret(peer, "the other end closed it before the key exchange, so "
+                                "this server's message probably failed the cluster secret "
+                                "check there")
+
+    def connect(self: Any, host: str, port: int) -> bool:
+        self._raftdir_outgoing, self._raftdir_secret_ok, self._raftdir_sent = True, False, 0
+        return stock_connect(self, host, port)
+
+    def send(self: Any, message: Any) -> None:
+        if not getattr(self, "_raftdir_secret_ok", False):
+            self._raftdir_sent = getattr(self, "_raftdir_sent", 0) + 1
+        stock_send(self, message)
+
+    TcpConnection._TcpConnection__processParseMessage = parse
+    TcpConnection._TcpConnection__tryReadBuffer = read
+    TcpConnection.connect = connect
+    TcpConnection.send = send
+    TcpConnection._raftdir_secret_patch = True
+
+
+def _warn_failed_secret(host: str, why: str) -> None:
+    now = time.monotonic()
+    with _secret_warned_lock:
+        last = _secret_warned.get(host)
+        if last is not None and now - last < SECRET_WARNING_EVERY:
+            return
+        _secret_warned[host] = now
+    logger.warning("raft connection with %s dropped: %s (is cluster.secret the same file on "
+                   "every server?); said at most once a minute per host", host, why)
+
+
 # --------------------------------------------------------------------------------------
 # configuration
 
@@ -394,6 +481,7 @@ class PySyncObjNode:
             return
         os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
         spare_idle_links_from_the_read_timeout()
+        report_failed_secret_checks()
         dump = os.path.join(self._data_dir, DUMP_FILE)
         if os.path.exists(dump):
             # PySyncObj would log a failed load and go on with EMPTY state, still voting

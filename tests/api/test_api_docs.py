@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raftdir.api.server import BACKUP_ROUTE, MEMBERSHIP_ROUTES, ROUTES
+from raftdir.api.server import BACKUP_ROUTE, DIGEST_ROUTE, MEMBERSHIP_ROUTES, ROUTES
 
-ALL = ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE,)
+ALL = ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE, DIGEST_ROUTE)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 

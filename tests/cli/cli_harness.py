@@ -24,7 +24,8 @@ from raftdir.server import DirectoryServer, ServerSettings
 
 T = TypeVar("T")
 
-CLEAN_ENV = {"RAFTDIR_SERVER": None, "RAFTDIR_ADMIN_TOKEN": None, "RAFTDIR_TLS_CA": None}
+CLEAN_ENV = {"RAFTDIR_SERVER": None, "RAFTDIR_ADMIN_TOKEN": None, "RAFTDIR_TLS_CA": None,
+             "RAFTDIR_TLS_CERT": None, "RAFTDIR_TLS_KEY": None}
 
 SECRET = "c1" * 32
 ADMIN = admin_token(SECRET)

@@ -102,18 +102,21 @@ def test_serve_and_worker_refuse_each_others_configs(tmp_path):
     assert "role: worker" in result.stderr and "single-node" in result.stderr
 
 
-@pytest.mark.parametrize("args,phrase", [
-    (["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
-    (["--tls-key", "CERT"], "--tls-cert and --tls-key go together"),
-    (["--tls-ca", "CERT"], "--tls-ca needs"),
-    (["--api-port", "0"], "--api-port"),
-    (["--tls-cert", "missing.pem", "--tls-key", "CERT"], "missing.pem"),
+@pytest.mark.parametrize("command,args,phrase", [
+    ("serve", ["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
+    ("serve", ["--tls-key", "CERT"], "--tls-cert and --tls-key go together"),
+    ("serve", ["--tls-ca", "CERT"], "--tls-ca needs"),
+    ("serve", ["--tls-peer-ca", "CERT"], "--tls-peer-ca needs"),
+    ("serve", ["--api-port", "0"], "--api-port"),
+    ("serve", ["--tls-cert", "missing.pem", "--tls-key", "CERT"], "missing.pem"),
+    ("worker", ["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
+    ("worker", ["--tls-ca", "missing.pem"], "missing.pem"),
 ])
-def test_serve_tls_and_port_options_are_checked(tmp_path, args, phrase):
+def test_serve_and_worker_tls_and_port_options_are_checked(tmp_path, command, args, phrase):
     cert = tmp_path / "cert.pem"
     cert.write_text("not really a certificate")
     args = [str(cert) if a == "CERT" else a for a in args]
-    result = run_cli("serve", "--data-dir", tmp_path, *args)
+    result = run_cli(command, "--data-dir", tmp_path, *args)
     assert result.exit_code == 2 and phrase in result.stderr
 
 

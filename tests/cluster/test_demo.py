@@ -29,3 +29,33 @@ def test_demo_ends_with_no_lost_write_and_cleans_up(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_demo_keep_prints_the_dashboard_url(tmp_path):
+    import signal
+    import time
+    import urllib.request
+    out = subprocess.run([sys.executable, "-m", "raftdir", "demo", "--keep", "--workers", "2",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    pids = [int(p) for p in (re.search(r"stop it with: kill ([0-9 ]+)", out.stdout)
+                             or re.search(r"()", "")).group(1).split()]
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        url = re.search(r"dashboard: (http://127\.0\.0\.1:[0-9]+/ui) ", out.stdout).group(1)
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200 and b"<h1>raftdir</h1>" in resp.read()
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for pid in pids:
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05)

@@ -172,6 +172,11 @@ def test_a_peer_with_another_secret_cannot_take_part(make_cluster):
     assert leader.status()["partners"] == {follower.addr: True, outsider.addr: False}
     st = outsider.status()
     assert st["leader"] is None and outsider.call("state")["state"]["kv"] == {}
+    # and it is said, on both sides, once per host (PySyncObj alone drops it silently)
+    said = "failed the cluster secret check"
+    wait_until(lambda: said in outsider.log_tail(20000) and said in leader.log_tail(20000),
+               10, "the failed secret check to be logged on both sides")
+    assert outsider.log_tail(20000).count(said) == 1
 
 
 def test_membership_add_and_remove_one_at_a_time(make_cluster):

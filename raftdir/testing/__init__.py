@@ -3,8 +3,13 @@
 Owns: ``LocalCluster`` (N server processes on 127.0.0.1 with OS-chosen ports, one data
 directory each, a shared cluster secret; started, killed with SIGKILL and restarted by
 PID), ``SimWorker`` / ``SimFleet`` (workers that register, report and poll from one asyncio
-process, no thread per worker) and ``wait_until``. Used by raftdir's own tests, the demo
-and the benchmarks; usable in a host's tests. Imports the client and the config types.
+process, no thread per worker) and ``wait_until``. Used by raftdir's own tests, the demo,
+the benchmarks and the nemesis; usable in a host's tests. Imports the client and the config
+types.
+
+Submodules (imported on their own, never from here): ``raftdir.testing.nemesis_peer`` (a
+launcher that starts ``raftdir`` with its Raft dials redirected) and
+``raftdir.testing.proxy`` (TCP proxies between peers that can be cut and healed).
 
 Every wait has a deadline; every process started is stopped by its PID.
 """
@@ -22,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .assignments import AssignmentSet
-from .codec import dumps_msgpack
-from .config import dump_yaml
-from .errors import RaftdirError, Reregister
-from .model import (
+from ..assignments import AssignmentSet
+from ..codec import dumps_msgpack
+from ..config import dump_yaml
+from ..errors import RaftdirError, Reregister
+from ..model import (
     RaftMode, RaftPeer, WorkerPollRequest, WorkerProfile, WorkerRegisterRequest,
     WorkerResourceUsage, WorkerStatusReport, WorkerTierMode, WorkerTierRole,
 )
-from .replication.secret import create_secret, load_secret
-from .tasks import cancel_and_wait
+from ..replication.secret import create_secret, load_secret
+from ..tasks import cancel_and_wait
 
 __all__ = ["free_ports", "wait_until", "async_wait_until", "map_of_size", "LocalCluster",
            "SimWorker", "SimFleet"]
@@ -149,7 +154,7 @@ class LocalCluster:
 
     def adopt(self, data_dirs: list[Path]) -> "LocalCluster":
         """Use existing data dirs that hold their own configs (copied by the caller)."""
-        from .config import load_cluster_mode
+        from ..config import load_cluster_mode
         secret = None
         for data_dir in data_dirs:
             mode = load_cluster_mode(Path(data_dir) / "cluster_mode.yaml")
@@ -182,11 +187,15 @@ class LocalCluster:
             log = open(peer.data_dir / "server.log", "ab")
             env = dict(os.environ, **self.env)
             peer.proc = subprocess.Popen(
-                [sys.executable, "-m", "raftdir", "serve", "--data-dir", str(peer.data_dir),
-                 *self.extra_args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True)
+                self.command(peer), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             log.close()
+
+    def command(self, peer: Peer) -> list[str]:
+        """The argv that starts ``peer`` (``raftdir serve`` on its data dir). A subclass
+        may start it through a launcher (the nemesis does: ``nemesis_peer``)."""
+        return [sys.executable, "-m", "raftdir", "serve", "--data-dir", str(peer.data_dir),
+                *self.extra_args]
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one peer's process (by PID) and reap it."""
@@ -292,7 +301,7 @@ class SimWorker:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def register(self) -> int:
-        from .api.client import RaftdirClient
+        from ..api.client import RaftdirClient
         if self.client is None:
             self.client = RaftdirClient(self.servers, timeout=5.0, retries=40,
                                         backoff=(0.02, 0.5))
