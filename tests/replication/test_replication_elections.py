@@ -85,11 +85,13 @@ def test_a_follower_cut_off_past_its_election_timeout_rejoins_without_an_electio
     steady(cluster, leader, term, 1.5)
 
 
-def test_a_leader_that_loses_its_followers_gets_no_lease_and_one_new_term_follows(
+def test_a_leader_that_loses_its_followers_gets_no_lease_and_its_term_stays(
         make_cluster):
     # Both followers paused: the leader's lease ends within the election timeout, so it
-    # acknowledges nothing that needs one; when they come back exactly one election
-    # settles it (PreVote keeps the lone leader's term from running away meanwhile).
+    # acknowledges nothing that needs one, and PreVote keeps the lone peer's term from
+    # running away while it campaigns alone. When they come back an election settles it:
+    # one round, or two if the two followers split their votes (Raft's randomised
+    # timeouts make that rare, not impossible), never the dozens stock PySyncObj shows.
     cluster = make_cluster()
     leader = cluster.leader()
     term = leader.status()["term"]
@@ -105,5 +107,5 @@ def test_a_leader_that_loses_its_followers_gets_no_lease_and_one_new_term_follow
         for f in followers:
             os.kill(f.pid, signal.SIGCONT)
     new = cluster.leader(timeout=10)
-    assert new.status()["term"] == term + 1
-    assert new.call("lease")["has_lease"]
+    assert term + 1 <= new.status()["term"] <= term + 2
+    wait_until(lambda: new.call("lease")["has_lease"], 2.0, "the new leader's lease")
