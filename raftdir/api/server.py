@@ -390,22 +390,31 @@ def _error_response(request: web.Request, err: RaftdirError) -> web.Response:
     return _respond(request, err.to_body(), err.status)
 
 
-async def _read_body(request: web.Request, max_body: int) -> bytes:
+async def _read_body(request: web.Request, max_body: int, timeout: float) -> bytes:
     """The request body, refusing more than ``max_body`` bytes (the declared length first,
-    then what actually arrives)."""
+    then what actually arrives) and a body not complete within ``timeout`` seconds
+    (``RequestTimeout``). The deadline sets the error on the body's stream, so the read
+    stays in the handler's own task: a client that goes away cancels it as it would any
+    handler (a ``wait_for`` would turn that cancellation into a logged connection error)."""
     declared = request.content_length
     if declared is not None and declared > max_body:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_body}")
+    deadline = asyncio.get_running_loop().call_later(
+        timeout, request.content.set_exception,
+        RequestTimeout(f"the body did not arrive within {timeout:g} s"))
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > max_body:
-            raise PayloadTooLarge(f"body is over the limit of {max_body} bytes")
-        chunks.append(chunk)
+    try:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_body:
+                raise PayloadTooLarge(f"body is over the limit of {max_body} bytes")
+            chunks.append(chunk)
+    finally:
+        deadline.cancel()
     return b"".join(chunks)
 
 
@@ -652,12 +661,10 @@ class _Api:
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
                 try:
-                    raw = await asyncio.wait_for(_read_body(request, self.max_body),
-                                                 self.body_timeout)
-                except asyncio.TimeoutError:
+                    raw = await _read_body(request, self.max_body, self.body_timeout)
+                except RequestTimeout:
                     self.metrics.request_timeouts += 1
-                    raise RequestTimeout(f"the body did not arrive within "
-                                         f"{self.body_timeout:g} s") from None
+                    raise
             if route.body is not None:
                 data = _decode_body(request, raw)
                 try:
