@@ -9,7 +9,8 @@ types.
 
 Submodules (imported on their own, never from here): ``raftdir.testing.nemesis_peer`` (a
 launcher that starts ``raftdir`` with its Raft dials redirected) and
-``raftdir.testing.proxy`` (TCP proxies between peers that can be cut and healed).
+``raftdir.testing.proxy`` (TCP proxies between peers that can be cut and healed) and
+``raftdir.testing.raftcut`` (dropping one in-process peer's Raft messages for a while).
 
 Every wait has a deadline; every process started is stopped by its PID.
 """

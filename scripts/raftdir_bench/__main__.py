@@ -1,6 +1,7 @@
 """``scripts/bench [NAME ...] [--json FILE]``: run raftdir's benchmarks and print a table.
 
-Names: ``adapter`` (A, issue 3), ``state`` (B), ``restart`` (C), ``fleet`` (D, issue 4).
+Names: ``adapter`` (A, issue 3), ``state`` (B), ``restart`` (C), ``fleet`` (D, issue 4),
+``elections`` (E, issue 8).
 Every process started is killed by PID at the end; every loop is bounded in count and time.
 """
 
@@ -19,7 +20,7 @@ from . import common
 
 from .common import BenchResult, log, machine, print_table
 
-NAMES = ("adapter", "state", "restart", "fleet")
+NAMES = ("adapter", "state", "restart", "fleet", "elections")
 
 
 def main() -> int:
@@ -44,6 +45,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=64,
                     help="fleet: requests in flight for registrations and reports")
     ap.add_argument("--failover-trials", type=int, default=10)
+    ap.add_argument("--election-trials", type=int, default=6,
+                    help="elections: trials per scenario and kind (default 6)")
     ap.add_argument("--failover-idle", type=float, default=11.0,
                     help="fleet: seconds the cluster idles before each kill (default 11, "
                          "more than PySyncObj's connectionTimeout of 10 s)")
@@ -70,6 +73,9 @@ def main() -> int:
     if "fleet" in names:
         from . import fleet
         funcs["fleet"] = fleet.bench_fleet
+    if "elections" in names:
+        from . import elections
+        funcs["elections"] = elections.bench_elections
     info = machine()
     info["raftdir_code"] = commit
     log(f"machine: {info}")

@@ -11,6 +11,8 @@ one JSON request per stdin line (``{"id", "op", ...}``) with one JSON line. Ops:
   process, each doing synchronous replicated calls until the time or count bound;
 - ``fill {count, window, seconds}``: (raftdir) register ``count`` workers, ``window``
   proposals in flight (propose_async), bounded by ``seconds``;
+- ``isolate {seconds}``: drop every Raft message this peer sends or receives for a while
+  (``raftdir.testing.raftcut``);
 - ``quit``.
 
 The raw peer is a bare ``SyncObj`` with one ``@replicated`` method taking bytes, built from
@@ -300,6 +302,10 @@ def main() -> None:
                 reply["result"] = peer.fill(int(req["count"]), int(req.get("window", 256)),
                                             float(req.get("seconds", 120)),
                                             int(req.get("start", 0)))
+            elif op == "isolate":
+                from raftdir.testing.raftcut import cut_raft_traffic
+                cut_raft_traffic(peer.raw if peer.raw is not None else peer.node._so,
+                                 float(req["seconds"]))
             elif op == "quit":
                 say(reply)
                 if peer.node is not None:

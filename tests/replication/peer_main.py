@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from raftdir.errors import ConfigError, RaftdirError  # noqa: E402
 from raftdir.replication import RaftTuning, RevisionNotifier  # noqa: E402
 from raftdir.replication.pysyncobj_node import PySyncObjNode  # noqa: E402
+from raftdir.testing.raftcut import cut_raft_traffic  # noqa: E402
 
 
 def make_state_machine(kind: str) -> Any:
@@ -41,26 +42,6 @@ def make_state_machine(kind: str) -> Any:
 def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.hex() if isinstance(o, bytes)
                                  else repr(o)))
-
-
-def isolate(node: PySyncObjNode, seconds: float) -> None:
-    """Drop every Raft message this peer sends or receives for ``seconds``, connections
-    left open: a partition as the Raft layer sees it, made inside this process."""
-    import time
-    so = node._so
-    transport = so._SyncObj__transport
-    until = time.monotonic() + seconds
-    send, receive = transport.send, transport._onMessageReceivedCallback
-
-    def cut_send(to: Any, message: Any) -> Any:
-        return True if time.monotonic() < until else send(to, message)
-
-    def cut_receive(sender: Any, message: Any) -> None:
-        if time.monotonic() >= until:
-            receive(sender, message)
-
-    transport.send = cut_send
-    transport._onMessageReceivedCallback = cut_receive
 
 
 def main() -> None:
@@ -123,7 +104,7 @@ def main() -> None:
                 reply["notified"] = dict(notified)
                 reply["leadership"] = list(leadership)
             elif op == "isolate":
-                isolate(node, float(req["seconds"]))
+                cut_raft_traffic(node._so, float(req["seconds"]))
             elif op == "lease":
                 reply["has_lease"] = node.has_lease()
                 reply["unleased_seconds"] = node.unleased_seconds()
