@@ -14,8 +14,9 @@ from .codec import (
 from .config import load_cluster_mode
 from .errors import (
     BadRequest, ConfigError, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader,
-    PayloadTooLarge, RaftdirError, Reregister, Stale, TimeoutOutcomeUnknown, TokenExhausted,
-    TokenInvalid, Unauthorized, UnknownNode, UnknownService, error_from_body,
+    Overloaded, PayloadTooLarge, RaftdirError, Reregister, RequestTimeout, Stale,
+    TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
+    UnknownService, error_from_body,
 )
 from .model import (
     AdaptiveTtlConfig, ClusterContainerSummary, ClusterMode, DeleteEvent, DrainEvent,
@@ -67,6 +68,6 @@ __all__ = [
     "RaftdirError", "BadRequest", "ConfigError", "PayloadTooLarge", "Unauthorized",
     "TokenInvalid", "Forbidden", "TokenExhausted", "UnknownNode", "UnknownService",
     "Conflict", "NodeNotReady", "Stale", "Reregister", "NotLeader", "NoLeader",
-    "TimeoutOutcomeUnknown", "error_from_body",
+    "TimeoutOutcomeUnknown", "RequestTimeout", "Overloaded", "error_from_body",
     "__version__",
 ]

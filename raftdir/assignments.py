@@ -42,8 +42,10 @@ class AssignmentSet:
 
     def apply(self, resp: WorkerPollResponse) -> Change:
         """Apply one poll response. A response whose revision is below what was already
-        applied changes nothing (a lagging server's answer); events at or below the
-        applied revision are skipped, so a retried response is harmless."""
+        applied changes nothing (a lagging server's answer), unless it is ``full`` (a
+        ``behind`` answer is: this set's revision was not of the cluster's history, and
+        the complete set replaces it); events at or below the applied revision are
+        skipped, so a retried response is harmless."""
         if resp.revision < self.revision and not resp.full:
             return Change(self.revision)
         if resp.full:

@@ -38,7 +38,8 @@ from .api.peerview import _hostport, _reason, _role, peer_rows  # noqa: F401 (pe
 from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
-from .errors import ConfigError, RaftdirError, Unauthorized
+from .errors import BadRequest, ConfigError, RaftdirError, Unauthorized
+from .limits import MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, parse_node_id
 
 __all__ = ["main", "cli", "render_table"]
 
@@ -194,6 +195,9 @@ class Duration(click.ParamType):
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     _PART = re.compile(r"(\d+)([smhd])")
 
+    def __init__(self, maximum: int | None = None) -> None:
+        self.maximum = maximum
+
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
@@ -206,7 +210,26 @@ class Duration(click.ParamType):
             self.fail(f"{value!r} is not a duration (e.g. 3600, 90s, 15m, 1h, 2d)", param, ctx)
         if secs <= 0:
             self.fail(f"{value!r} must be more than 0 seconds", param, ctx)
+        if self.maximum is not None and secs > self.maximum:
+            self.fail(f"{value!r} is more than the maximum of {self.maximum} seconds", param,
+                      ctx)
         return secs
+
+
+class NodeId(click.ParamType):
+    """A node id, spelled as the API's ``{id}`` must be (``limits.parse_node_id``): plain
+    decimal, no leading zero, at most 2^64-1."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_node_id(str(value))
+        except BadRequest:
+            self.fail(f"{value!r} is not a node id (decimal digits without a leading zero, "
+                      "at most 18446744073709551615)", param, ctx)
 
 
 class RoleGroup(click.ParamType):
@@ -845,7 +868,7 @@ def _membership_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="The peer's HTTP API address (required to add).")(fn)
     fn = click.option("--raft-addr", required=True, metavar="HOST:PORT",
                       help="The peer's Raft address.")(fn)
-    fn = click.option("--id", "peer_id", required=True, type=click.IntRange(min=1),
+    fn = click.option("--id", "peer_id", required=True, type=NodeId(),
                       help="The peer's node id.")(fn)
     return fn
 
@@ -1100,7 +1123,7 @@ def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@click.argument("node_id", metavar="ID", type=NodeId())
 @client_options(admin=True)
 @json_option
 def drain(node_id: int, conn: Conn, as_json: bool) -> None:
@@ -1110,7 +1133,7 @@ def drain(node_id: int, conn: Conn, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("node_id", metavar="ID", type=click.IntRange(min=0))
+@click.argument("node_id", metavar="ID", type=NodeId())
 @client_options(admin=True)
 @json_option
 def evict(node_id: int, conn: Conn, as_json: bool) -> None:
@@ -1127,10 +1150,13 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--valid-for", type=Duration(), default="1h", show_default=True,
-              help="How long the token is valid: 3600, 90s, 15m, 1h, 2d.")
-@click.option("--max-uses", type=click.IntRange(min=0), default=1, show_default=True,
-              help="How many registrations it allows (0: no limit; not for --viewer).")
+@click.option("--valid-for", type=Duration(maximum=MAX_TOKEN_VALID_SECS), default="1h",
+              show_default=True,
+              help="How long the token is valid: 3600, 90s, 15m, 1h, 2d (at most 365d).")
+@click.option("--max-uses", type=click.IntRange(0, MAX_TOKEN_USES), default=1,
+              show_default=True,
+              help=f"How many registrations it allows (0: no limit; at most {MAX_TOKEN_USES}; "
+                   "not for --viewer).")
 @click.option("--viewer", is_flag=True,
               help="Issue a read-only viewer token for the dashboard (/ui) instead: it reads "
                    "and cannot change anything; valid up to 30 days and not revocable "

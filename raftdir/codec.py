@@ -539,7 +539,7 @@ def _no_duplicates(pairs: list[tuple[Any, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise BadRequest(f"duplicate key {key!r} in one map", field=str(key))
+            raise BadRequest(f"duplicate key {key!r} in one map")
         out[key] = value
     return out
 
@@ -577,16 +577,114 @@ def _msgpack_list(items: list) -> list:
     return items
 
 
+# -- locating a problem: the second pass ----------------------------------------------
+# The strict hooks above raise at the first bad value, but a hook does not know where in
+# the document it is. When one of them refused, the document is decoded once more with
+# hooks that return a ``_Bad`` marker instead, and every enclosing map or list wraps the
+# marker in its own key or index, so the error names the key's full path
+# (``resources.cpu_used``, ``spec.x[1]``). Only a refused document pays for it.
+
+class _Bad:
+    __slots__ = ("problem", "steps")
+
+    def __init__(self, problem: str, steps: tuple = ()) -> None:
+        self.problem, self.steps = problem, steps
+
+    def under(self, step: Any) -> "_Bad":
+        return _Bad(self.problem, (step,) + self.steps)
+
+    def error(self) -> BadRequest:
+        path = ""
+        for step in self.steps:
+            if isinstance(step, int):
+                path += f"[{step}]"
+            elif isinstance(step, str) and _IDENTIFIER.fullmatch(step):
+                path = join_path(path, step)
+            else:
+                path += f"[{json.dumps(step, ensure_ascii=False) if isinstance(step, str) else repr(step)}]"
+        return _fail(path, self.problem)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _bad_scalar(value: Any) -> "_Bad | None":
+    if isinstance(value, _Bad):
+        return value
+    if isinstance(value, msgpack.Timestamp):
+        return _Bad("msgpack ext type -1 is not allowed")
+    return None
+
+
+def _located_pairs(pairs: list[tuple[Any, Any]]) -> Any:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            return _Bad("duplicate key in one map", (key,))
+        bad = _bad_scalar(value) or (_bad_in_list(value) if type(value) is list else None)
+        if bad is not None:
+            return bad.under(key)
+        out[key] = value
+    return out
+
+
+def _bad_in_list(items: list) -> "_Bad | None":
+    """The first marker in a list JSON built (JSON has no list hook): maps inside it went
+    through ``_located_pairs`` already, nested lists did not."""
+    for i, value in enumerate(items):
+        bad = _bad_scalar(value) or (_bad_in_list(value) if type(value) is list else None)
+        if bad is not None:
+            return bad.under(i)
+    return None
+
+
+def _located_list(items: list) -> Any:
+    for i, value in enumerate(items):
+        bad = _bad_scalar(value)
+        if bad is not None:
+            return bad.under(i)
+    return items
+
+
+def _located_int(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        return _Bad(f"an integer of {len(text.lstrip('-'))} digits is too large")
+
+
+def _located_float(text: str) -> Any:
+    value = float(text)
+    if not math.isfinite(value):
+        return _Bad(f"{text} is not a finite number (Infinity is not allowed in JSON)")
+    return value
+
+
+def _locate(decode: Callable[[], Any]) -> BadRequest | None:
+    """The refusal of the second pass, naming its path; None if it finds nothing."""
+    try:
+        out = decode()
+        bad = _bad_scalar(out) or (_bad_in_list(out) if type(out) is list else None)
+    except Exception:  # noqa: BLE001 - a syntax error: the first pass's message stands
+        return None
+    return bad.error() if bad is not None else None
+
+
 def loads_msgpack(data: bytes) -> Any:
-    """Strict msgpack: str keys, str as str, no ext types, no duplicate keys, one object."""
+    """Strict msgpack: str keys, str as str, no ext types, no duplicate keys, one object.
+    A refused value is named by its key's path."""
     try:
         out = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext,
                               object_pairs_hook=_msgpack_pairs, list_hook=_msgpack_list,
                               use_list=True)
         _no_timestamp(out)
         return out
-    except BadRequest:
-        raise
+    except BadRequest as err:
+        raise _locate(lambda: msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=lambda code, _: _Bad(
+                f"msgpack ext type {code} is not allowed"),
+            object_pairs_hook=_located_pairs, list_hook=_located_list, use_list=True)
+        ) or err from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise BadRequest(f"malformed msgpack: {str(exc) or type(exc).__name__}") from None
 
@@ -595,23 +693,35 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def loads_json(data: bytes | str) -> Any:
-    """Strict JSON: UTF-8, no NaN or Infinity, no duplicate keys."""
+    """Strict JSON: UTF-8, no NaN or Infinity, no duplicate keys. A refused value (NaN, an
+    integer too long to read, a repeated key) is named by its key's path."""
     try:
         if isinstance(data, (bytes, bytearray)):
             text = data.decode("utf-8")
         else:
             text = data
             text.encode("utf-8")  # a str holding a lone surrogate is not UTF-8 text
+    except UnicodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    try:
         out = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
                          parse_float=_finite_float)
         if _SURROGATE_ESCAPE.search(text):
             # "\ud800" without its pair decodes to a str that no encoder can write back.
             json.dumps(out, ensure_ascii=False).encode("utf-8")
         return out
-    except BadRequest:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    except BadRequest as err:
+        raise _locate(lambda: _json_second_pass(text)) or err from None
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        located = _locate(lambda: _json_second_pass(text)) \
+            if not isinstance(exc, RecursionError) else None
+        raise located or BadRequest(f"malformed JSON: {exc}") from None
+
+
+def _json_second_pass(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_located_pairs,
+                      parse_constant=lambda name: _Bad(f"{name} is not allowed in JSON"),
+                      parse_float=_located_float, parse_int=_located_int)
 
 
 def dumps_msgpack(value: Any) -> bytes:

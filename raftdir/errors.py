@@ -9,6 +9,7 @@ Imports nothing from the rest of raftdir, so every layer can use it.
     RaftdirError                      internal               500
     ├── BadRequest                    bad_request            400   (field)
     │   └── ConfigError               config_invalid         400   (file, field)
+    ├── RequestTimeout                request_timeout        408
     ├── PayloadTooLarge               payload_too_large      413
     ├── Unauthorized                  unauthorized           401
     │   └── TokenInvalid              token_invalid          401   (reason)
@@ -22,6 +23,7 @@ Imports nothing from the rest of raftdir, so every layer can use it.
     ├── Reregister                    reregister             410
     ├── NotLeader                     not_leader             421   (leader)
     ├── NoLeader                      no_leader              503
+    ├── Overloaded                    overloaded             503
     └── TimeoutOutcomeUnknown         timeout_outcome_unknown 504
 
 Every error carries ``code``, ``status`` and a message; ``to_body()`` gives the wire form
@@ -36,6 +38,7 @@ __all__ = [
     "RaftdirError",
     "BadRequest",
     "ConfigError",
+    "RequestTimeout",
     "PayloadTooLarge",
     "Unauthorized",
     "TokenInvalid",
@@ -49,6 +52,7 @@ __all__ = [
     "Reregister",
     "NotLeader",
     "NoLeader",
+    "Overloaded",
     "TimeoutOutcomeUnknown",
     "ERRORS_BY_CODE",
     "error_from_body",
@@ -98,6 +102,13 @@ class ConfigError(BadRequest):
                  field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.file = file
+
+
+class RequestTimeout(RaftdirError):
+    """The request (its head or its body) did not arrive in time."""
+
+    code = "request_timeout"
+    status = 408
 
 
 class PayloadTooLarge(RaftdirError):
@@ -176,6 +187,13 @@ class NotLeader(RaftdirError):
 
 class NoLeader(RaftdirError):
     code = "no_leader"
+    status = 503
+
+
+class Overloaded(RaftdirError):
+    """This server is at its connection limit: retry later or ask another server."""
+
+    code = "overloaded"
     status = 503
 
 

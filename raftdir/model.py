@@ -475,13 +475,17 @@ class WorkerPollRequest(Wire):
 
 @frozen
 class WorkerPollResponse(Wire):
-    """Events newer than the poll's ``last_revision``; ``full`` means the complete set (§12)."""
+    """Events newer than the poll's ``last_revision``; ``full`` means the complete set (§12).
+    ``behind`` (raftdir extension): the poll's ``last_revision`` was above this server's
+    revision even after it caught up with the leader, so it is not of this cluster's
+    history; the answer is then the complete set (``full``) at the server's revision."""
 
     IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
 
     revision: int = wire(U64)
     events: tuple = wire(ListOf(Nested(WorkerAssignmentEvent)), DEF_OMIT, tuple)
     full: bool = wire(BOOL, DEF_OMIT, False)
+    behind: bool = wire(BOOL, DEF_OMIT, False)
 
 
 # ---------------------------------------------------------------------------- §14-§17

@@ -31,23 +31,25 @@ from .auth import (
 from .backup import encode_backup
 from .clock import Clock, SystemClock
 from .core.commands import (
-    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, encode_command,
+    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, command_to_plain,
+    encode_command, pack_plain,
 )
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
-    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, RaftdirError, Reregister,
+    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
     Unauthorized, UnknownNode, UnknownService,
 )
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
 from .leader.services import LeaderServices
+from .limits import check_token
 from .model import (
     AdaptiveTtlConfig, InternalScaleRequest, RaftPeer, WorkerPollRequest,
     WorkerPollResponse, WorkerProfile, WorkerRegisterRequest, WorkerRegisterResponse,
     WorkerStatusAck, WorkerStatusReport,
 )
-from .replication.base import RaftNode
+from .replication.base import MAX_COMMAND_BYTES, RaftNode
 from .tasks import cancel_and_wait, finish_even_if_cancelled
 from .replication.notifier import RevisionNotifier
 from .replication.secret import derive_key
@@ -61,6 +63,11 @@ T = TypeVar("T")
 
 #: A poll never parks longer than this, whatever it asks (directory.md §6).
 MAX_POLL_WAIT_SECS = 60
+#: The label of a server node that holds its Raft address.
+RAFT_ADDR_LABEL = "raft_addr"
+#: What an unknown node's secret is compared with: no secret hashes to it, and the
+#: comparison costs what a real one does.
+_NO_SECRET_HASH = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,17 @@ class ServerNode:
     api_addr: str
     os: str = "linux"
     arch: str = "x86_64"
+    raft_addr: str | None = None
 
     @property
     def profile(self) -> dict[str, Any]:
-        return {"api_addr": self.api_addr, "os": self.os, "arch": self.arch}
+        """Its ``WorkerProfile``; the label ``raft_addr`` ties the id to its Raft address
+        for the membership routes (on any leader, after any leader change)."""
+        profile: dict[str, Any] = {"api_addr": self.api_addr, "os": self.os,
+                                   "arch": self.arch}
+        if self.raft_addr:
+            profile["labels"] = {RAFT_ADDR_LABEL: self.raft_addr}
+        return profile
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,8 @@ class ServerSettings:
     @property
     def server_nodes(self) -> list[ServerNode]:
         if self.peers:
-            return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch)
-                    for p in self.peers]
+            return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch,
+                               p.raft_addr) for p in self.peers]
         addr = self.self_api_addr or "127.0.0.1:3669"
         return [ServerNode(self.node_id, addr, self.profile_os, self.profile_arch)]
 
@@ -208,8 +222,7 @@ class DirectoryServer:
         await self._cancel_catch_up()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.raft.stop)
-        # Release every parked poll, including those parked above this peer's revision
-        # (a lagging follower's): each wakes, sees _stopping and answers its bookmark.
+        # Release every parked poll: each wakes, sees _stopping and answers its bookmark.
         self.notifier.notify(2**63)
 
     async def __aenter__(self) -> "DirectoryServer":
@@ -255,11 +268,20 @@ class DirectoryServer:
 
     async def propose(self, cmd: Command) -> Result:
         """Commit ``cmd`` (stamped with the wall clock); a refusal raises its error class.
-        ``NotLeader`` carries the leader's API endpoint, not its Raft address."""
+        ``NotLeader`` carries the leader's API endpoint, not its Raft address. A command
+        over ``MAX_COMMAND_BYTES`` is refused (``PayloadTooLarge`` naming its largest
+        field) before it reaches Raft."""
         cmd = _stamp(cmd, self.clock.wall_ms())
+        data = encode_command(cmd)
+        if len(data) > MAX_COMMAND_BYTES:
+            plain = command_to_plain(cmd)
+            largest = max((k for k in plain if k not in ("type", "v")),
+                          key=lambda k: len(pack_plain(plain[k])))
+            raise PayloadTooLarge(f"{largest}: the {cmd.TYPE} command would be {len(data)} "
+                                  f"bytes, over the {MAX_COMMAND_BYTES} a Raft entry may "
+                                  "carry", field=largest)
         try:
-            result = await self.raft.propose_async(encode_command(cmd),
-                                                   self.settings.propose_timeout)
+            result = await self.raft.propose_async(data, self.settings.propose_timeout)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
         if not result.ok:
@@ -385,17 +407,17 @@ class DirectoryServer:
 
     def _check_secret(self, node_id: int, node_secret: str | None) -> dict[str, Any]:
         """The node's record if ``node_secret`` is its secret, from this peer's applied
-        state. Unknown node: ``reregister``; anything else: ``unauthorized`` (a secret of
-        another node is refused the same way: telling them apart would mean a lookup of
-        the secret's hash, which an unauthenticated caller must not be able to make us
-        pay for)."""
+        state; otherwise ``unauthorized``, one answer whatever the secret failed to prove
+        (a wrong secret, another node's secret, a node id that does not exist or no longer
+        does): telling them apart would tell any secret holder which node ids exist. A
+        worker refused this way registers again (its join token, or its old identity)."""
         brief = self.read(lambda d: d.node_brief(node_id))
-        if brief is None:
-            raise Reregister(f"node {node_id} is not registered (evicted?); register again",
-                             field="node_id")
-        kind, state, ttl_secs, grace_secs, stored = brief
-        if not node_secret_matches(node_secret, stored):
-            raise Unauthorized(f"missing or wrong secret for node {node_id}")
+        stored = brief[4] if brief is not None else _NO_SECRET_HASH   # hashed either way
+        if not node_secret_matches(node_secret, stored) or brief is None:
+            raise Unauthorized(f"the node secret does not authenticate node {node_id} (a "
+                               "wrong secret, or no such node any more): register again",
+                               field="node_id")
+        kind, state, ttl_secs, grace_secs, _ = brief
         return {"node_id": node_id, "kind": kind, "state": state, "ttl_secs": ttl_secs,
                 "grace_secs": grace_secs}
 
@@ -407,7 +429,7 @@ class DirectoryServer:
         all already; a peer that just won an election may not, and catches up too."""
         try:
             return self._check_secret(node_id, node_secret)
-        except (Reregister, Unauthorized):
+        except Unauthorized:
             if self.is_leader():
                 raise
         await self._catch_up()
@@ -492,24 +514,39 @@ class DirectoryServer:
                          ) -> WorkerPollResponse:
         """A poll answered from this peer's applied state, without authentication (the
         daemon reading its own node's assignments). Parks up to ``max_wait`` seconds; a
-        timeout answers the bookmark ``max(current, last_revision)``, never lower."""
+        timeout answers the bookmark, the current revision.
+
+        A ``last_revision`` above this peer's revision: the peer catches up first (the
+        shared barrier of ``_authenticate``; it then holds every acknowledged write). Still
+        above, the revision is not of this cluster's history (a rebuilt or restored
+        cluster), and the answer is at once the node's complete set at this peer's
+        revision, ``full`` and ``behind``: the client resyncs rather than skip the events
+        below its bookmark. A peer that cannot catch up raises the barrier's error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
+        caught_up = False
         while True:
             try:
-                data = self.read(lambda d: d.poll_data(node_id, last_revision))
+                revision, data = self.read(lambda d: (
+                    d.revision, d.poll_data(node_id, last_revision)))
+                if revision < last_revision and caught_up:
+                    data = dict(self.read(lambda d: d.poll_data(node_id, 0)), behind=True)
+                    return WorkerPollResponse.from_dict(data)
             except UnknownNode:
                 raise Reregister(f"node {node_id} is not registered; register again",
                                  field="node_id") from None
+            if revision < last_revision:
+                await self._catch_up()
+                caught_up = True
+                continue
             # A full answer at revision 0 to a poll from 0 tells nothing new (no assignment
             # was ever made): answering it at once would make the poller spin.
             if data.get("events") or (data.get("full") and data["revision"] > 0):
                 return WorkerPollResponse.from_dict(data)
-            current = max(data["revision"], last_revision)
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
-                return WorkerPollResponse(revision=current)
-            await self.notifier.wait_above(current, remaining)
+                return WorkerPollResponse(revision=revision)
+            await self.notifier.wait_above(revision, remaining)
 
     # -- ControlPlane: admin -------------------------------------------------------------
     def check_admin(self, token: str | None) -> None:
@@ -529,7 +566,15 @@ class DirectoryServer:
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
-        return await self._leading().scale(req, request_id)
+        try:
+            return await self._leading().scale(req, request_id)
+        except PayloadTooLarge as exc:
+            # the placement command holds every index twice (the groups and where each
+            # runs): too many of them is the request's replicas or assignments
+            field = {"spec": "spec"}.get(exc.field or "",
+                                         "assignments" if req.is_phase2 else "replicas")
+            raise PayloadTooLarge(exc.message.replace(f"{exc.field}:", f"{field}:", 1),
+                                  field=field) from None
 
     async def distribute_scale(self, req: InternalScaleRequest, request_id: str | None
                                ) -> dict[int, InternalScaleRequest]:
@@ -542,6 +587,7 @@ class DirectoryServer:
         return await self._leading().evict(node_id, request_id)
 
     async def create_token(self, valid_for_secs: int, max_uses: int) -> dict[str, Any]:
+        check_token(valid_for_secs, max_uses)
         self._leading()
         if not self.secret:
             raise Conflict("this cluster has no cluster secret to sign tokens with")
@@ -553,43 +599,107 @@ class DirectoryServer:
                 "expires_unix_secs": claims.expires_unix_secs, "max_uses": claims.max_uses}
 
     # -- dynamic membership (``raftdir peers add|remove``; not in the ControlPlane) -------
+    # A change names a peer twice, by its id and by its Raft address, and both must agree
+    # with what the cluster knows: the current Raft members, the directory's server records
+    # (their ``raft_addr`` label, or the configured peers for records written before the
+    # label) and their state. A live peer's id or addresses are never taken, and every
+    # change is undone by the opposite call with the same body (a removed peer comes back
+    # only as it was: same id, Raft address and API address).
+
+    def _membership_view(self) -> "_Membership":
+        status = self.raft.status()
+        members = {status.get("self")} | set(status.get("partners") or {})
+        configured = {p.id: p.raft_addr for p in self.settings.peers}
+        servers = {n["node_id"]: n for n in self.read(lambda d: d.nodes(kind="server"))}
+        return _Membership(members - {None}, configured, servers)
+
     async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                        ) -> dict[str, Any]:
         """Leader only: add one voting Raft peer (one change at a time; start the new peer
-        with the full peer list after this returned)."""
-        await self._change_membership("add_peer", raft_addr)
+        with the full peer list after this returned), or add back one removed before."""
+        self._membership_supported("add_peer")
+        leader = self._leading()
+        view = self._membership_view()
+        record = view.servers.get(peer_id)
+        if record is None and self.read(lambda d: d.node(peer_id)) is not None:
+            raise Conflict(f"id: node {peer_id} is a worker; a peer needs an id of its own",
+                           field="id")
+        owner = view.owner(raft_addr)
+        if owner is not None and owner != peer_id:
+            raise Conflict(f"raft_addr: {raft_addr} is the Raft address of peer {owner}",
+                           field="raft_addr")
+        if view.live(peer_id):
+            where = view.raft_addr_of(peer_id)
+            raise Conflict(f"{'raft_addr' if where == raft_addr else 'id'}: peer {peer_id} "
+                           f"is a live peer at {where}" + (" already" if where == raft_addr
+                                                          else "; its id cannot be taken"),
+                           field="raft_addr" if where == raft_addr else "id")
+        if record is not None:   # a peer removed before comes back only as it was
+            was_raft, was_api = view.raft_addr_of(peer_id), record["profile"]["api_addr"]
+            if was_raft is not None and was_raft != raft_addr:
+                raise Conflict(f"raft_addr: peer {peer_id} was at {was_raft}; add it back "
+                               "there, or give the new peer a new id", field="raft_addr")
+            if api_addr != was_api:
+                raise Conflict(f"api_addr: peer {peer_id} was at {was_api}; add it back "
+                               "there, or give the new peer a new id", field="api_addr")
+        taken = view.live_api_addrs().get(api_addr or "")
+        if taken is not None and taken != peer_id:
+            raise Conflict(f"api_addr: {api_addr} is the API address of peer {taken}",
+                           field="api_addr")
+        if raft_addr not in view.members:   # else an earlier add got this far: finish it
+            await self._change_membership("add_peer", raft_addr)
         self._raft_ids[raft_addr] = peer_id
         if api_addr:
             self._raft_to_api[raft_addr] = api_addr
-            # the new peer is a node of the directory, like the configured ones
-            if self.read(lambda d: d.node(peer_id)) is None:
-                s = self.settings
-                await self.propose(RegisterNode(
-                    desired_node_id=peer_id, kind="server", ttl_secs=0, grace_secs=0,
-                    profile=ServerNode(peer_id, api_addr, s.profile_os, s.profile_arch).profile,
-                    secret_hash="0"))
+        if record is None:      # the new peer is a node of the directory, as configured ones
+            s = self.settings
+            await self.propose(RegisterNode(
+                desired_node_id=peer_id, kind="server", ttl_secs=0, grace_secs=0,
+                profile=ServerNode(peer_id, api_addr or "", s.profile_os, s.profile_arch,
+                                   raft_addr).profile, secret_hash="0"))
+        elif record["state"] == "down":
+            await self.propose(MarkReady(term=leader.term, node_id=peer_id,
+                                         renewed_ms=self.clock.wall_ms()))
         return {"id": peer_id, "raft_addr": raft_addr, "api_addr": api_addr, "added": True}
 
     async def remove_peer(self, peer_id: int, raft_addr: str, api_addr: str | None
                           ) -> dict[str, Any]:
-        """Leader only: remove one Raft peer (stop it first; not the leader itself)."""
+        """Leader only: remove one Raft peer (stop it first). Its node record goes down
+        (its replicas move; the record stays, for adding it back)."""
+        self._membership_supported("remove_peer")
+        leader = self._leading()
+        view = self._membership_view()
+        if raft_addr not in view.members:
+            raise Conflict(f"raft_addr: {raft_addr} is not a member of the Raft cluster",
+                           field="raft_addr")
+        owner = view.owner(raft_addr)
+        if owner is not None and owner != peer_id:
+            raise Conflict(f"id: {raft_addr} is the Raft address of peer {owner}, not of "
+                           f"{peer_id}", field="id")
+        if owner is None and (peer_id not in view.servers
+                              or view.raft_addr_of(peer_id) not in (None, raft_addr)):
+            raise Conflict(f"id: no server node {peer_id} at {raft_addr}", field="id")
+        # the leader itself: the Raft node hands leadership over first and raises
+        # NotLeader naming the new leader, where the request goes on
         await self._change_membership("remove_peer", raft_addr)
         self._raft_to_api.pop(raft_addr, None)
         self._raft_ids.pop(raft_addr, None)
-        # its node record goes down, so its replicas move (the record stays, as down)
-        node = self.read(lambda d: d.node(peer_id))
-        if node is not None and node["kind"] == "server" and node["state"] != "down":
-            await self.propose(MarkDown(term=self._leading().term, node_ids=(peer_id,)))
+        node = view.servers.get(peer_id)
+        if node is not None and node["state"] != "down":
+            await self.propose(MarkDown(term=leader.term, node_ids=(peer_id,)))
         return {"id": peer_id, "raft_addr": raft_addr, "removed": True}
 
-    async def _change_membership(self, op: str, raft_addr: str) -> None:
-        fn = getattr(self.raft, op, None)
-        if fn is None:
+    def _membership_supported(self, op: str) -> None:
+        if getattr(self.raft, op, None) is None:
             raise Conflict(f"{op}: this server runs single-node; membership changes need "
                            "raft mode", field="raft_addr")
+
+    async def _change_membership(self, op: str, raft_addr: str) -> None:
+        self._membership_supported(op)
         self._leading()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, fn, raft_addr)
+            await asyncio.get_running_loop().run_in_executor(None, getattr(self.raft, op),
+                                                             raft_addr)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
 
@@ -708,6 +818,37 @@ class DirectoryServer:
             "raftdir_lease_expiries_total": self.leader.expired_total if self.leader else 0,
             "raftdir_parked_polls": self.notifier.waiting,
         }
+
+
+@dataclass
+class _Membership:
+    """What the leader knows of the peers: the Raft members' addresses, the configured
+    ``id -> raft_addr``, and the directory's server records by id."""
+
+    members: set[str]
+    configured: dict[int, str]
+    servers: dict[int, dict[str, Any]]
+
+    def raft_addr_of(self, peer_id: int) -> str | None:
+        record = self.servers.get(peer_id)
+        label = ((record or {}).get("profile") or {}).get("labels", {}).get(RAFT_ADDR_LABEL)
+        return label or self.configured.get(peer_id)
+
+    def live(self, peer_id: int) -> bool:
+        """A server whose record is not down and whose Raft address is a member."""
+        record = self.servers.get(peer_id)
+        return record is not None and record["state"] != "down" \
+            and self.raft_addr_of(peer_id) in self.members
+
+    def owner(self, raft_addr: str) -> int | None:
+        """The id that a member address belongs to: a live peer's first, else any known."""
+        ids = [i for i in sorted(set(self.servers) | set(self.configured))
+               if self.raft_addr_of(i) == raft_addr]
+        live = [i for i in ids if self.live(i)]
+        return (live or ids or [None])[0] if raft_addr in self.members else None
+
+    def live_api_addrs(self) -> dict[str, int]:
+        return {r["profile"]["api_addr"]: i for i, r in self.servers.items() if self.live(i)}
 
 
 def _stamp(cmd: Command, now_ms: int) -> Command:

@@ -180,7 +180,8 @@ def poll_responses(draw):
     revs = sorted(draw(st.lists(u64, min_size=len(evs), max_size=len(evs))))
     evs = tuple(dataclasses.replace(e, revision=r) for e, r in zip(evs, revs))
     top = draw(st.integers(revs[-1] if revs else 0, U64_MAX))
-    return WorkerPollResponse(revision=top, events=evs, full=draw(st.booleans()))
+    return WorkerPollResponse(revision=top, events=evs, full=draw(st.booleans()),
+                              behind=draw(st.booleans()))
 
 
 @st.composite

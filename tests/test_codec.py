@@ -338,9 +338,9 @@ TABLES = {
                          ("max_wait_secs", DEF, 30)],
                         {"node_id": 9, "last_revision": 4, "max_wait_secs": 5}),
     WorkerPollResponse: ([("revision", REQ, None), ("events", DEF_OMIT, []),
-                          ("full", DEF_OMIT, False)],
+                          ("full", DEF_OMIT, False), ("behind", DEF_OMIT, False)],
                          {"revision": 5, "events": [{"kind": "drain", "revision": 5}],
-                          "full": True}),
+                          "full": True, "behind": True}),
     SetEvent: ([("service", REQ, None), ("assignments", REQ, None), ("revision", REQ, None),
                 ("spec", OPT, None)],
                {"kind": "set", "service": "web",
@@ -778,15 +778,33 @@ def test_nan_and_infinity_rejected_in_json():
     for text in ('{"cpu_used": NaN}', '{"cpu_used": Infinity}', '{"cpu_used": -Infinity}'):
         with pytest.raises(BadRequest) as info:
             loads_json(text)
-        assert str(info.value) == f"{text[13:-1]} is not allowed in JSON"
-    for text in ('{"cpu_used": 1e999}', '{"spec": {"x": [-1e400]}}'):
-        with pytest.raises(BadRequest, match=r"is not a finite number"):
+        assert str(info.value) == f"cpu_used: {text[13:-1]} is not allowed in JSON"
+        assert info.value.field == "cpu_used"
+    for text, path in (('{"cpu_used": 1e999}', "cpu_used"),
+                       ('{"spec": {"x": [-1e400]}}', "spec.x[0]")):
+        with pytest.raises(BadRequest, match=r"is not a finite number") as info:
             loads_json(text.encode())
-    with pytest.raises(BadRequest, match="NaN is not allowed in JSON"):
+        assert info.value.field == path
+    with pytest.raises(BadRequest, match="cpu_used: NaN is not allowed in JSON"):
         from_json(WorkerResourceUsage,
                   b'{"cpu_used": NaN, "memory_used_bytes": 0, "gpu_used": 0}')
-    with pytest.raises(BadRequest, match="NaN is not allowed in JSON"):
+    with pytest.raises(BadRequest, match="spec.x: NaN is not allowed in JSON"):
         from_json(InternalScaleRequest, b'{"service": "s", "spec": {"x": NaN}}')
+    # the path of a value in a list of lists, in a map whose key is not a name
+    with pytest.raises(BadRequest) as info:
+        loads_json(b'{"spec": {"a b": [1, [2, Infinity]]}}')
+    assert info.value.field == 'spec["a b"][1][1]'
+    # a bare NaN is a problem with the document as a whole
+    with pytest.raises(BadRequest) as info:
+        loads_json(b"NaN")
+    assert info.value.field is None
+
+
+def test_an_integer_too_long_to_read_is_named_by_its_path():
+    with pytest.raises(BadRequest) as info:
+        loads_json(b'{"profile": {"cpu_total": 1' + b"0" * 5000 + b"}}")
+    assert info.value.field == "profile.cpu_total"
+    assert "integer of 5001 digits is too large" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -819,8 +837,9 @@ def test_nan_cannot_be_encoded_as_json():
 def test_duplicate_key_in_json():
     with pytest.raises(BadRequest) as info:
         loads_json(b'{"node_id": 1, "node_id": 2}')
-    assert str(info.value) == "duplicate key 'node_id' in one map"
-    with pytest.raises(BadRequest, match="duplicate key 'zone' in one map"):
+    assert str(info.value) == "node_id: duplicate key in one map"
+    assert info.value.field == "node_id"
+    with pytest.raises(BadRequest, match="labels.zone: duplicate key in one map"):
         from_json(ClusterMode, GOLDEN_SERVER.replace('"zone": "eu-1a"',
                                                      '"zone": "eu-1a", "zone": "eu-1b"'))
 
@@ -829,12 +848,13 @@ def test_duplicate_key_in_msgpack():
     data = b"\x82" + b"\xa7node_id\x01" + b"\xa7node_id\x02"    # fixmap of 2, same key twice
     with pytest.raises(BadRequest) as info:
         loads_msgpack(data)
-    assert str(info.value) == "duplicate key 'node_id' in one map"
-    with pytest.raises(BadRequest, match="duplicate key 'node_id' in one map"):
+    assert str(info.value) == "node_id: duplicate key in one map"
+    with pytest.raises(BadRequest, match="node_id: duplicate key in one map"):
         from_msgpack(WorkerPollRequest, data)
     nested = b"\x81\xa6labels\x82\xa1a\xa1x\xa1a\xa1y"              # {"labels": {a, a}}
-    with pytest.raises(BadRequest, match="duplicate key 'a' in one map"):
+    with pytest.raises(BadRequest, match="labels.a: duplicate key in one map") as info:
         loads_msgpack(nested)
+    assert info.value.field == "labels.a"
     assert loads_msgpack(b"\x82\xa1a\x01\xa1b\x02") == {"a": 1, "b": 2}
 
 
@@ -842,14 +862,17 @@ def test_msgpack_ext_types_rejected():
     ext = msgpack.packb({"service": "s", "spec": {"x": msgpack.ExtType(5, b"ab")}})
     with pytest.raises(BadRequest) as info:
         from_msgpack(InternalScaleRequest, ext)
-    assert str(info.value) == "msgpack ext type 5 is not allowed"
+    assert str(info.value) == "spec.x: msgpack ext type 5 is not allowed"
+    assert info.value.field == "spec.x"
     # ext type -1 (timestamp) is decoded by msgpack itself, not via ext_hook
-    for value in ({"service": "s", "spec": {"t": msgpack.Timestamp(1, 0)}},
-                  {"service": "s", "spec": {"t": [1, [msgpack.Timestamp(1, 0)]]}},
-                  msgpack.Timestamp(1, 0)):
+    for value, path in (({"service": "s", "spec": {"t": msgpack.Timestamp(1, 0)}}, "spec.t"),
+                        ({"service": "s", "spec": {"t": [1, [msgpack.Timestamp(1, 0)]]}},
+                         "spec.t[1][0]"),
+                        (msgpack.Timestamp(1, 0), None)):
         with pytest.raises(BadRequest) as info:
             loads_msgpack(msgpack.packb(value))
-        assert str(info.value) == "msgpack ext type -1 is not allowed"
+        assert str(info.value).endswith("msgpack ext type -1 is not allowed")
+        assert info.value.field == path
 
 
 def test_msgpack_bin_where_a_string_belongs():

@@ -192,7 +192,7 @@ def test_json_config_is_read_by_extension(tmp_path):
      "mode: static\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 'fd00::1:3669'}\n",
      "peers[0].api_addr: 'fd00::1:3669': an IPv6 address must be in brackets"),
     ("cluster_mode.toml", "mode = 'raft'\n", "unsupported extension '.toml'"),
-    ("cluster_mode.json", '{"mode": "single-node", "mode": "raft"}', "duplicate key 'mode'"),
+    ("cluster_mode.json", '{"mode": "single-node", "mode": "raft"}', "mode: duplicate key"),
 ])
 def test_invalid_files_name_the_file_and_the_field(tmp_path, name, text, expected):
     path = write(tmp_path, name, text)

@@ -21,7 +21,8 @@ EXPECTED_PUBLIC = {
     "RaftdirError", "BadRequest", "ConfigError", "PayloadTooLarge", "Unauthorized",
     "TokenInvalid", "Forbidden", "TokenExhausted", "UnknownNode", "UnknownService",
     "Conflict", "NodeNotReady", "Stale", "Reregister", "NotLeader", "NoLeader",
-    "TimeoutOutcomeUnknown", "error_from_body", "__version__",
+    "TimeoutOutcomeUnknown", "RequestTimeout", "Overloaded", "error_from_body",
+    "__version__",
 }
 
 
@@ -52,6 +53,7 @@ def test_error_codes_are_unique_and_registered():
     ("token_invalid", 401), ("token_exhausted", 403), ("unauthorized", 401),
     ("reregister", 410), ("bad_request", 400), ("timeout_outcome_unknown", 504),
     ("payload_too_large", 413), ("forbidden", 403), ("internal", 500),
+    ("request_timeout", 408), ("overloaded", 503),
 ])
 def test_directory_codes_have_their_http_status(code, status):
     assert errors.ERRORS_BY_CODE[code].status == status

@@ -11,8 +11,10 @@ Owns: one worker's session with the control plane:
 - the assignments: a continuous long-poll whose responses go through
   ``AssignmentSet.apply``; each non-empty ``Change`` is handed to the host's callbacks;
 - errors: backoff with jitter from the injected ``rng``; the ``RaftdirClient`` follows
-  leader hints and fails over between servers; ``reregister`` (the record was removed)
-  registers again with the token, or goes ``LOST`` saying why when there is none;
+  leader hints and fails over between servers; a refused identity (``unauthorized``:
+  the record was removed, or the secret is not its; ``reregister`` and ``forbidden``
+  from older servers) registers again, with its identity and then with the token, or goes
+  ``LOST`` saying why when there is none; a ``behind`` poll answer resyncs the set;
 - the connection state, an explicit enum as in kazoo (``AgentState``);
 - one agent per identity: ``start()`` takes ``agent.lock`` (``lock.py``) and ``stop()``
   releases it;
@@ -236,7 +238,7 @@ class WorkerAgent:
         self.next_report_at: float | None = None   # when the next report is due
         self.activity = "idle"      # the session: idle | registering | reporting
         self.stats = {"registrations": 0, "reports_acked": 0, "reports_failed": 0,
-                      "polls": 0, "poll_errors": 0, "changes": 0}
+                      "polls": 0, "poll_errors": 0, "changes": 0, "resyncs": 0}
         self.profile: WorkerProfile | None = None
         self._client: RaftdirClient | None = None
         self._change_cbs: list[Callable[[Change, AssignmentSet], Any]] = []
@@ -764,6 +766,13 @@ class WorkerAgent:
             attempt = 0
             if last == 0 or resp.full:
                 self._need_full = False
+            if resp.behind:
+                # Our revision is not of this cluster's history (a rebuilt or restored
+                # cluster): the answer is the complete set at its revision; take it.
+                self.stats["resyncs"] += 1
+                log.warning("poll: the servers are at revision %d, below ours (%d): not "
+                            "this cluster's history; resynced from the complete set",
+                            resp.revision, last)
             change = self.assignments.apply(resp)
             if not change.empty:
                 self.stats["changes"] += 1

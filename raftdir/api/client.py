@@ -279,7 +279,10 @@ class RaftdirClient:
         return ack
 
     async def poll(self, req: WorkerPollRequest) -> WorkerPollResponse:
-        """Long-poll; the per-attempt timeout is ``timeout`` plus the poll's own wait."""
+        """Long-poll; the per-attempt timeout is ``timeout`` plus the poll's own wait. A
+        poll from ahead of the cluster (``last_revision`` above its revision: not of its
+        history) is answered ``full`` and ``behind`` at the cluster's lower revision: apply
+        it as the complete set (``AssignmentSet.apply`` does), not as a stale answer."""
         wait = min(req.max_wait_secs, 60)
         data = await self._call("POST", "/api/v1/workers/poll", to_dict(req), auth="node",
                                 timeout=self.timeout + wait)

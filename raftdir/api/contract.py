@@ -48,13 +48,15 @@ class ControlPlane(Protocol):
 
     async def report(self, report: WorkerStatusReport, node_secret: str | None
                      ) -> WorkerStatusAck:
-        """Leader only. Raises Unauthorized (bad secret), Forbidden (another node's id),
-        Reregister (no such node any more), NotLeader."""
+        """Leader only. Raises Unauthorized when the secret does not authenticate the
+        report's node (a wrong secret, another node's, or no such node: one answer, so
+        that no caller learns which ids exist), NotLeader."""
         ...
 
     async def poll(self, req: WorkerPollRequest, node_secret: str | None
                    ) -> WorkerPollResponse:
-        """Any server, from its own applied state; parks up to min(max_wait, 60) s."""
+        """Any server, from its own applied state; parks up to min(max_wait, 60) s.
+        Authentication as for ``report``."""
         ...
 
     # -- admin (leader only) ---------------------------------------------------------

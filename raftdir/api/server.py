@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+import yarl
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ..auth import bearer_token
 from ..codec import (
@@ -40,10 +42,11 @@ from ..codec import (
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, PayloadTooLarge,
-    RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
+    BadRequest, Conflict, NodeNotReady, NoLeader, NotLeader, Overloaded, PayloadTooLarge,
+    RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
     Unauthorized, UnknownNode, UnknownService,
 )
+from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -78,15 +81,15 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 @dataclass(frozen=True, kw_only=True)
 class CreateTokenRequest(Wire):
-    """Body of ``POST /api/v1/cluster/tokens``: how long the join token is valid and how
-    many registrations it allows (0: no limit)."""
+    """Body of ``POST /api/v1/cluster/tokens``: how long the join token is valid (at most
+    ``MAX_TOKEN_VALID_SECS``) and how many registrations it allows (0: no limit; at most
+    ``MAX_TOKEN_USES``)."""
 
     valid_for_secs: int = wire(U64, Presence.REQUIRED)
     max_uses: int = wire(U32, Presence.REQUIRED)
 
     def check(self, path: str) -> None:
-        if self.valid_for_secs == 0:
-            raise BadRequest("valid_for_secs: must be greater than 0", field="valid_for_secs")
+        check_token(self.valid_for_secs, self.max_uses)
 
 
 def _plain(value: Any) -> Any:
@@ -177,13 +180,13 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, Forbidden, Reregister),
+          errors=(Unauthorized, NotLeader, NoLeader, TimeoutOutcomeUnknown),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
                   "WorkerPollResponse). Answered by any server; never forwarded."),
     Route("status", "POST", "/api/v1/workers/status",
           lambda cp, c: cp.report(c.body, c.secret),
           body=WorkerStatusReport, auth="node", forward=True,
-          errors=(Unauthorized, Forbidden, Reregister) + _WRITE_ERRORS,
+          errors=(Unauthorized,) + _WRITE_ERRORS,
           summary="Status report and lease renewal (WorkerStatusReport -> "
                   "WorkerStatusAck)."),
     Route("scale", "POST", "/api/v1/internal/scale",
@@ -322,16 +325,26 @@ def _media_type(header: str | None) -> str:
 
 
 def _request_format(request: web.Request) -> str | None:
-    """The body format by ``Content-Type``; None when there is none."""
-    media = _media_type(request.headers.get("Content-Type"))
+    """The body format by ``Content-Type``; None when there is none. A ``charset`` other
+    than UTF-8 is refused (bodies are UTF-8 JSON or msgpack, whose strings are UTF-8)."""
+    header = request.headers.get("Content-Type")
+    media = _media_type(header)
     if not media:
         return None
     if media in _MSGPACK_TYPES:
-        return MSGPACK
-    if media == JSON or media.endswith("+json"):
-        return JSON
-    raise BadRequest(f"Content-Type: {media!r} is not supported; use {MSGPACK} or {JSON}",
-                     field="Content-Type")
+        fmt = MSGPACK
+    elif media == JSON or media.endswith("+json"):
+        fmt = JSON
+    else:
+        raise BadRequest(f"Content-Type: {media!r} is not supported; use {MSGPACK} or {JSON}",
+                         field="Content-Type")
+    for param in (header or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" \
+                and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise BadRequest(f"Content-Type: charset {value.strip()!r} is not supported; "
+                             "bodies are UTF-8", field="Content-Type")
+    return fmt
 
 
 def _response_format(request: web.Request) -> str:
@@ -377,22 +390,31 @@ def _error_response(request: web.Request, err: RaftdirError) -> web.Response:
     return _respond(request, err.to_body(), err.status)
 
 
-async def _read_body(request: web.Request, max_body: int) -> bytes:
+async def _read_body(request: web.Request, max_body: int, timeout: float) -> bytes:
     """The request body, refusing more than ``max_body`` bytes (the declared length first,
-    then what actually arrives)."""
+    then what actually arrives) and a body not complete within ``timeout`` seconds
+    (``RequestTimeout``). The deadline sets the error on the body's stream, so the read
+    stays in the handler's own task: a client that goes away cancels it as it would any
+    handler (a ``wait_for`` would turn that cancellation into a logged connection error)."""
     declared = request.content_length
     if declared is not None and declared > max_body:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {max_body}")
+    deadline = asyncio.get_running_loop().call_later(
+        timeout, request.content.set_exception,
+        RequestTimeout(f"the body did not arrive within {timeout:g} s"))
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > max_body:
-            raise PayloadTooLarge(f"body is over the limit of {max_body} bytes")
-        chunks.append(chunk)
+    try:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_body:
+                raise PayloadTooLarge(f"body is over the limit of {max_body} bytes")
+            chunks.append(chunk)
+    finally:
+        deadline.cancel()
     return b"".join(chunks)
 
 
@@ -408,17 +430,11 @@ def _decode_body(request: web.Request, raw: bytes) -> Any:
         raise
 
 
-def _parse_u64(text: str, name: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,20}", text):
-        raise BadRequest(f"{name}: expected a node id (u64), got {text!r}", field=name)
-    return U64.decode(int(text), name)
-
-
 def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name)
     if value is None:
         return False
-    if value.lower() in ("1", "true", "yes", ""):
+    if value.lower() in ("1", "true", "yes"):
         return True
     if value.lower() in ("0", "false", "no"):
         return False
@@ -447,6 +463,9 @@ class _ApiMetrics:
         self.latency: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
         self.parked = 0
         self.forwarded: dict[tuple[str, str], int] = {}
+        self.connections = 0            # open now (under start_api)
+        self.connections_refused = 0    # over max_connections: answered 503
+        self.request_timeouts = 0       # heads and bodies that did not arrive in time
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -529,6 +548,15 @@ def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
     lines.append("# HELP raftdir_api_parked_polls Long-polls waiting inside this server now.")
     lines.append("# TYPE raftdir_api_parked_polls gauge")
     lines.append(f"raftdir_api_parked_polls {m.parked}")
+    for name, kind, value, text in (
+            ("raftdir_api_connections", "gauge", m.connections, "HTTP connections open now."),
+            ("raftdir_api_connections_refused_total", "counter", m.connections_refused,
+             "Connections answered 503 overloaded at the connection cap."),
+            ("raftdir_api_request_timeouts_total", "counter", m.request_timeouts,
+             "Requests whose head or body did not arrive in time (408).")):
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f"{name} {value}")
     return "\n".join(lines) + "\n"
 
 
@@ -553,10 +581,11 @@ class _Api:
 
     def __init__(self, app: web.Application, cp: ControlPlane, *, max_body: int,
                  forward: bool, forward_ssl: Any, forward_timeout: float,
-                 clock: Any) -> None:
+                 clock: Any, body_timeout: float) -> None:
         self.app = app
         self.cp = cp
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.forward_enabled = forward
         self.forward_ssl = forward_ssl
         self.forward_timeout = forward_timeout
@@ -571,11 +600,19 @@ class _Api:
         route = resource.canonical if resource is not None else "unmatched"
         started = self.monotonic()
         status = 500
+        conn = _Connection.of(request)
+        if conn is not None:
+            conn.request_started()
         try:
             try:
+                if request.version < aiohttp.HttpVersion10:
+                    raise BadRequest("HTTP/0.9 is not served: send HTTP/1.0 or HTTP/1.1",
+                                     field="HTTP version")
                 response = await handler(request)
             except RaftdirError as err:
                 response = _error_response(request, err)
+                if isinstance(err, RequestTimeout):
+                    response.force_close()   # the rest of a late body is not awaited
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -596,6 +633,8 @@ class _Api:
             status = response.status
             return response
         finally:
+            if conn is not None:
+                conn.request_finished()
             self.metrics.observe(route, request.method, status, self.monotonic() - started)
 
     # -- the generic route handler ----------------------------------------------------
@@ -616,10 +655,16 @@ class _Api:
                                  "[A-Za-z0-9._:-]", field=REQUEST_ID_HEADER)
             call.request_id = rid
             for key, value in request.match_info.items():
-                call.params[key] = _parse_u64(value, key) if key == "id" else value
+                if key == "service":
+                    check_name(value, key)
+                call.params[key] = parse_node_id(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
-                raw = await _read_body(request, self.max_body)
+                try:
+                    raw = await _read_body(request, self.max_body, self.body_timeout)
+                except RequestTimeout:
+                    self.metrics.request_timeouts += 1
+                    raise
             if route.body is not None:
                 data = _decode_body(request, raw)
                 try:
@@ -628,6 +673,7 @@ class _Api:
                     if err.field is not None:
                         raise
                     raise BadRequest(f"body: {err.message}", field="body") from None
+                check_request(call.body)
             elif raw.strip():
                 data = _decode_body(request, raw)
                 if data != {}:
@@ -688,13 +734,21 @@ class _Api:
                        err: NotLeader) -> web.StreamResponse:
         leader = err.leader or ""
         base = leader if "://" in leader else f"{request.scheme}://{leader}"
-        url = base.rstrip("/") + request.path_qs
-        headers = {name: request.headers[name] for name in _FORWARD_HEADERS
-                   if name in request.headers}
+        # The request as it came: the raw path and query (no '..' resolved, no %2F
+        # decoded), every copy of each header passed on, and no header the leader would
+        # not have seen (aiohttp adds Content-Type, Accept and Accept-Encoding by default).
+        url = yarl.URL(base.rstrip("/") + request.raw_path, encoded=True)
+        headers = CIMultiDict()
+        for name in _FORWARD_HEADERS:
+            for value in request.headers.getall(name, ()):
+                headers.add(name, value)
         headers[FORWARDED_HEADER] = "1"
+        skip = [name for name in ("Content-Type", "Accept", "Accept-Encoding")
+                if name not in request.headers]
         try:
             async with self._client().request(request.method, url, data=raw or None,
-                                              headers=headers) as resp:
+                                              headers=headers,
+                                              skip_auto_headers=skip) as resp:
                 body = await resp.read()
                 out = web.Response(status=resp.status, body=body)
                 if "Content-Type" in resp.headers:
@@ -728,10 +782,11 @@ class _Api:
 
 def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
              clock: Any = None, forward_ssl: Any = None,
-             forward_timeout: float = 30.0) -> web.Application:
+             forward_timeout: float = 30.0, body_timeout: float = 30.0) -> web.Application:
     """The aiohttp application of the API over ``cp``.
 
-    ``max_body``: the largest request body in bytes (413 above). ``forward``: followers
+    ``max_body``: the largest request body in bytes (413 above); ``body_timeout``: seconds
+    for the whole body to arrive once the head has (408 above). ``forward``: followers
     proxy writes to the leader (else they answer 421 with the leader). ``clock``: anything
     with ``monotonic()`` (latency metrics). ``forward_ssl``: the ``ssl`` argument for the
     connections to the leader (an ``SSLContext`` for a private CA). ``forward_timeout``:
@@ -744,7 +799,7 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     app[_CP] = cp
     app[_METRICS] = _ApiMetrics()
     api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
-               forward_timeout=forward_timeout, clock=clock)
+               forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
     forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
@@ -764,6 +819,211 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
 
 # ---------------------------------------------------------------------------- serving
 
+def _canned(error: RaftdirError) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, for the connection layer, which
+    answers before (or instead of) aiohttp."""
+    body = dumps_json(error.to_body())
+    reason = {408: "Request Timeout", 503: "Service Unavailable"}.get(error.status, "Error")
+    return (f"HTTP/1.1 {error.status} {reason}\r\nContent-Type: {JSON}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode("ascii") + body
+
+
+#: How long a connection answered before its request was read (408, 413, 503) may still
+#: send before it is closed: what it sends is read and dropped, so that the answer is not
+#: lost to a reset.
+_LINGER = 2.0
+
+
+class _Connections:
+    """The protocol factory ``start_api`` listens with: it wraps each of aiohttp's
+    connections in a ``_Connection`` that counts it against ``max_connections`` and times
+    out a request head that does not arrive in ``header_timeout`` seconds."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: _ApiMetrics, *,
+                 max_connections: int, header_timeout: float) -> None:
+        self.factory = factory
+        self.metrics = metrics
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.all: set[_Connection] = set()
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Connection(self)
+
+    def close(self) -> None:
+        """Close the connections answered already (408, 503) and still lingering; the
+        others are aiohttp's to shut down (their running handlers get ``shutdown_timeout``)."""
+        for conn in list(self.all):
+            if conn.inner is None:
+                conn.abort()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: aiohttp's ``RequestHandler`` behind a thin front that owns
+    the head timeout and the connection cap. While no request runs, a head must be
+    complete within ``header_timeout`` of the connection or of the first byte of the next
+    request, or the connection gets ``408 request_timeout`` and is closed; an idle
+    connection between requests is aiohttp's (``keepalive_timeout``)."""
+
+    def __init__(self, owner: _Connections) -> None:
+        self.owner = owner
+        self.inner: asyncio.Protocol | None = None      # None: refused, bytes are dropped
+        self.handler: asyncio.Protocol | None = None    # aiohttp's, told when it closes
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.busy = 0
+
+    @staticmethod
+    def of(request: web.Request) -> "_Connection | None":
+        transport = request.transport
+        conn = transport.get_protocol() if transport is not None else None
+        return conn if isinstance(conn, _Connection) else None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        owner = self.owner
+        owner.all.add(self)
+        if owner.metrics.connections >= owner.max_connections:
+            owner.metrics.connections_refused += 1
+            self._refuse(Overloaded(f"this server is at its limit of {owner.max_connections} "
+                                    "connections; retry, or ask another server"))
+            return
+        owner.metrics.connections += 1
+        self.inner = self.handler = owner.factory()
+        self._arm()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            return                    # refused: what it still sends is dropped
+        if self.busy == 0 and self.timer is None:
+            self._arm()               # the first byte of the next request
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner is None:
+            self.abort()
+            return None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.owner.all.discard(self)
+        self.inner = None
+        if self.handler is not None:
+            self.owner.metrics.connections -= 1
+            handler, self.handler = self.handler, None
+            handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    # -- requests (told by the middleware) -----------------------------------------------
+    def request_started(self) -> None:
+        self.busy += 1
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.busy -= 1
+
+    # -- the head timeout ----------------------------------------------------------------
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.owner.header_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _head_timed_out(self) -> None:
+        self.timer = None
+        if self.busy or self.transport is None or self.transport.is_closing():
+            return
+        self.owner.metrics.request_timeouts += 1
+        self._refuse(RequestTimeout(f"the request head did not arrive within "
+                                    f"{self.owner.header_timeout:g} s"))
+
+    def _refuse(self, error: RaftdirError) -> None:
+        """Answer ``error`` and close: after the answer, stop writing, drop what still
+        arrives, and close when the client does (at most ``_LINGER`` seconds later)."""
+        transport = self.transport
+        assert transport is not None
+        self.inner = None             # aiohttp hears of the connection again when it closes
+        transport.write(_canned(error))
+        if transport.can_write_eof():
+            transport.write_eof()
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(_LINGER, self.abort)
+        else:
+            transport.close()
+
+    def abort(self) -> None:
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Site(web.BaseSite):
+    """``web.TCPSite`` with the ``_Connections`` front in the protocol factory."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *,
+                 connections: Callable[[Callable[[], asyncio.Protocol]], _Connections],
+                 ssl_context: ssl.SSLContext | None, backlog: int,
+                 handshake_timeout: float) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host, self._port = host, port
+        self._make_connections = connections
+        self._handshake_timeout = handshake_timeout
+        self.connections: _Connections | None = None
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        assert self._runner.server is not None
+        self.connections = self._make_connections(self._runner.server)
+        extra = {"ssl_handshake_timeout": self._handshake_timeout} if self._ssl_context \
+            else {}
+        self._server = await loop.create_server(
+            self.connections, self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=True, **extra)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.connections is not None:
+            self.connections.close()
+
+
+#: The connection cap never takes more than this share of the process's file descriptors
+#: (the rest: Raft sockets, the journal, forwarding, logs).
+_FD_SHARE = 0.8
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, lowered to 80% of the process's open-file limit when that is
+    smaller (past it, ``accept`` would fail instead of answering 503)."""
+    try:
+        import resource
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return max_connections
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, int(soft * _FD_SHARE)))
+
+
 @dataclass
 class ApiServer:
     """A running API: ``url`` is ``http(s)://host:port`` with the bound port."""
@@ -773,6 +1033,7 @@ class ApiServer:
     host: str
     port: int
     scheme: str
+    max_connections: int = 0
 
     @property
     def url(self) -> str:
@@ -782,6 +1043,11 @@ class ApiServer:
     @property
     def parked_polls(self) -> int:
         return parked_polls(self.app)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return self.app[_METRICS].connections
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -797,34 +1063,50 @@ async def start_api(cp: ControlPlane, host: str, port: int, *,
                     ssl_context: ssl.SSLContext | None = None, max_body: int = 1 << 20,
                     forward: bool = True, forward_ssl: Any = None,
                     forward_timeout: float = 30.0, clock: Any = None,
-                    backlog: int = 4096, keepalive_timeout: float = 75.0,
+                    backlog: int = 4096, header_timeout: float = 10.0,
+                    body_timeout: float = 30.0, keepalive_timeout: float = 30.0,
+                    max_connections: int = 10_000,
                     shutdown_timeout: float = 1.0) -> ApiServer:
     """Serve the API on ``host:port`` (port 0: the OS chooses; see ``ApiServer.port``).
 
-    Keep-alive is on (``keepalive_timeout`` seconds idle) and no per-connection limit is
-    set, so thousands of parked polls can be open at once; ``backlog`` is the listen
-    queue. A client that disconnects cancels its handler; ``close()`` waits at most
-    ``shutdown_timeout`` seconds for running handlers (parked polls are then cancelled).
+    Connections: a request head (request line and headers) must arrive within
+    ``header_timeout`` seconds of the connection, or of the first byte of the next request
+    on a kept-alive one, and its body within ``body_timeout`` seconds (else ``408
+    request_timeout``; a TLS handshake gets ``header_timeout`` too); a connection idle
+    between requests is closed after ``keepalive_timeout`` seconds; a request being
+    answered (a parked poll) is never cut by these. At most ``max_connections`` are open at
+    once (lowered to 80% of the open-file limit); one more is answered ``503 overloaded``
+    and closed. ``backlog`` is the listen queue. A client that disconnects cancels its
+    handler; ``close()`` waits at most ``shutdown_timeout`` seconds for running handlers
+    (parked polls are then cancelled).
     """
     app = make_app(cp, max_body=max_body, forward=forward, clock=clock,
-                   forward_ssl=forward_ssl, forward_timeout=forward_timeout)
+                   forward_ssl=forward_ssl, forward_timeout=forward_timeout,
+                   body_timeout=body_timeout)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            handler_cancellation=True, keepalive_timeout=keepalive_timeout,
-                           shutdown_timeout=shutdown_timeout)
+                           lingering_time=_LINGER, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    cap = connection_cap(max_connections)
+
+    def connections(factory: Callable[[], asyncio.Protocol]) -> _Connections:
+        return _Connections(factory, app[_METRICS], max_connections=cap,
+                            header_timeout=header_timeout)
+
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog,
-                           reuse_address=True)
+        site = _Site(runner, host, port, connections=connections, ssl_context=ssl_context,
+                     backlog=backlog, handshake_timeout=header_timeout)
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     bound = port
-    server = getattr(site, "_server", None)
+    server = site._server
     if server is not None and server.sockets:
         bound = server.sockets[0].getsockname()[1]
     return ApiServer(app=app, runner=runner, host=host, port=bound,
-                     scheme="https" if ssl_context is not None else "http")
+                     scheme="https" if ssl_context is not None else "http",
+                     max_connections=cap)
 
 
 def ssl_context_from_files(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:

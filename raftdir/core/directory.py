@@ -549,9 +549,9 @@ class Directory:
         §12): the node's events above ``last_revision``, ascending, with ``revision`` the
         current one; or its complete current set with ``full: true`` when ``last_revision``
         is 0, below the compacted revision, or from before it came back from ``down``. A
-        ``last_revision`` above the current revision (this peer lags) gets itself back and
-        no events. Raises ``UnknownNode`` for an unknown node (the API answers
-        ``reregister``)."""
+        ``last_revision`` above the current revision gets itself back and no events (the
+        server catches up, then answers such a poll with the complete set). Raises
+        ``UnknownNode`` for an unknown node."""
         hs = self.state
         rec = hs.nodes.get(node_id)
         if rec is None:

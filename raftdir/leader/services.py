@@ -294,18 +294,25 @@ class LeaderServices:
                 self._unplaced.pop(name, None)
         return moved
 
-    async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
-        result = await self.server.propose(Drain(request_id=request_id, node_id=node_id))
-        moved = await self.reconcile()
-        return dict(result.value, moved=moved)
-
-    async def evict(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+    def _worker(self, node_id: int) -> dict[str, Any]:
+        """The record of a node that drain and evict may act on: a worker. A server leaves
+        the cluster through the membership routes (``raftdir peers remove``)."""
         node = self.server.read(lambda d: d.node(node_id))
         if node is None:
             raise UnknownNode(f"node {node_id} is not registered", field="id")
         if node["kind"] == "server":
             raise BadRequest(f"id: node {node_id} is a server; remove it with "
                              "`raftdir peers remove`", field="id")
+        return node
+
+    async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        self._worker(node_id)
+        result = await self.server.propose(Drain(request_id=request_id, node_id=node_id))
+        moved = await self.reconcile()
+        return dict(result.value, moved=moved)
+
+    async def evict(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        self._worker(node_id)
         moved = await self.reconcile(exclude=frozenset({node_id}))
         if self.server.read(lambda d: d.holdings(node_id)):
             raise Conflict(f"node {node_id} still holds replicas and no other node can take "

@@ -11,7 +11,8 @@ timestamps, both Unix seconds) and printed as ``t``, seconds since the run's ori
 The checks (each counted; ``violations`` 0 is a pass):
 
 - ``acked writes lost``: in the final consistent read, every acknowledged registration is
-  present (unless an eviction of it was acknowledged or may have applied), the last
+  present (unless an eviction of it was acknowledged or may have applied), and no worker
+  had its identity refused (and retired) without such an eviction; the last
   acknowledged scale of each service is in force (or a later one whose outcome is unknown),
   acknowledged drains are in force, acknowledged evictions are gone;
 - ``lease held until ttl+grace``: no mark-down of a worker before ``invoke + ttl + grace`` of
@@ -382,6 +383,17 @@ def _writes_lost(h: History, t: _Clock) -> Check:
             continue
         lost["registration"] += 1
         c.add({"write": "registration", "node": nid})
+    # identities refused though never evicted: the directory lost what it acknowledged
+    for r in h.by_op.get("worker_retire", []):
+        nid = r.get("node")
+        if nid is None:
+            continue
+        c.count += 1
+        if any(e.get("outcome") in ("ok", "unknown") for e in evictions.get(nid, [])):
+            continue
+        lost["registration"] += 1
+        c.add({"write": "registration", "node": nid, "why": f"refused ({r.get('why')}) "
+               "though never evicted", "t": t(r["w0"])})
     # evictions
     for r in h.by_op.get("evict", []):
         if r.get("outcome") == "ok":

@@ -34,6 +34,7 @@ DEFINITE_REFUSALS = frozenset({
     "bad_request", "unauthorized", "token_invalid", "forbidden", "token_exhausted",
     "unknown_node", "unknown_service", "node_not_ready", "stale", "conflict", "reregister",
     "not_found", "method_not_allowed", "payload_too_large", "no_leader", "not_leader",
+    "request_timeout", "overloaded",
 })
 
 

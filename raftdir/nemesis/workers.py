@@ -10,7 +10,9 @@ A worker reports on the real agent's schedule: the next report is due
 of the latest ack; a failed report is retried at once on a ``421`` leader hint, otherwise
 at the next server after a short backoff (0.1 s doubling to 0.5 s). A worker the nemesis
 kills stops reporting and polling (a "dead worker"); revived, it carries on with the same
-identity and assignment set. A worker told ``reregister`` (evicted) retires.
+identity and assignment set. A worker whose identity is refused (``unauthorized``, the
+servers' one answer for an evicted node; ``reregister`` from older servers) retires; the
+checker counts a retirement without an eviction of the node as a lost registration.
 
 Runs on the controller's event loop, no thread per worker. Imports the wire types, the
 assignment set, the agent's ``report_interval`` and the nemesis's own modules.
@@ -43,6 +45,9 @@ __all__ = ["Worker", "Fleet", "FleetSettings", "event_record", "NEW", "LIVE", "D
            "RETIRED"]
 
 NEW, LIVE, DEAD, RETIRED = "new", "live", "dead", "retired"
+#: The answers that refuse a worker's identity: the node was evicted (or its secret is not
+#: its: the servers do not tell these apart, so as not to tell which node ids exist).
+REFUSED_IDENTITY = frozenset({"unauthorized", "reregister"})
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 0.5
 
 
@@ -206,8 +211,8 @@ class Worker:
             self.rec.write("report", self.who, t0, w0, ok=False, err=ans.err,
                            node=self.node_id, server=server, leader=ans.leader,
                            msg=ans.message[:160])
-            if ans.err == "reregister":
-                self._retire("report: reregister")
+            if ans.err in REFUSED_IDENTITY:
+                self._retire(f"report: {ans.err}")
                 return
             if ans.err == "not_leader" and ans.leader and hops < 3:
                 server, hops = normalize_endpoint(ans.leader), hops + 1
@@ -241,8 +246,8 @@ class Worker:
                 continue
             self.rec.write("poll", self.who, t0, w0, ok=False, err=ans.err, node=self.node_id,
                            server=server, last=last, msg=ans.message[:160])
-            if ans.err == "reregister":
-                self._retire("poll: reregister")
+            if ans.err in REFUSED_IDENTITY:
+                self._retire(f"poll: {ans.err}")
                 return
             server = self._next(server)
             await asyncio.sleep(delay)

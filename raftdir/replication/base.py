@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from raftdir.core.result import Result
 
 __all__ = [
+    "MAX_COMMAND_BYTES",
     "StateMachine",
     "RaftNode",
     "LeadershipListener",
@@ -39,6 +40,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The largest command (its encoded bytes) a ``RaftNode`` takes. ``PySyncObjNode`` sizes
+#: PySyncObj's append-entries batches so that an entry this large still travels in one
+#: message, never through PySyncObj's chunked transmission (docs/design.md says why).
+MAX_COMMAND_BYTES = 1 << 20
 
 #: Commands whose bytes start with this prefix are barriers (no-ops) handled by the node
 #: itself and never passed to the state machine. 0xC1 is the one byte msgpack never uses,

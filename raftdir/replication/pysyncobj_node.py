@@ -56,11 +56,13 @@ from raftdir.errors import (
     Conflict,
     NoLeader,
     NotLeader,
+    PayloadTooLarge,
     RaftdirError,
     TimeoutOutcomeUnknown,
 )
 from raftdir.replication.base import (
     BARRIER_PREFIX,
+    MAX_COMMAND_BYTES,
     ApplyListener,
     LeadershipListener,
     StateMachine,
@@ -88,12 +90,18 @@ SNAPSHOT_RETRY_SECS = 10.0     # after a failed snapshot
 _LEADER_STATE = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 _STATE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 _PARTNER_KEY = "partner_node_status_server_"
-#: PySyncObj sends an entry at least this long in chunks ("transmission"), and its sender
-#: marks the last chunk from the command's length instead of the pickled entry's, so a
-#: receiver unpickles a truncated entry ("pickle data was truncated") and the leader sends
-#: it again, forever. raftdir's entries stay far below this (request bodies are at most
-#: 1 MiB), so that path is never taken.
+#: PySyncObj 0.3.17 sends a log entry whose command is at least appendEntriesBatchSizeBytes
+#: long (64 KiB by default) in chunks ("transmission"), and that path is broken: it marks
+#: the last chunk by the command's length, but the chunks cut the *pickled* entry, which
+#: protocol-2 pickling makes up to twice as long (each byte >= 0x80 of a bytes object
+#: becomes two), so a follower unpickles a truncated entry ("pickle data was truncated")
+#: once for every chunk left, its tick raising each time, and the leader sends it again (a
+#: command of non-ASCII text; or one whose length sits just below a multiple of the
+#: chunk). Batches this large carry any command up to MAX_COMMAND_BYTES (at most
+#: 2 * MAX_COMMAND_BYTES + 40 bytes pickled) in one message, so that path is never taken;
+#: _submit refuses anything larger.
 APPEND_ENTRIES_BATCH_BYTES = 4 * 2**20
+assert APPEND_ENTRIES_BATCH_BYTES > 2 * MAX_COMMAND_BYTES + 1024
 
 
 class _Deferred(Exception):
@@ -797,6 +805,9 @@ class PySyncObjNode:
 
     def _submit(self, so: _RaftdirSyncObj, data: bytes,
                 on_done: Callable[[Any, Any], None]) -> None:
+        if len(data) > MAX_COMMAND_BYTES:
+            raise PayloadTooLarge(f"a command of {len(data)} bytes is over the limit of "
+                                  f"{MAX_COMMAND_BYTES} a Raft entry may carry")
         def callback(res: Any, err: Any) -> None:
             try:
                 on_done(res, err)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..assignments import AssignmentSet
+from ..codec import dumps_msgpack
 from ..config import dump_yaml
 from ..errors import RaftdirError, Reregister
 from ..model import (
@@ -39,8 +40,8 @@ from ..model import (
 from ..replication.secret import create_secret, load_secret
 from ..tasks import cancel_and_wait
 
-__all__ = ["free_ports", "wait_until", "async_wait_until", "LocalCluster", "SimWorker",
-           "SimFleet"]
+__all__ = ["free_ports", "wait_until", "async_wait_until", "map_of_size", "LocalCluster",
+           "SimWorker", "SimFleet"]
 
 
 def free_ports(n: int, host: str = "127.0.0.1", *, restartable: bool = False) -> list[int]:
@@ -118,6 +119,19 @@ async def async_wait_until(cond: Callable[[], Any], timeout: float,
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def map_of_size(size: int, char: str = "é") -> dict[str, str]:
+    """A one-key map whose msgpack encoding is exactly ``size`` bytes, its text made of
+    ``char`` (by default a 2-byte UTF-8 character): labels or a spec at a size limit."""
+    out = {"k": char * max(0, (size - 8) // len(char.encode("utf-8")))}
+    while len(dumps_msgpack(out)) < size:
+        out["k"] += "e"
+    while len(dumps_msgpack(out)) > size:
+        out["k"] = out["k"][:-1]
+    if len(dumps_msgpack(out)) != size:
+        raise ValueError(f"no one-key map of {char!r} encodes to {size} bytes")
+    return out
 
 
 # ---------------------------------------------------------------------------- clusters

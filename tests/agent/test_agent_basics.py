@@ -252,3 +252,30 @@ async def test_a_registration_whose_answer_was_lost_is_retried_as_the_same_node(
     finally:
         await agent.stop()
         await cp.stop()
+
+
+async def test_an_agent_ahead_of_the_cluster_resyncs_from_the_complete_set(tmp_path):
+    """A revision that is not of this cluster's history (a rebuilt or restored cluster):
+    the poll is answered full and behind, and the agent replaces its set with it instead of
+    skipping everything below its bookmark (issue 15, finding 5)."""
+    from raftdir.model import SetEvent
+    cp = await control_plane()
+    agent = make_agent(tmp_path, [cp.url()], await cp.token_file(tmp_path))
+    try:
+        await agent.start()
+        await agent.wait_connected(5)
+        await cp.scale("web", 2)
+        await until(lambda: len(agent.assignments.containers()) == 2, what="web's replicas")
+        # the cluster's history is not the agent's any more: its bookmark is far ahead
+        agent.assignments.revision = 10_000
+        agent.assignments.services["ghost"] = SetEvent(service="ghost", assignments=(),
+                                                       revision=9_999)
+        await cp.scale("web", 1)            # wakes the parked poll; its next one is ahead
+        await until(lambda: agent.stats["resyncs"] == 1, what="the resync")
+        await until(lambda: agent.assignments.containers() == ["web-default-0"],
+                    what="the complete set")
+        assert "ghost" not in agent.assignments.services
+        assert agent.assignments.revision == cp.server.read(lambda d: d.revision)
+    finally:
+        await agent.stop()
+        await cp.stop()

@@ -181,7 +181,7 @@ async def test_registers_again_after_eviction_when_the_token_allows(tmp_path):
         await cp.server.deregister(node_id, None)
         assert cp.node(node_id) is None and len(cp.containers_of(other.node_id)) == 4
         await cp.open_api(0)
-        await step(clock, 5.0, [agent])               # the next report hears `reregister`
+        await step(clock, 5.0, [agent])               # the next report hears 401
         await until(lambda: agent.stats["registrations"] == 2, what="the new registration")
         await until(lambda: agent.state is AgentState.CONNECTED, what="CONNECTED")
         assert cp.state(agent.node_id) == "ready"
@@ -215,7 +215,7 @@ async def test_goes_lost_after_eviction_when_it_cannot_register_again(tmp_path, 
         await cp.server.deregister(agent.node_id, None)
         await step(clock, 5.0, [agent])
         await until(lambda: agent.state is AgentState.LOST, what="LOST")
-        assert "reregister" in agent.reason
+        assert "unauthorized" in agent.reason
         assert ("token_exhausted" if why == "token_exhausted" else "join.token") \
             in agent.reason
         registered = agent.stats["registrations"]

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from raftdir.errors import (
-    Forbidden, NoLeader, NotLeader, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    NoLeader, NotLeader, TokenExhausted, TokenInvalid, Unauthorized,
     UnknownNode, UnknownService,
 )
 from raftdir.model import (
@@ -102,16 +102,12 @@ class FakeControlPlane:
         return self.revision
 
     def _check_secret(self, node_id: int, secret: str | None) -> None:
+        """As ``DirectoryServer``: one answer for every secret that does not authenticate
+        the node (wrong, another node's, or no such node)."""
         node = self.nodes.get(node_id)
-        owner = next((n for n, rec in self.nodes.items() if rec["secret"] == secret), None)
-        if node is None:
-            if owner is not None:
-                raise Forbidden(f"this secret belongs to node {owner}, not {node_id}")
-            raise Reregister(f"node {node_id} is not in the directory; register again")
-        if secret != node["secret"]:
-            if owner is not None:
-                raise Forbidden(f"this secret belongs to node {owner}, not {node_id}")
-            raise Unauthorized(f"wrong node secret for node {node_id}")
+        if node is None or secret != node["secret"]:
+            raise Unauthorized(f"the node secret does not authenticate node {node_id}",
+                               field="node_id")
 
     # -- ControlPlane ------------------------------------------------------------------
     def is_leader(self) -> bool:
@@ -157,6 +153,9 @@ class FakeControlPlane:
                    ) -> WorkerPollResponse:
         self._enter("poll", req.node_id)
         self._check_secret(req.node_id, node_secret)
+        if req.last_revision > self.revision:  # as DirectoryServer: not of this history
+            return WorkerPollResponse(revision=self.revision, full=True, behind=True,
+                                      events=tuple(self.events.get(req.node_id, [])))
 
         def newer() -> list[Any]:
             return [e for e in self.events.get(req.node_id, []) if e.revision > req.last_revision]
@@ -321,6 +320,7 @@ async def wait_until(predicate, timeout: float = 5.0, what: str = "condition") -
 # ---------------------------------------------------------------------------- HTTP helpers
 
 import contextlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import aiohttp  # noqa: E402
 
@@ -339,6 +339,32 @@ async def serving(cp: FakeControlPlane, **kwargs: Any):
         yield api
     finally:
         await api.close()
+
+
+@dataclass
+class FakePair:
+    """A fake leader and a fake follower that forwards to it, both served."""
+
+    leader_cp: FakeControlPlane
+    follower_cp: FakeControlPlane
+    leader: Any
+    follower: Any
+
+    def url(self, via: str) -> str:
+        return (self.leader if via == "leader" else self.follower).url
+
+    def api(self, via: str) -> Any:
+        return self.leader if via == "leader" else self.follower
+
+
+@contextlib.asynccontextmanager
+async def fake_pair(**kwargs: Any):
+    """``FakePair``: node 1 leads, node 2 follows and forwards to it."""
+    leader_cp = FakeControlPlane(1)
+    async with serving(leader_cp, **kwargs) as leader:
+        follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
+        async with serving(follower_cp, **kwargs) as follower:
+            yield FakePair(leader_cp, follower_cp, leader, follower)
 
 
 def encode(body: Any, fmt: str) -> bytes:
@@ -365,3 +391,28 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any 
         if ctype == JSON:
             return resp.status, loads_json(payload), ctype
         return resp.status, payload.decode(), ctype
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` as is on a fresh connection to 127.0.0.1:``port`` and read until the
+    server closes it (or ``timeout``, which fails the test): for requests a client library
+    would rewrite (raw ``..`` paths, HTTP/0.9 request lines, odd headers)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def parse_raw_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one HTTP/1.x response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body

@@ -199,16 +199,15 @@ async def test_error_bodies_become_their_classes():
             assert bad.value.field == "replicas"
             reg = await c.register(REG)
             other, other_secret = cp.add_node()
-            with pytest.raises(Forbidden):
+            with pytest.raises(Unauthorized):
                 await c.report(report(other))
             c.node_secret = "wrong"
             with pytest.raises(Unauthorized):
                 await c.poll(WorkerPollRequest(node_id=reg.node_id, max_wait_secs=0))
-            c.node_secret = other_secret
-            del cp.nodes[reg.node_id]
+            cp.inject("report", Forbidden("not yours"))
             with pytest.raises(Forbidden):
                 await c.report(report(reg.node_id))
-            c.node_secret = "gone"
+            cp.inject("report", Reregister("gone"))
             with pytest.raises(Reregister):
                 await c.report(report(reg.node_id))
         async with RaftdirClient([api.url], admin_token="not-it") as c:

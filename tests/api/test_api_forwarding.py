@@ -6,7 +6,8 @@ import aiohttp
 import pytest
 
 from fakes import (
-    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, closed_port, serving,
+    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, closed_port,
+    parse_raw_response, raw_exchange, serving,
 )
 
 REGISTER = {"token": GOOD_TOKEN, "profile": PROFILE.to_dict()}
@@ -168,3 +169,100 @@ async def test_a_consistent_read_a_follower_cannot_barrier_goes_to_the_leader():
                 st, out, _ = await call(s, "GET", follower.url + "/api/v1/cluster/peers"
                                         "?consistent=1")
                 assert (st, out["code"], out["leader"]) == (421, "not_leader", leader.url)
+
+
+# ---------------------------------------------------------------- direct vs forwarded
+# Issue 15, finding 7: a forwarded request is answered exactly as the leader answers it
+# directly. Two leaders in the same state: one is asked directly, the other through a
+# follower; the status, the content type and the body must be the same.
+
+async def _twin_leader() -> FakeControlPlane:
+    from raftdir.model import InternalScaleRequest
+    cp = FakeControlPlane(1)
+    cp.add_node(1_000_000, "s-1")
+    for service in ("web", "..", "a/b", "%2e%2e"):
+        await cp.scale(InternalScaleRequest.legacy(service, 1), None)
+    return cp
+
+
+_REG_JSON = (b'{"token": "join-ok", "profile": {"api_addr": "10.0.0.5:3669", "os": "linux", '
+             b'"arch": "x86_64"}}')
+_ADMIN = f"Bearer {ADMIN}"
+_DUP = object()   # marker: send the header twice (first value, then the second)
+SAME_ANSWER_CASES = [
+    # no Content-Type: read as JSON by the leader, so also through a follower
+    ("POST", "/api/v1/workers/register", {"X-Request-Id": "r-1"}, _REG_JSON, False),
+    ("POST", "/api/v1/workers/register", {}, b'{"token": "forged", "profile": {}}', False),
+    # raw paths that a client library would rewrite: '..', '%2F', '%2e%2e' in a segment
+    ("GET", "/api/v1/internal/services/../state", {}, b"", False),
+    ("GET", "/api/v1/internal/services/../containers?consistent=0", {}, b"", False),
+    ("GET", "/api/v1/internal/services/a%2Fb/state", {}, b"", False),
+    ("GET", "/api/v1/internal/services/%2e%2e/state", {}, b"", False),
+    ("GET", "/api/v1/internal/services/%252e%252e/state", {}, b"", False),
+    ("GET", "/api/v1/internal/services/nosuch/state", {}, b"", False),
+    # negotiation: Accept with q values, a +json type, no Accept with a msgpack body
+    ("GET", "/api/v1/internal/services/web/state",
+     {"Accept": "application/json;q=0.5, application/msgpack"}, b"", False),
+    ("POST", "/api/v1/internal/scale",
+     {"Authorization": _ADMIN, "Content-Type": "application/vnd.raftdir+json",
+      "X-Request-Id": "s-1"}, b'{"service": "web", "replicas": 1}', False),
+    ("POST", "/api/v1/internal/scale",
+     {"Authorization": _ADMIN, "Content-Type": "application/msgpack", "X-Request-Id": "s-2"},
+     b"\x82\xa7service\xa3api\xa8replicas\x01", False),
+    # a chunked body, and the query string kept byte for byte
+    ("POST", "/api/v1/internal/scale?x=%2F&x=2",
+     {"Authorization": _ADMIN, "X-Request-Id": "s-3"}, b'{"service": "web", "replicas": 1}',
+     True),
+    # the same header twice: both copies travel
+    ("POST", "/api/v1/internal/scale",
+     {"Authorization": _ADMIN, "X-Request-Id": "s-4", "Accept": (_DUP, "application/json",
+                                                                 "application/msgpack")},
+     b'{"service": "web", "replicas": 1}', False),
+]
+
+
+def _raw(method, target, headers, body, chunked) -> bytes:
+    flat = []
+    for name, value in headers.items():
+        if isinstance(value, tuple) and value and value[0] is _DUP:
+            flat += [(name, v) for v in value[1:]]
+        else:
+            flat.append((name, value))
+    lines = [f"{method} {target} HTTP/1.1", "Host: raftdir", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in flat]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
+                           for i in range(0, len(body), 7)) + b"0\r\n\r\n"
+    else:
+        if body or method in ("POST", "DELETE"):
+            lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+@pytest.mark.parametrize("method,target,headers,body,chunked", SAME_ANSWER_CASES,
+                         ids=[f"{i}-{c[0]}-{c[1][:40]}" for i, c in
+                              enumerate(SAME_ANSWER_CASES)])
+async def test_a_forwarded_request_is_answered_as_the_leader_answers_it(method, target,
+                                                                       headers, body,
+                                                                       chunked):
+    direct_cp, behind_cp = await _twin_leader(), await _twin_leader()
+    async with serving(direct_cp) as direct, serving(behind_cp) as leader:
+        follower_cp = FakeControlPlane(2, leader=False, leader_url=leader.url)
+        async with serving(follower_cp) as follower:
+            request = _raw(method, target, headers, body, chunked)
+            answers = []
+            for api in (direct, follower):
+                status, hdrs, payload = parse_raw_response(
+                    await raw_exchange(api.port, request))
+                answers.append((status, hdrs.get("content-type"), payload))
+            assert answers[0] == answers[1]
+            # and it was forwarded, not answered by the follower itself
+            assert leader_cp_saw(behind_cp, direct_cp)
+
+
+def leader_cp_saw(behind: FakeControlPlane, direct: FakeControlPlane) -> bool:
+    """The leader behind the follower got the same control-plane calls as the one asked
+    directly (what it was asked, with the same arguments and request ids)."""
+    return behind.calls == direct.calls

@@ -15,9 +15,9 @@ import raftdir.api
 
 API = Path(raftdir.api.__file__).parent
 ALLOWED = {
-    "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.model",
-                  "raftdir.tasks", "raftdir.api.contract", "raftdir.api.zlayer",
-                  "raftdir.api.dashboard"},
+    "server.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.limits",
+                  "raftdir.model", "raftdir.tasks", "raftdir.api.contract",
+                  "raftdir.api.zlayer", "raftdir.api.dashboard"},
     # the dashboard reads through the ControlPlane and the other servers' routes
     "dashboard.py": {"raftdir.auth", "raftdir.codec", "raftdir.errors", "raftdir.api.contract",
                      "raftdir.api.client", "raftdir.api.peerview", "raftdir.api.server"},

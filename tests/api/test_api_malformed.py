@@ -7,7 +7,8 @@ import msgpack
 import pytest
 
 from fakes import (
-    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, serving,
+    ADMIN, GOOD_TOKEN, JSON, MSGPACK, PROFILE, FakeControlPlane, call, fake_pair,
+    parse_raw_response, raw_exchange, serving,
 )
 
 from raftdir.codec import to_dict
@@ -31,8 +32,13 @@ CASES = [
     (POLL, MSGPACK, b"", "body", "malformed msgpack"),
     (POLL, JSON, b'{"node_id": 1,', "body", "malformed JSON"),
     (POLL, JSON, b"", "body", "malformed JSON"),
-    (POLL, JSON, b'{"node_id": NaN}', "body", "NaN"),
-    (POLL, JSON, b'{"node_id": 1e999}', "body", "finite"),
+    (POLL, JSON, b'{"node_id": NaN}', "node_id", "NaN"),
+    (POLL, JSON, b'{"node_id": 1e999}', "node_id", "finite"),
+    (POLL, JSON, b'{"node_id": 1' + b"0" * 5000 + b'}', "node_id", "too large"),
+    (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": NaN, '
+                   b'"memory_used_bytes": 1, "gpu_used": 0}}', "resources.cpu_used", "NaN"),
+    (SCALE, JSON, b'{"service": "web", "replicas": 1, "spec": {"a": [1, -Infinity]}}',
+     "spec.a[1]", "Infinity"),
     (POLL, JSON, b'{"node_id": "\xff"}', "body", "malformed JSON"),
     (POLL, "text/plain", b'{"node_id": 1}', "Content-Type", "not supported"),
     # not a map at the top
@@ -63,32 +69,76 @@ CASES = [
     # duplicate keys
     (POLL, JSON, b'{"node_id": 1, "node_id": 2}', "node_id", "duplicate key"),
     (POLL, MSGPACK, b"\x82\xa7node_id\x01\xa7node_id\x02", "node_id", "duplicate key"),
+    # names: no control characters; resource use is not negative (request-edge rules)
+    (SCALE, JSON, b'{"service": "we\\u0000b", "replicas": 1}', "service", "control character"),
+    (SCALE, JSON, b'{"service": "web\\n", "replicas": 1}', "service", "control character"),
+    (SCALE, JSON, b'{"service": "web", "replicas": 1, "assignments": [{"role": "a\\nb", '
+                  b'"indices": [0]}]}', "assignments[0].role", "control character"),
+    (SCALE, JSON, b'{"service": "' + b"s" * 254 + b'", "replicas": 1}', "service",
+     "longer than 253 bytes"),
+    (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": -0.5, '
+                   b'"memory_used_bytes": 1, "gpu_used": 0}}', "resources.cpu_used",
+     "negative"),
+    (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": 0.5, '
+                   b'"memory_used_bytes": 1, "gpu_used": 0}, "containers": [{"service": '
+                   b'"a\\u0000", "role": "r", "replica": 0, "state": "running"}]}',
+     "containers[0].service", "control character"),
+    # a charset other than UTF-8
+    (POLL, "application/json; charset=utf-16", b'{"node_id": 1}', "Content-Type",
+     "charset"),
+    (POLL, "application/msgpack; charset=latin-1", mp({"node_id": 1}), "Content-Type",
+     "charset"),
     # msgpack ext types
-    (POLL, MSGPACK, mp({"node_id": msgpack.ExtType(5, b"x")}), "body", "ext type"),
+    (POLL, MSGPACK, mp({"node_id": msgpack.ExtType(5, b"x")}), "node_id", "ext type"),
+    (SCALE, MSGPACK, mp({"service": "web", "replicas": 1,
+                         "spec": {"t": [msgpack.Timestamp(1, 0)]}}), "spec.t[0]", "ext type"),
+    (POLL, MSGPACK, mp(msgpack.ExtType(5, b"x")), "body", "ext type"),
 ]
 
 
+@pytest.mark.parametrize("via", ["leader", "follower"])
 @pytest.mark.parametrize("path,ctype,raw,field,phrase", CASES,
                          ids=[f"{i}-{c[3]}" for i, c in enumerate(CASES)])
-async def test_malformed_bodies_get_400_naming_the_field(path, ctype, raw, field, phrase):
-    cp = FakeControlPlane()
-    nid, secret = cp.add_node()
-    headers = {"Content-Type": ctype, "Authorization": f"Bearer {secret}"}
-    if path == SCALE:
-        headers["Authorization"] = f"Bearer {ADMIN}"
-    async with serving(cp) as api, aiohttp.ClientSession() as s:
-        st, out, _ = await call(s, "POST", api.url + path, raw=raw, headers=headers,
-                                accept=JSON)
+async def test_malformed_bodies_get_400_naming_the_field(path, ctype, raw, field, phrase,
+                                                         via):
+    async with fake_pair() as pair, aiohttp.ClientSession() as s:
+        nid, secret = pair.leader_cp.add_node()
+        pair.follower_cp.add_node(nid, secret)
+        headers = {"Content-Type": ctype, "Authorization": f"Bearer {secret}"}
+        if path == SCALE:
+            headers["Authorization"] = f"Bearer {ADMIN}"
+        url = pair.url(via)
+        st, out, _ = await call(s, "POST", url + path, raw=raw, headers=headers, accept=JSON)
         assert st == 400, out
         assert out["code"] == "bad_request"
         assert out["field"] == field, out
         assert phrase in out["message"], out
-        assert not [c for c in cp.calls if c[0] in ("poll", "report", "register", "scale")]
+        for cp in (pair.leader_cp, pair.follower_cp):
+            assert not [c for c in cp.calls if c[0] in ("poll", "report", "register", "scale")]
         # the server keeps serving
-        st, out, _ = await call(s, "POST", api.url + POLL,
-                                {"node_id": nid, "max_wait_secs": 0},
+        st, out, _ = await call(s, "POST", url + POLL, {"node_id": nid, "max_wait_secs": 0},
                                 headers={"Authorization": f"Bearer {secret}"})
         assert st == 200, out
+
+
+@pytest.mark.parametrize("via", ["leader", "follower"])
+async def test_odd_requests_outside_the_body_get_400_naming_the_field(via):
+    async with fake_pair() as pair, aiohttp.ClientSession() as s:
+        url = pair.url(via)
+        # an empty ?consistent= is neither yes nor no
+        st, out, _ = await call(s, "GET", url + "/api/v1/cluster/workers?consistent=")
+        assert (st, out["field"]) == (400, "consistent"), out
+        # a control character in a service name in the path
+        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%00b/state")
+        assert (st, out["field"]) == (400, "service"), out
+        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%0Ab/containers")
+        assert (st, out["field"]) == (400, "service"), out
+        # an HTTP/0.9 request line (no version) is not served
+        raw = await raw_exchange(pair.api(via).port, b"GET /health\r\n\r\n")
+        status, _, body = parse_raw_response(raw)
+        assert status == 400 and b"HTTP/0.9" in body, raw
+        assert not [c for c in pair.leader_cp.calls + pair.follower_cp.calls
+                    if c[0] in ("workers", "barrier", "service_state", "service_containers")]
 
 
 async def test_oversize_bodies_get_413_by_declared_length_and_by_what_arrives():

@@ -216,14 +216,15 @@ async def test_node_routes_need_the_node_secret(route_name):
         assert (st, out["code"]) == (401, "unauthorized")
         st, out, _ = await call(s, method, url, body, headers=bearer("wrong"))
         assert (st, out["code"]) == (401, "unauthorized")
+        # another node's secret, or a node that does not exist: the same 401
         st, out, _ = await call(s, method, url, body, headers=bearer(other_secret))
-        assert (st, out["code"]) == (403, "forbidden")
+        assert (st, out["code"]) == (401, "unauthorized")
         st, out, _ = await call(s, method, url, {**body, "node_id": 77},
                                 headers=headers)
-        assert (st, out["code"]) == (403, "forbidden")
+        assert (st, out["code"]) == (401, "unauthorized")
         st, out, _ = await call(s, method, url, {**body, "node_id": 77},
                                 headers=bearer("unknown-secret"))
-        assert (st, out["code"]) == (410, "reregister")
+        assert (st, out["code"]) == (401, "unauthorized")
         # ZLayer's header works as well as the bearer
         zl = {"X-ZLayer-Internal-Token": headers["Authorization"].split()[1]}
         st, out, _ = await call(s, method, url, body, headers=zl)

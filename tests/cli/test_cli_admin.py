@@ -78,9 +78,20 @@ def test_scale_json_and_role_groups(live):
     (["scale", "web", "1", "--spec", "[1]"], "must be a JSON object"),
     (["scale", "web", "1", "--spec", "{"], "not JSON"),
     (["drain", "x"], "ID"),
+    # one spelling for a node id, as in the API's routes (issue 15, finding 4)
+    (["drain", "01"], "'01' is not a node id"),
+    (["evict", "+1"], "'+1' is not a node id"),
+    (["drain", "1_0"], "'1_0' is not a node id"),
+    (["evict", "18446744073709551616"], "is not a node id"),
+    (["peers", "add", "--id", "04", "--raft-addr", "127.0.0.1:7004", "--api-addr",
+      "127.0.0.1:7104"], "'04' is not a node id"),
+    (["peers", "remove", "--id", "4.0", "--raft-addr", "127.0.0.1:7004"],
+     "'4.0' is not a node id"),
     (["token", "create", "--valid-for", "soon"], "not a duration"),
     (["token", "create", "--valid-for", "0"], "more than 0 seconds"),
     (["token", "create", "--max-uses", "-1"], "--max-uses"),
+    (["token", "create", "--valid-for", "366d"], "more than the maximum of 31536000 seconds"),
+    (["token", "create", "--max-uses", "1000001"], "--max-uses"),
     (["peers", "add", "--id", "4", "--raft-addr", "127.0.0.1:7004"], "--api-addr"),
     (["peers", "remove", "--id", "4"], "--raft-addr"),
     (["ps"], "SERVICE"),
@@ -138,6 +149,16 @@ def test_drain_and_evict_with_the_token_file(live, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["node_id"] == b
     assert live.node(b) is None
+
+
+def test_drain_and_evict_of_a_server_node_are_refused(live):
+    for verb in ("drain", "evict"):
+        result = run_cli(verb, "1", "-s", live.url, env=ADMIN_ENV)
+        assert result.exit_code == 1, result.output
+        assert "bad_request" in result.stderr and "peers remove" in result.stderr
+    node = live.node(1)
+    assert (node["kind"], node["state"]) == ("server", "ready")
+    assert not node.get("draining")
 
 
 def test_an_unknown_node_is_exit_1_naming_the_peer_and_the_node(live):

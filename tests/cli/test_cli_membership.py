@@ -1,6 +1,7 @@
 """``raftdir peers add|remove`` against real PySyncObj peers in this process: a one-peer
-raft cluster grows to two (the new peer joins), both list each other, then shrinks back.
-The first peer starts from the file `zlayer node init` writes (this node alone)."""
+raft cluster grows to two (the new peer joins), both list each other, then shrinks back,
+and the removal is undone by adding the peer back as it was. The first peer starts from the
+file `zlayer node init` writes (this node alone)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def test_peers_add_then_remove_with_pysyncobj(tmp_path):
                    api_addr=f"127.0.0.1:{free_port()}")
     first = Peer(one, mode.peers, tmp_path / "1").start()
     second = Peer(two, (one, two), tmp_path / "2")
+    third: Peer | None = None
     try:
         wait_until(first.box.server.is_leader, 10, "peer 1 to lead")
         # With two peers the quorum is two: the add commits once the new peer answers, so
@@ -106,6 +108,14 @@ def test_peers_add_then_remove_with_pysyncobj(tmp_path):
         assert [(r["raft_addr"], r["asked"]) for r in only_first] == [
             (one.raft_addr, True), (two.raft_addr, False)]
 
+        # a peer's id or address cannot be taken (issue 15, finding 1)
+        hijack = run_cli("peers", "add", "--id", "1", "--raft-addr", "127.0.0.1:1",
+                         "--api-addr", "127.0.0.1:2", "-s", first.url, env=ADMIN_ENV)
+        assert hijack.exit_code == 1 and "live peer" in hijack.stderr, hijack.output
+        mismatch = run_cli("peers", "remove", "--id", "1", "--raft-addr", two.raft_addr,
+                           "-s", first.url, env=ADMIN_ENV)
+        assert mismatch.exit_code == 1 and "peer 2, not of 1" in mismatch.stderr
+
         removed = run_cli("peers", "remove", "--id", "2", "--raft-addr", two.raft_addr,
                           "-s", first.url, env=ADMIN_ENV)
         assert removed.exit_code == 0, removed.output
@@ -114,7 +124,19 @@ def test_peers_add_then_remove_with_pysyncobj(tmp_path):
         second.stop()
         after = json.loads(run_cli("peers", "-s", first.url, "--json").stdout)
         assert [(r["id"], r["role"]) for r in after] == [(1, "leader")]
+
+        # the removal is undone by adding it back as it was (a fresh peer at its addresses)
+        third = Peer(two, (one, two), tmp_path / "2-again")
+        threading.Timer(0.2, third.start).start()
+        again = run_cli("peers", "add", "--id", "2", "--raft-addr", two.raft_addr,
+                        "--api-addr", two.api_addr, "-s", first.url, env=ADMIN_ENV)
+        assert again.exit_code == 0, again.output
+        assert server.read(lambda d: d.node(2))["state"] == "ready"
+        assert f"http://{two.api_addr}" in server.servers()
+        wait_until(both, 10, "peer 2 to follow peer 1 again")
+        third.stop()
     finally:
-        if second.box.thread.is_alive():
-            second.stop()
+        for peer in (second, third):
+            if peer is not None and peer.box.thread.is_alive():
+                peer.stop()
         first.stop()

@@ -297,3 +297,18 @@ def test_a_recorded_run_checks_from_its_directory(tmp_path):
     v = check(tmp_path)
     assert v.ok, format_table(v)
     assert json.loads((tmp_path / "verdict.json").read_text())["ok"] is True
+
+
+def test_an_identity_refused_without_an_eviction_is_a_lost_registration():
+    """A worker retires when the servers refuse its identity (401 unauthorized, their one
+    answer for an evicted node); without an eviction of it, the directory lost it."""
+    h = clean()
+    h.rec("worker_retire", 50.0, who=f"worker:{B}", node=B, why="poll: unauthorized")
+    lost = by_name(h.verdict())["acked writes lost"]
+    assert lost.violations == 1 and lost.details[0]["node"] == B
+    assert "never evicted" in lost.details[0]["why"]
+    h.rec("evict", 49.0, 49.1, who="admin", ok=True, outcome="ok", node=B)
+    h.records = [r for r in h.records if r["op"] != "final_workers"]
+    h.rec("final_workers", 100.0, ok=True,
+          nodes=[{"node": A, "kind": "worker", "state": "ready", "draining": False}])
+    assert by_name(h.verdict())["acked writes lost"].violations == 0

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from raftdir import (
-    InternalScaleRequest, Reregister, TokenExhausted, TokenInvalid, Unauthorized,
+    InternalScaleRequest, TokenExhausted, TokenInvalid, Unauthorized,
     WorkerPollRequest, WorkerRegisterRequest,
 )
 from raftdir.auth import issue_join_token
@@ -159,7 +159,7 @@ async def test_secrets_are_checked_per_node():
             await h.server.poll(poll, "wrong")
         with pytest.raises(Unauthorized):
             await h.server.poll(poll, None)
-        with pytest.raises(Reregister):
+        with pytest.raises(Unauthorized):      # no such node: the same answer
             await h.server.poll(WorkerPollRequest(node_id=4242, max_wait_secs=0), "x")
     finally:
         await h.server.stop()
@@ -173,7 +173,7 @@ async def test_evicted_worker_is_told_to_register_again_and_its_share_moves():
         await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
         await h.server.deregister(a.node_id, None)
         assert h.server.read(lambda d: d.placement("web")) == {b.node_id: {"default": [0, 1]}}
-        with pytest.raises(Reregister):
+        with pytest.raises(Unauthorized):      # its secret authenticates nothing now
             await h.report(a)
     finally:
         await h.server.stop()
@@ -375,23 +375,28 @@ async def test_a_worker_with_its_identity_reregisters_even_after_its_token_expir
 
 
 @run
-async def test_stop_releases_polls_parked_above_this_peers_revision():
+async def test_a_poll_from_above_this_peers_revision_is_answered_at_once_full_and_behind():
+    """It used to park until the peer reached the poll's revision (never, for a revision of
+    another history) and then answer that revision back; now, once caught up, the peer
+    answers its own revision with the complete set (issue 15, finding 5)."""
     h = await harness()
-    (a,) = await h.register(1)
-    parked = asyncio.ensure_future(h.server.poll(
-        WorkerPollRequest(node_id=a.node_id, last_revision=500, max_wait_secs=60),
-        a.internal_token))
-    await settle()
-    assert not parked.done()
-    await h.server.stop()
-    reply = await asyncio.wait_for(parked, 2)
-    assert reply.revision == 500 and reply.events == ()
+    try:
+        (a,) = await h.register(1)
+        await h.server.scale(InternalScaleRequest.legacy("web", 1), None)
+        revision = h.server.read(lambda d: d.revision)
+        reply = await asyncio.wait_for(h.server.poll(
+            WorkerPollRequest(node_id=a.node_id, last_revision=500, max_wait_secs=60),
+            a.internal_token), 2)
+        assert (reply.revision, reply.full, reply.behind) == (revision, True, True)
+        assert [e.service for e in reply.events] == ["web"]
+    finally:
+        await h.server.stop()
 
 
 @run
 async def test_a_lagging_follower_catches_up_before_refusing_a_poll():
     """A follower that has not applied a registration yet commits a barrier (and so
-    applies it) before it answers reregister or unauthorized."""
+    applies it) before it answers unauthorized."""
     h = await harness()
     try:
         from raftdir.auth import hash_node_secret
@@ -411,7 +416,7 @@ async def test_a_lagging_follower_catches_up_before_refusing_a_poll():
         reply = await follower.poll(WorkerPollRequest(node_id=1_000_042, max_wait_secs=0),
                                     "s3cret")
         assert barriers == [1] and reply.revision == 0
-        with pytest.raises(Reregister):    # still unknown after the barrier: really gone
+        with pytest.raises(Unauthorized):  # still unknown after the barrier: really gone
             await follower.poll(WorkerPollRequest(node_id=1_000_043, max_wait_secs=0), "x")
     finally:
         await h.server.stop()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from raftdir import NoLeader, Reregister, Unauthorized, WorkerPollRequest
+from raftdir import NoLeader, Unauthorized, WorkerPollRequest
 from raftdir.auth import hash_node_secret
 from raftdir.clock import ManualClock
 from raftdir.core.commands import RegisterNode
@@ -69,9 +69,8 @@ async def test_a_flood_of_refused_polls_on_a_follower_commits_at_most_two_barrie
     spy.release.set()
     outcomes = await asyncio.gather(*first, *second, return_exceptions=True)
     assert spy.calls == 2
-    expected = ([Unauthorized] * 30 + [Reregister] * 30) * 2
-    assert [type(o) for o in outcomes] == expected
-    assert {o.status for o in outcomes} == {401, 410}
+    assert [type(o) for o in outcomes] == [Unauthorized] * 120
+    assert {o.status for o in outcomes} == {401}
     # nothing in flight any more: the next refusal commits a barrier of its own
     with pytest.raises(Unauthorized):
         await f.poll(WorkerPollRequest(node_id=KNOWN, max_wait_secs=0), "wrong")
@@ -90,7 +89,7 @@ async def test_a_poll_never_relies_on_a_barrier_started_before_it_arrived():
     late = poll(f, PENDING, "fresh")         # after: the running barrier may not have it
     await settle()
     spy.release.set()
-    with pytest.raises(Reregister):
+    with pytest.raises(Unauthorized):
         await early
     assert (await late).revision == 0
     assert spy.calls == 2

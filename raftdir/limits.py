@@ -1,0 +1,126 @@
+"""What raftdir accepts from a client beyond the wire types' own rules: how a node id is
+written in a URL or on a command line, the names a service or a role may have, resource
+figures that cannot be negative, the sizes of the fields that go into a Raft entry, and
+how long a join token may be valid.
+
+Owns: those request-edge rules, ``parse_node_id`` (the API's ``{id}`` and every CLI id) and
+``check_request(obj)``, which the HTTP API runs on every decoded body before the control
+plane sees it (a refusal names the field's full path).
+They are not decode rules of the wire types: a record already in a Raft log or a snapshot
+is never re-judged by them, so tightening a rule here cannot change what a replayed log
+does. Pure functions; any thread. Imports only ``raftdir.codec``, ``raftdir.errors`` and
+``raftdir.model``.
+
+Sizes are measured as the field's msgpack encoding, the bytes it adds to the replicated
+command, whatever format the request came in (JSON escapes and 2-byte UTF-8 characters
+weigh what they weigh in the entry). Every command is also held to ``MAX_COMMAND_BYTES``
+(``raftdir.replication.base``) when it is proposed; these limits keep a registration and a
+scale order well inside it and name the field that is too large.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+from .codec import dumps_msgpack
+from .errors import BadRequest, PayloadTooLarge
+from .model import InternalScaleRequest, WorkerRegisterRequest, WorkerStatusReport
+
+__all__ = ["MAX_NAME_BYTES", "MAX_LABELS_BYTES", "MAX_SPEC_BYTES", "MAX_TOKEN_VALID_SECS",
+           "MAX_TOKEN_USES", "parse_node_id", "check_name", "check_size", "check_token",
+           "check_request"]
+
+#: The longest service or role name, in UTF-8 bytes (a DNS name's length).
+MAX_NAME_BYTES = 253
+#: A worker's labels, all of them, encoded (a registration's one variable-size part).
+MAX_LABELS_BYTES = 64 << 10
+#: A service's opaque spec, encoded. With the most replicas a legacy order may expand to
+#: (``MAX_LEGACY_REPLICAS``), the placement command stays under ``MAX_COMMAND_BYTES``.
+MAX_SPEC_BYTES = 256 << 10
+
+#: The longest a join token may be valid: 365 days.
+MAX_TOKEN_VALID_SECS = 365 * 86400
+#: The most registrations one join token may allow (0 means no limit).
+MAX_TOKEN_USES = 1_000_000
+
+_NODE_ID = re.compile(r"(?:0|[1-9][0-9]{0,19})\Z")
+_U64_MAX = 2**64 - 1
+
+
+def parse_node_id(text: str, path: str = "id") -> int:
+    """A node id written as text (a URL's ``{id}``, a CLI argument): plain decimal digits,
+    no sign, no spaces, no separators, no leading zero (``0`` itself is fine), at most
+    2^64-1. One id has one spelling, so ``01`` is refused everywhere rather than read as 1
+    in one place and refused in another."""
+    if not _NODE_ID.match(text) or int(text) > _U64_MAX:
+        raise BadRequest(f"{path}: {text!r} is not a node id (decimal digits without a "
+                         "leading zero, at most 18446744073709551615)", field=path)
+    return int(text)
+
+
+def check_token(valid_for_secs: int, max_uses: int) -> None:
+    """A join token's validity (1 s to ``MAX_TOKEN_VALID_SECS``) and its use limit (0, no
+    limit, to ``MAX_TOKEN_USES``); a refusal names the field."""
+    if not 0 < valid_for_secs <= MAX_TOKEN_VALID_SECS:
+        raise BadRequest(f"valid_for_secs: {valid_for_secs} is not from 1 to "
+                         f"{MAX_TOKEN_VALID_SECS} (365 days)", field="valid_for_secs")
+    if not 0 <= max_uses <= MAX_TOKEN_USES:
+        raise BadRequest(f"max_uses: {max_uses} is not from 0 (no limit) to {MAX_TOKEN_USES}",
+                         field="max_uses")
+
+
+def check_size(value: object, limit: int, path: str) -> None:
+    """413 naming ``path`` when ``value`` encodes (msgpack) to more than ``limit`` bytes."""
+    size = len(dumps_msgpack(value))
+    if size > limit:
+        raise PayloadTooLarge(f"{path}: {size} bytes encoded, over the limit of {limit}",
+                              field=path)
+
+
+def check_name(value: str, path: str) -> None:
+    """A service or role name: at most ``MAX_NAME_BYTES`` UTF-8 bytes and no control
+    character (NUL, newline, ... : a name ends up in container names, logs and URLs)."""
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise BadRequest(f"{path}: longer than {MAX_NAME_BYTES} bytes", field=path)
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise BadRequest(f"{path}: control character {ch!r} is not allowed in a name",
+                             field=path)
+
+
+def _check_register(req: WorkerRegisterRequest) -> None:
+    check_size(req.profile.labels, MAX_LABELS_BYTES, "profile.labels")
+
+
+def _check_scale(req: InternalScaleRequest) -> None:
+    check_name(req.service, "service")
+    for i, group in enumerate(req.assignments):
+        check_name(group.role, f"assignments[{i}].role")
+    if req.spec is not None:
+        check_size(req.spec, MAX_SPEC_BYTES, "spec")
+
+
+def _check_report(report: WorkerStatusReport) -> None:
+    if report.resources.cpu_used < 0:
+        raise BadRequest(f"resources.cpu_used: {report.resources.cpu_used!r} is negative",
+                         field="resources.cpu_used")
+    for i, container in enumerate(report.containers):
+        check_name(container.service, f"containers[{i}].service")
+        check_name(container.role, f"containers[{i}].role")
+
+
+_CHECKS: dict[type, Any] = {
+    WorkerRegisterRequest: _check_register,
+    InternalScaleRequest: _check_scale,
+    WorkerStatusReport: _check_report,
+}
+
+
+def check_request(obj: Any) -> None:
+    """Raise ``BadRequest`` (``PayloadTooLarge`` for a size) naming the field when a
+    decoded request body breaks a rule above; bodies of other types pass."""
+    check = _CHECKS.get(type(obj))
+    if check is not None:
+        check(obj)
