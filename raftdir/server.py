@@ -670,8 +670,17 @@ class DirectoryServer:
         leader = self._leading()
         view = self._membership_view()
         if raft_addr not in view.members:
-            raise Conflict(f"raft_addr: {raft_addr} is not a member of the Raft cluster",
-                           field="raft_addr")
+            # Not a member (any more): a peer lost with a majority (`raftdir recover`), or
+            # a removal whose answer was lost. Its record still goes down, so the replicas
+            # placed on it move; nothing else to do.
+            node = view.servers.get(peer_id)
+            if node is None or view.raft_addr_of(peer_id) not in (None, raft_addr):
+                raise Conflict(f"raft_addr: {raft_addr} is not a member of the Raft "
+                               "cluster", field="raft_addr")
+            if node["state"] != "down":
+                await self.propose(MarkDown(term=leader.term, node_ids=(peer_id,)))
+            return {"id": peer_id, "raft_addr": raft_addr, "removed": False,
+                    "marked_down": node["state"] != "down"}
         owner = view.owner(raft_addr)
         if owner is not None and owner != peer_id:
             raise Conflict(f"id: {raft_addr} is the Raft address of peer {owner}, not of "

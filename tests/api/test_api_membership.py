@@ -100,3 +100,26 @@ async def test_every_membership_change_is_undone_by_the_opposite_call(via):
         assert st == 200, out
         assert sorted(raft.members) == sorted(before) and pair.node(2)["state"] == "ready"
         assert f"http://{two.api_addr}" in pair.leader.servers()
+
+
+@pytest.mark.parametrize("via", VIAS)
+async def test_removing_a_server_that_is_no_raft_member_any_more_marks_it_down(via):
+    # After `raftdir recover` the lost peers are no Raft members, but their server records
+    # still hold replicas: removing them marks them down, so the replicas move.
+    async with real_pair() as pair, aiohttp.ClientSession() as s:
+        raft = pair.leader_raft
+        third = {"id": 3, "raft_addr": "127.0.0.1:17103",
+                 "api_addr": f"127.0.0.1:{free_ports(1)[0]}"}
+        st, out = await change(s, pair, via, "POST", **third)
+        assert st == 200 and out["added"] is True, out
+        raft.members.remove(third["raft_addr"])       # lost with a majority, recovered
+        assert pair.node(3)["state"] == "ready"
+        st, out = await change(s, pair, via, "DELETE", **third)
+        assert st == 200 and out == {"id": 3, "raft_addr": third["raft_addr"],
+                                     "removed": False, "marked_down": True}, out
+        assert pair.node(3)["state"] == "down"
+        st, out = await change(s, pair, via, "DELETE", **third)   # again: nothing to do
+        assert st == 200 and out["marked_down"] is False, out
+        # an address no record of that id ever had is still refused
+        assert refused(await change(s, pair, via, "DELETE", id=3, raft_addr="127.0.0.1:1"),
+                       "raft_addr")

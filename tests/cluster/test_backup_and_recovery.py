@@ -179,5 +179,17 @@ def test_one_survivor_of_a_lost_majority_comes_back_as_a_single_peer_cluster(tmp
                 peers = await c.peers()
                 assert peers["partners"] == {} or not peers["partners"]
         asyncio.run(check())
+
+        # the lost peers are removed: no Raft members any more, their records go down
+        env = {"RAFTDIR_SERVER": cluster.peers[survivor].url,
+               "RAFTDIR_ADMIN_TOKEN": admin_token(cluster.secret)}
+        lost = [p for n, p in cluster.peers.items() if n != survivor]
+        for peer in lost:
+            out = raftdir("peers", "remove", "--id", str(peer.node_id), "--raft-addr",
+                          peer.raft_addr, env=env)
+            assert out.returncode == 0, out.stderr
+        listing = raftdir("workers", "--kind", "server", "--json", env=env)
+        states = {n["node_id"]: n["state"] for n in json.loads(listing.stdout)}
+        assert states == {survivor: "ready", **{p.node_id: "down" for p in lost}}
     finally:
         cluster.stop()
