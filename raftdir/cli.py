@@ -39,7 +39,7 @@ from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
 from .errors import BadRequest, ConfigError, RaftdirError, Unauthorized
-from .limits import MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, parse_node_id
+from .limits import MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, check_service_name, parse_node_id
 
 __all__ = ["main", "cli", "render_table"]
 
@@ -232,6 +232,20 @@ class NodeId(click.ParamType):
                       "at most 18446744073709551615)", param, ctx)
 
 
+class ServiceName(click.ParamType):
+    """A service name, checked as the API checks it (``limits.check_service_name``: a DNS
+    label), so a bad one is exit 2 before any request."""
+
+    name = "service"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            check_service_name(str(value), "service")
+        except BadRequest as exc:
+            self.fail(exc.message.split(": ", 1)[1], param, ctx)
+        return str(value)
+
+
 class RoleGroup(click.ParamType):
     """``role=i,j,k`` (indices, or ranges ``a-b``) as ``(role, (i, j, k))``, sorted."""
 
@@ -244,6 +258,10 @@ class RoleGroup(click.ParamType):
         role = role.strip()
         if not sep or not role or not spec.strip():
             self.fail(f"{value!r}: expected role=i,j (e.g. db=0,1 or web=0-3)", param, ctx)
+        try:
+            check_service_name(role, "role")
+        except BadRequest as exc:
+            self.fail(exc.message, param, ctx)
         indices: list[int] = []
         for part in spec.split(","):
             part = part.strip()
@@ -1010,7 +1028,7 @@ def leases(conn: Conn, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- services
 
 @cli.command()
-@click.argument("service")
+@click.argument("service", type=ServiceName())
 @client_options()
 @json_option
 def ps(service: str, conn: Conn, as_json: bool) -> None:
@@ -1027,7 +1045,7 @@ def ps(service: str, conn: Conn, as_json: bool) -> None:
 
 
 @cli.command("service-state")
-@click.argument("service")
+@click.argument("service", type=ServiceName())
 @client_options()
 @json_option
 def service_state(service: str, conn: Conn, as_json: bool) -> None:
@@ -1054,7 +1072,7 @@ def _groups_text(req: Any) -> str:
 
 
 @cli.command()
-@click.argument("service")
+@click.argument("service", type=ServiceName())
 @click.argument("replicas", metavar="N", type=click.IntRange(min=0))
 @click.option("--role-group", "role_groups", multiple=True, type=RoleGroup(),
               help="role=i,j (indices or ranges a-b), repeatable: scale in role groups "

@@ -29,11 +29,14 @@ from .errors import BadRequest, PayloadTooLarge
 from .model import InternalScaleRequest, WorkerRegisterRequest, WorkerStatusReport
 
 __all__ = ["MAX_NAME_BYTES", "MAX_LABELS_BYTES", "MAX_SPEC_BYTES", "MAX_TOKEN_VALID_SECS",
-           "MAX_TOKEN_USES", "parse_node_id", "check_name", "check_size", "check_token",
-           "check_request"]
+           "MAX_TOKEN_USES", "MAX_SERVICE_NAME", "parse_node_id", "check_name",
+           "check_service_name", "check_size", "check_token", "check_request"]
 
-#: The longest service or role name, in UTF-8 bytes (a DNS name's length).
+#: The longest name a worker may report for a container's service or role, in UTF-8
+#: bytes (a DNS name's length).
 MAX_NAME_BYTES = 253
+#: The longest service or role name an order may give: one DNS label.
+MAX_SERVICE_NAME = 63
 #: A worker's labels, all of them, encoded (a registration's one variable-size part).
 MAX_LABELS_BYTES = 64 << 10
 #: A service's opaque spec, encoded. With the most replicas a legacy order may expand to
@@ -46,6 +49,8 @@ MAX_TOKEN_VALID_SECS = 365 * 86400
 MAX_TOKEN_USES = 1_000_000
 
 _NODE_ID = re.compile(r"(?:0|[1-9][0-9]{0,19})\Z")
+#: RFC 1123's DNS label: lowercase letters, digits and '-', not at either end.
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _U64_MAX = 2**64 - 1
 
 
@@ -79,9 +84,30 @@ def check_size(value: object, limit: int, path: str) -> None:
                               field=path)
 
 
+def check_service_name(value: str, path: str = "service") -> None:
+    """The one rule for a service or role name that an order gives (a scale order, the
+    ``{service}`` of a path, the CLI): a DNS label, 1 to 63 of lowercase ``a-z``, ``0-9``
+    and ``-``, starting and ending with a letter or digit. The host daemon builds container
+    names from it (ZLayer: ``zlayer-{service}-{replica}``) and DNS names
+    (``<role>.<service>.<deployment>.zlayer.internal``), so nothing path-like (``/``,
+    ``..``), no space and no control character may pass. ZLayer itself has no rule for
+    service names (the keys of a deployment's ``services`` map are taken as they are); its
+    replica-group roles and storage names are DNS labels (``crates/zlayer-types/src/spec``),
+    and this is that rule, with a DNS label's length."""
+    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+        shown = value if isinstance(value, str) and len(value) <= 80 else \
+            f"{str(value)[:80]}..."
+        raise BadRequest(f"{path}: {shown!r} is not a valid name: 1-{MAX_SERVICE_NAME} "
+                         "lowercase letters, digits and '-', starting and ending with a "
+                         "letter or digit (a DNS label)", field=path)
+
+
 def check_name(value: str, path: str) -> None:
-    """A service or role name: at most ``MAX_NAME_BYTES`` UTF-8 bytes and no control
-    character (NUL, newline, ... : a name ends up in container names, logs and URLs)."""
+    """A name a worker reports for a running container's service or role: at most
+    ``MAX_NAME_BYTES`` UTF-8 bytes and no control character (NUL, newline, ...: a name
+    ends up in logs and listings). Looser than ``check_service_name`` on purpose: a report
+    describes what already runs (a ZLayer agent may run services raftdir never placed), and
+    refusing it would cost the worker its lease."""
     if len(value.encode("utf-8")) > MAX_NAME_BYTES:
         raise BadRequest(f"{path}: longer than {MAX_NAME_BYTES} bytes", field=path)
     for ch in value:
@@ -95,9 +121,9 @@ def _check_register(req: WorkerRegisterRequest) -> None:
 
 
 def _check_scale(req: InternalScaleRequest) -> None:
-    check_name(req.service, "service")
+    check_service_name(req.service, "service")
     for i, group in enumerate(req.assignments):
-        check_name(group.role, f"assignments[{i}].role")
+        check_service_name(group.role, f"assignments[{i}].role")
     if req.spec is not None:
         check_size(req.spec, MAX_SPEC_BYTES, "spec")
 

@@ -46,7 +46,7 @@ from ..errors import (
     RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
     Unauthorized, UnknownNode, UnknownService,
 )
-from ..limits import check_name, check_request, check_token, parse_node_id
+from ..limits import check_request, check_service_name, check_token, parse_node_id
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -656,7 +656,7 @@ class _Api:
             call.request_id = rid
             for key, value in request.match_info.items():
                 if key == "service":
-                    check_name(value, key)
+                    check_service_name(value, key)
                 call.params[key] = parse_node_id(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):

@@ -69,13 +69,22 @@ CASES = [
     # duplicate keys
     (POLL, JSON, b'{"node_id": 1, "node_id": 2}', "node_id", "duplicate key"),
     (POLL, MSGPACK, b"\x82\xa7node_id\x01\xa7node_id\x02", "node_id", "duplicate key"),
-    # names: no control characters; resource use is not negative (request-edge rules)
-    (SCALE, JSON, b'{"service": "we\\u0000b", "replicas": 1}', "service", "control character"),
-    (SCALE, JSON, b'{"service": "web\\n", "replicas": 1}', "service", "control character"),
+    # names in an order are DNS labels (limits.check_service_name): nothing path-like, no
+    # space, no control character, no capital, at most 63; resource use is not negative
+    (SCALE, JSON, b'{"service": "we\\u0000b", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "web\\n", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "../../etc", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "a/b", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "my web", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "Web", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "-web", "replicas": 1}', "service", "not a valid name"),
+    (SCALE, JSON, b'{"service": "web.x", "replicas": 1}', "service", "not a valid name"),
     (SCALE, JSON, b'{"service": "web", "replicas": 1, "assignments": [{"role": "a\\nb", '
-                  b'"indices": [0]}]}', "assignments[0].role", "control character"),
-    (SCALE, JSON, b'{"service": "' + b"s" * 254 + b'", "replicas": 1}', "service",
-     "longer than 253 bytes"),
+                  b'"indices": [0]}]}', "assignments[0].role", "not a valid name"),
+    (SCALE, JSON, b'{"service": "web", "replicas": 1, "assignments": [{"role": "../x", '
+                  b'"indices": [0]}]}', "assignments[0].role", "not a valid name"),
+    (SCALE, JSON, b'{"service": "' + b"s" * 64 + b'", "replicas": 1}', "service",
+     "1-63 lowercase letters"),
     (STATUS, JSON, b'{"node_id": 1, "ts_ns": 5, "resources": {"cpu_used": -0.5, '
                    b'"memory_used_bytes": 1, "gpu_used": 0}}', "resources.cpu_used",
      "negative"),
@@ -128,11 +137,13 @@ async def test_odd_requests_outside_the_body_get_400_naming_the_field(via):
         # an empty ?consistent= is neither yes nor no
         st, out, _ = await call(s, "GET", url + "/api/v1/cluster/workers?consistent=")
         assert (st, out["field"]) == (400, "consistent"), out
-        # a control character in a service name in the path
-        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%00b/state")
-        assert (st, out["field"]) == (400, "service"), out
-        st, out, _ = await call(s, "GET", url + "/api/v1/internal/services/a%0Ab/containers")
-        assert (st, out["field"]) == (400, "service"), out
+        # a service name in the path: a control character, a slash, '..', a space
+        for bad in ("a%00b", "a%0Ab", "a%2Fb", "..%2F..%2Fetc", "a%20b", "Web", "-"):
+            for what in ("state", "containers"):
+                st, out, _ = await call(s, "GET",
+                                        url + f"/api/v1/internal/services/{bad}/{what}")
+                assert (st, out["field"]) == (400, "service"), (bad, out)
+                assert "not a valid name" in out["message"], out
         # an HTTP/0.9 request line (no version) is not served
         raw = await raw_exchange(pair.api(via).port, b"GET /health\r\n\r\n")
         status, _, body = parse_raw_response(raw)

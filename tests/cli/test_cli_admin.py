@@ -95,6 +95,13 @@ def test_scale_json_and_role_groups(live):
     (["peers", "add", "--id", "4", "--raft-addr", "127.0.0.1:7004"], "--api-addr"),
     (["peers", "remove", "--id", "4"], "--raft-addr"),
     (["ps"], "SERVICE"),
+    # service names: the API's one rule (a DNS label), checked before any request
+    (["scale", "../../etc", "1"], "'../../etc' is not a valid name"),
+    (["scale", "a/b", "1"], "'a/b' is not a valid name"),
+    (["ps", "my web"], "'my web' is not a valid name"),
+    (["service-state", "we\nb"], "is not a valid name"),
+    (["service-state", "Web"], "'Web' is not a valid name"),
+    (["scale", "db", "1", "--role-group", "a/b=0"], "role: 'a/b' is not a valid name"),
     (["nosuchcommand"], "No such command"),
 ])
 def test_bad_usage_is_exit_2_naming_the_problem(live, args, phrase):
