@@ -16,7 +16,7 @@ from .errors import (
     BadRequest, ConfigError, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader,
     Overloaded, PayloadTooLarge, RaftdirError, Reregister, RequestTimeout, Stale,
     TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid, Unauthorized, UnknownNode,
-    UnknownService, error_from_body,
+    UnknownService, UnknownToken, error_from_body,
 )
 from .model import (
     AdaptiveTtlConfig, ClusterContainerSummary, ClusterMode, DeleteEvent, DrainEvent,
@@ -67,6 +67,7 @@ __all__ = [
     # errors
     "RaftdirError", "BadRequest", "ConfigError", "PayloadTooLarge", "Unauthorized",
     "TokenInvalid", "Forbidden", "TokenExhausted", "UnknownNode", "UnknownService",
+    "UnknownToken",
     "Conflict", "NodeNotReady", "Stale", "Reregister", "NotLeader", "NoLeader",
     "TimeoutOutcomeUnknown", "RequestTimeout", "Overloaded", "error_from_body",
     "__version__",

@@ -79,6 +79,7 @@ class Backup:
                 "state_format": self.state.get("format"),
                 "servers": d.node_count("server"), "workers": workers,
                 "services": len(d.services()), "token_uses": len(self.state["token_uses"]),
+                "access_tokens": len(d.access_tokens()),
                 "events": len(self.state["log"]),
                 "compacted_revision": d.compacted_revision}
 

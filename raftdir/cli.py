@@ -1299,9 +1299,10 @@ def snapshot_inspect(file: Path, as_json: bool) -> None:
             ("servers", summary["servers"]),
             ("workers", f"{w['ready']} ready, {w['draining']} draining, {w['down']} down"),
             ("services", summary["services"]), ("token uses", summary["token_uses"]),
+            ("access tokens", summary["access_tokens"]),
             ("events", f"{summary['events']} (compacted below revision "
                        f"{summary['compacted_revision']})")):
-        click.echo(f"{key + ':':<12} {value}")
+        click.echo(f"{key + ':':<14} {value}")
 
 
 @snapshot.command("restore")

@@ -17,6 +17,7 @@ Imports nothing from the rest of raftdir, so every layer can use it.
     │   └── TokenExhausted            token_exhausted        403
     ├── UnknownNode                   unknown_node           404
     │   └── UnknownService            unknown_service        404
+    ├── UnknownToken                  unknown_token          404
     ├── Conflict                      conflict               409
     │   ├── NodeNotReady              node_not_ready         409
     │   └── Stale                     stale                  409
@@ -46,6 +47,7 @@ __all__ = [
     "TokenExhausted",
     "UnknownNode",
     "UnknownService",
+    "UnknownToken",
     "Conflict",
     "NodeNotReady",
     "Stale",
@@ -151,6 +153,13 @@ class UnknownNode(RaftdirError):
 
 class UnknownService(UnknownNode):
     code = "unknown_service"
+    status = 404
+
+
+class UnknownToken(RaftdirError):
+    """No access token with that id (``raftdir token revoke``)."""
+
+    code = "unknown_token"
     status = 404
 
 

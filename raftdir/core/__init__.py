@@ -10,22 +10,23 @@ replication, API, agent, CLI, leader or daemon code (``tests/core/test_imports.p
 """
 
 from raftdir.core.commands import (
-    COMMANDS, LEADER_COMMANDS, Barrier, Bootstrap, Command, Compact, Deregister, Drain,
-    MarkDown, MarkReady, RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile,
-    canonical_command, decode_command, encode_command,
+    COMMANDS, LEADER_COMMANDS, Barrier, Bootstrap, Command, Compact, CreateAccessToken,
+    Deregister, Drain, MarkDown, MarkReady, RegisterNode, RenewCheckpoint, RevokeAccessToken,
+    SetPlacement, Undrain, UpdateProfile, canonical_command, decode_command, encode_command,
 )
 from raftdir.core.directory import Directory
 from raftdir.core.result import Result
 from raftdir.core.state import (
-    DEFAULT_MAX_REQUEST_IDS, DOWN, DRAINING, READY, SERVER, SNAPSHOT_FORMAT, WORKER,
-    WORKER_ID_BASE,
+    ACCESS_SCOPES, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAINING, MAX_ACCESS_TOKENS, READY, SERVER,
+    SNAPSHOT_FORMAT, TOKEN_RETENTION_MS, WORKER, WORKER_ID_BASE,
 )
 
 __all__ = [
     "Directory", "Result",
     "Command", "Bootstrap", "RegisterNode", "RenewCheckpoint", "MarkDown", "MarkReady",
     "Drain", "Undrain", "Deregister", "SetPlacement", "Barrier", "Compact", "UpdateProfile",
-    "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
-    "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS", "SNAPSHOT_FORMAT",
+    "CreateAccessToken", "RevokeAccessToken", "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
+    "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS", "SNAPSHOT_FORMAT", "ACCESS_SCOPES",
+    "MAX_ACCESS_TOKENS", "TOKEN_RETENTION_MS",
     "SERVER", "WORKER", "READY", "DRAINING", "DOWN",
 ]

@@ -39,7 +39,7 @@ from raftdir.errors import BadRequest
 __all__ = [
     "Command", "Bootstrap", "RegisterNode", "RenewCheckpoint", "MarkDown", "MarkReady",
     "Drain", "Undrain", "Deregister", "SetPlacement", "Barrier", "Compact", "UpdateProfile",
-    "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
+    "CreateAccessToken", "RevokeAccessToken", "COMMANDS", "LEADER_COMMANDS", "encode_command", "decode_command", "canonical_command",
     "command_to_plain", "pack_plain", "U32", "U64",
 ]
 
@@ -214,11 +214,39 @@ class UpdateProfile(Command):
     profile: ProfileMap
 
 
+@dataclass(frozen=True, kw_only=True)
+class CreateAccessToken(Command):
+    """Keep a new scoped access token (``raftdir token create --scope``): its id, name,
+    scope (``read``, ``operate`` or ``admin``), the SHA-256 of the token (never the token
+    itself: it is shown once, to its creator), its expiry (Unix ms) and who created it
+    (the creator's own credential, as text). Created at the command's time. An id that is
+    taken is ``conflict``; tokens expired or revoked more than ``TOKEN_RETENTION_MS`` ago
+    are dropped first; more than ``MAX_ACCESS_TOKENS`` kept is ``conflict``."""
+
+    TYPE: ClassVar[str] = "create_access_token"
+    token_id: str
+    name: str = ""
+    scope: str
+    token_hash: str
+    expires_ms: U64
+    creator: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevokeAccessToken(Command):
+    """Revoke an access token at the command's time (``raftdir token revoke``): every
+    server refuses it once it applied this. ``unknown_token`` for an id not kept; a token
+    revoked already stays revoked when it was (``revoked: false``)."""
+
+    TYPE: ClassVar[str] = "revoke_access_token"
+    token_id: str
+
+
 #: The one registry: type tag -> command class.
 COMMANDS: dict[str, type[Command]] = {
     cls.TYPE: cls for cls in (Bootstrap, RegisterNode, RenewCheckpoint, MarkDown, MarkReady,
                               Drain, Undrain, Deregister, SetPlacement, Barrier, Compact,
-                              UpdateProfile)
+                              UpdateProfile, CreateAccessToken, RevokeAccessToken)
 }
 LEADER_COMMANDS = frozenset(cls for cls in COMMANDS.values() if cls.LEADER)
 

@@ -23,15 +23,16 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from raftdir.core.commands import (
-    Barrier, Bootstrap, Command, Compact, Deregister, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile, canonical_command,
-    command_to_plain, decode_command, pack_plain,
+    Barrier, Bootstrap, Command, Compact, CreateAccessToken, Deregister, Drain, MarkDown,
+    MarkReady, RegisterNode, RenewCheckpoint, RevokeAccessToken, SetPlacement, Undrain,
+    UpdateProfile, canonical_command, command_to_plain, decode_command, pack_plain,
 )
 from raftdir.core.result import Result
 from raftdir.core.state import (
-    DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS, READY, SERVER, SET,
-    UNDRAIN, WORKER, WORKER_ID_BASE, HardState, NodeRecord, ServiceRecord, pack_spec,
-    share_to_plain, sorted_maps, state_from_snapshot, state_to_snapshot, unpack_spec,
+    ACCESS_SCOPES, DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS,
+    MAX_ACCESS_TOKENS, READY, SERVER, SET, UNDRAIN, WORKER, WORKER_ID_BASE, AccessTokenRecord,
+    HardState, NodeRecord, ServiceRecord, pack_spec, share_to_plain, sorted_maps,
+    state_from_snapshot, state_to_snapshot, unpack_spec,
 )
 from raftdir.errors import BadRequest, UnknownNode
 
@@ -41,6 +42,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Directory"]
 
 _HEX = re.compile(r"[0-9a-f]{1,256}")
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+#: An access token's name: empty, or a word an operator would type (``ci-deploy``,
+#: ``alice@ops``).
+_TOKEN_NAME = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._@:-]{0,63})?\Z")
+_MAX_CREATOR = 200
 
 
 #: Fields the leader decides afresh on every try of a request (the TTL it hands out, the
@@ -408,6 +415,48 @@ class Directory:
                                               placement)
         return {"service": name, "events_for": events_for, "deleted": deleted}
 
+    def _create_access_token(self, cmd: CreateAccessToken, now: int) -> dict:
+        hs = self.state
+        if not _TOKEN_ID.match(cmd.token_id):
+            raise _Refuse("bad_request", "token_id: expected 16 lowercase hex digits")
+        if not _TOKEN_NAME.match(cmd.name):
+            raise _Refuse("bad_request", "name: expected 1-64 of A-Z a-z 0-9 . _ @ : - "
+                                         "(starting with a letter or digit), or none")
+        if cmd.scope not in ACCESS_SCOPES:
+            raise _Refuse("bad_request", f"scope: {cmd.scope!r} is not one of "
+                                         f"{', '.join(ACCESS_SCOPES)}")
+        if not _SHA256.match(cmd.token_hash):
+            raise _Refuse("bad_request", "token_hash: expected 64 lowercase hex digits")
+        if not cmd.creator or len(cmd.creator) > _MAX_CREATOR \
+                or not cmd.creator.isprintable():
+            raise _Refuse("bad_request", f"creator: expected 1-{_MAX_CREATOR} printable "
+                                         "characters")
+        if cmd.expires_ms <= now:
+            raise _Refuse("bad_request", f"expires_ms: {cmd.expires_ms} is not after the "
+                                         f"command's time {now}")
+        if cmd.token_id in hs.access_tokens:
+            raise _Refuse("conflict", f"token_id: token {cmd.token_id} exists already")
+        dropped = sorted(tid for tid, rec in hs.access_tokens.items() if rec.droppable(now))
+        if len(hs.access_tokens) - len(dropped) >= MAX_ACCESS_TOKENS:
+            raise _Refuse("conflict", f"token_id: {MAX_ACCESS_TOKENS} access tokens are kept "
+                                      "already; revoke some (they are dropped 7 days later)")
+        # -- mutation (nothing below refuses)
+        for tid in dropped:
+            del hs.access_tokens[tid]
+        rec = AccessTokenRecord(cmd.token_id, cmd.name, cmd.scope, cmd.token_hash, now,
+                                cmd.expires_ms, cmd.creator)
+        hs.access_tokens[rec.token_id] = rec
+        return dict(rec.to_plain(), dropped=dropped)
+
+    def _revoke_access_token(self, cmd: RevokeAccessToken, now: int) -> dict:
+        rec = self.state.access_tokens.get(cmd.token_id)
+        if rec is None:
+            raise _Refuse("unknown_token", f"token_id: no access token {cmd.token_id!r}")
+        revoked = not rec.revoked_ms
+        if revoked:
+            rec.revoked_ms = now
+        return {"token_id": rec.token_id, "revoked": revoked, "revoked_ms": rec.revoked_ms}
+
     def _barrier(self, cmd: Barrier, now: int) -> dict:
         # previous_term: the last leader term that wrote before this barrier; a peer that
         # led that very term knows no other leader acknowledged anything since.
@@ -613,6 +662,16 @@ class Directory:
     def token_uses(self, token_id: str) -> int:
         return self.state.token_uses.get(token_id, 0)
 
+    def access_token(self, token_id: str) -> AccessTokenRecord | None:
+        """An access token's record (its hash included, for checking a presented token;
+        never hand it out), or None."""
+        return self.state.access_tokens.get(token_id)
+
+    def access_tokens(self) -> list[dict[str, Any]]:
+        """Every access token kept, by creation time then id, without its hash."""
+        return [rec.to_plain() for rec in sorted(self.state.access_tokens.values(),
+                                                 key=lambda r: (r.created_ms, r.token_id))]
+
     def log_data(self) -> list[dict[str, Any]]:
         """Every event not yet compacted, ascending, each with its ``node_id`` (debugging,
         tests)."""
@@ -621,7 +680,7 @@ class Directory:
     # ------------------------------------------------------------------ snapshots
 
     def to_snapshot(self) -> dict[str, Any]:
-        """The hard state as plain data with ``{"format": 2, ...}``; canonical (equal states
+        """The hard state as plain data with ``{"format": 4, ...}``; canonical (equal states
         give equal snapshots) and msgpack-able."""
         return state_to_snapshot(self.state)
 
@@ -663,4 +722,6 @@ _HANDLERS: dict[type, Callable[[Directory, Any, int], Any]] = {
     Barrier: Directory._barrier,
     Compact: Directory._compact,
     UpdateProfile: Directory._update_profile,
+    CreateAccessToken: Directory._create_access_token,
+    RevokeAccessToken: Directory._revoke_access_token,
 }

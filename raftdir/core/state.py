@@ -27,7 +27,8 @@ import msgpack
 from raftdir.errors import BadRequest
 
 __all__ = [
-    "HardState", "NodeRecord", "ServiceRecord", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
+    "HardState", "NodeRecord", "ServiceRecord", "AccessTokenRecord", "ACCESS_SCOPES",
+    "MAX_ACCESS_TOKENS", "TOKEN_RETENTION_MS", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
     "SERVER", "WORKER", "KINDS", "READY", "DRAINING", "DOWN", "STATES", "SNAPSHOT_FORMAT",
     "state_to_snapshot", "state_from_snapshot", "share_to_plain", "pack_spec",
     "unpack_spec", "sorted_maps",
@@ -35,12 +36,21 @@ __all__ = [
 
 WORKER_ID_BASE = 1_000_000
 DEFAULT_MAX_REQUEST_IDS = 10_000
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 #: Formats ``state_from_snapshot`` reads. 1: request-id rows were [id, result] (no
 #: fingerprint; such an entry matches any retry, as it did when it was written). 3: the
 #: rows of format 2; a node's profile may hold what ZLayer writes (any os and arch,
 #: api_addr ``0.0.0.0:0``), which a format-2 reader refuses to list, so it refuses the file.
-READABLE_SNAPSHOT_FORMATS = (1, 2, 3)
+#: 4: format 3 plus the access tokens (``access_token_fields``, ``access_tokens``); a file
+#: of format 1-3 has none.
+READABLE_SNAPSHOT_FORMATS = (1, 2, 3, 4)
+
+#: The scopes of an access token, weakest first: each allows what the ones before it do.
+ACCESS_SCOPES = ("read", "operate", "admin")
+#: The most access tokens kept (revoked and expired ones count until they are dropped).
+MAX_ACCESS_TOKENS = 1000
+#: How long a revoked or expired access token is still listed before it is dropped (7 days).
+TOKEN_RETENTION_MS = 7 * 86400 * 1000
 
 SERVER = sys.intern("server")
 WORKER = sys.intern("worker")
@@ -144,6 +154,40 @@ class ServiceRecord:
         self.placement = placement
 
 
+class AccessTokenRecord:
+    """One scoped access token (hard state): never the token, only its SHA-256
+    (``token_hash``, hex). ``revoked_ms`` is 0 while it is not revoked; times are Unix ms
+    (``created_ms`` is the time of the command that created it)."""
+
+    __slots__ = ("token_id", "name", "scope", "token_hash", "created_ms", "expires_ms",
+                 "creator", "revoked_ms")
+
+    #: The fields in snapshot order.
+    FIELDS = __slots__
+
+    def __init__(self, token_id: str, name: str, scope: str, token_hash: str,
+                 created_ms: int, expires_ms: int, creator: str, revoked_ms: int = 0) -> None:
+        self.token_id = token_id
+        self.name = name
+        self.scope = scope
+        self.token_hash = token_hash
+        self.created_ms = created_ms
+        self.expires_ms = expires_ms
+        self.creator = creator
+        self.revoked_ms = revoked_ms
+
+    def droppable(self, now_ms: int) -> bool:
+        """Expired or revoked more than ``TOKEN_RETENTION_MS`` before ``now_ms``."""
+        ended = min(self.expires_ms, self.revoked_ms or self.expires_ms)
+        return ended + TOKEN_RETENTION_MS <= now_ms
+
+    def to_plain(self) -> dict[str, Any]:
+        """What a listing shows: every field but the hash."""
+        return {"token_id": self.token_id, "name": self.name, "scope": self.scope,
+                "created_ms": self.created_ms, "expires_ms": self.expires_ms,
+                "creator": self.creator, "revoked_ms": self.revoked_ms}
+
+
 class HardState:
     """The hard state of the directory (directory.md §2): replicated through Raft, in every
     snapshot, the same on every peer once applied. Soft state (deadlines, status reports,
@@ -152,6 +196,7 @@ class HardState:
     - ``cluster_id``: str or None until bootstrapped;
     - ``nodes``: node id -> ``NodeRecord``; ``next_node_id``: the next worker id to try;
     - ``token_uses``: join-token id -> uses;
+    - ``access_tokens``: access-token id -> ``AccessTokenRecord`` (scoped tokens);
     - ``services``: name -> ``ServiceRecord``;
     - ``revision``: the global assignment revision; ``log``: every event not yet compacted,
       ascending (a deque of event tuples); ``compacted_revision``;
@@ -165,9 +210,9 @@ class HardState:
 
     ``counts`` ((kind, state) -> number of nodes) is a derived index."""
 
-    __slots__ = ("cluster_id", "nodes", "next_node_id", "token_uses", "services", "revision",
-                 "log", "compacted_revision", "max_term", "now_ms", "request_ids",
-                 "max_request_ids", "counts")
+    __slots__ = ("cluster_id", "nodes", "next_node_id", "token_uses", "access_tokens",
+                 "services", "revision", "log", "compacted_revision", "max_term", "now_ms",
+                 "request_ids", "max_request_ids", "counts")
 
     def __init__(self, max_request_ids: int = DEFAULT_MAX_REQUEST_IDS) -> None:
         if isinstance(max_request_ids, bool) or not isinstance(max_request_ids, int) \
@@ -178,6 +223,7 @@ class HardState:
         self.nodes: dict[int, NodeRecord] = {}
         self.next_node_id = WORKER_ID_BASE
         self.token_uses: dict[str, int] = {}
+        self.access_tokens: dict[str, AccessTokenRecord] = {}
         self.services: dict[str, ServiceRecord] = {}
         self.revision = 0
         self.log: deque[tuple] = deque()
@@ -263,6 +309,9 @@ def state_to_snapshot(hs: HardState) -> dict[str, Any]:
         "log": [_event_to_plain(ev) for ev in hs.log],
         "request_ids": [[rid, fp, _result_to_plain(res)]
                         for rid, (fp, res) in hs.request_ids.items()],
+        "access_token_fields": list(AccessTokenRecord.FIELDS),
+        "access_tokens": [[getattr(rec, f) for f in AccessTokenRecord.FIELDS]
+                          for _tid, rec in sorted(hs.access_tokens.items())],
     }
 
 
@@ -271,6 +320,8 @@ _LABELS_AT = NodeRecord.FIELDS.index("labels")
 _SNAPSHOT_KEYS = ("format", "cluster_id", "revision", "compacted_revision", "max_term",
                   "now_ms", "next_node_id", "max_request_ids", "node_fields", "nodes",
                   "token_uses", "services", "log", "request_ids")
+#: The keys format 4 added.
+_TOKEN_KEYS = ("access_token_fields", "access_tokens")
 
 
 def state_from_snapshot(data: Any) -> HardState:
@@ -283,8 +334,9 @@ def state_from_snapshot(data: Any) -> HardState:
         raise BadRequest(f"format: unknown snapshot format {fmt!r}; this version reads "
                          f"{', '.join(map(str, READABLE_SNAPSHOT_FORMATS))} (a snapshot "
                          "from a newer raftdir? upgrade every peer)", field="format")
-    unknown = sorted(set(data) - set(_SNAPSHOT_KEYS))
-    missing = [k for k in _SNAPSHOT_KEYS if k not in data]
+    keys = _SNAPSHOT_KEYS + (_TOKEN_KEYS if fmt >= 4 else ())
+    unknown = sorted(set(data) - set(keys))
+    missing = [k for k in keys if k not in data]
     if unknown:
         raise BadRequest(f"{unknown[0]}: unknown key in snapshot", field=str(unknown[0]))
     if missing:
@@ -292,6 +344,9 @@ def state_from_snapshot(data: Any) -> HardState:
     if list(data["node_fields"]) != list(NodeRecord.FIELDS):
         raise BadRequest("node_fields: does not match this version's node record",
                          field="node_fields")
+    if fmt >= 4 and list(data["access_token_fields"]) != list(AccessTokenRecord.FIELDS):
+        raise BadRequest("access_token_fields: does not match this version's token record",
+                         field="access_token_fields")
     from raftdir.core.result import Result  # noqa: PLC0415 - avoid a cycle at import
 
     try:
@@ -357,6 +412,11 @@ def state_from_snapshot(data: Any) -> HardState:
                 if not isinstance(fp, str):
                     raise ValueError(f"request id {rid!r}: fingerprint is not a string")
             hs.request_ids[rid] = (fp, Result(ok, value, code, message, revision))
+        for row in data.get("access_tokens", ()):
+            if len(row) != len(AccessTokenRecord.FIELDS):
+                raise ValueError(f"access token row of {len(row)} fields")
+            tok = AccessTokenRecord(*row)
+            hs.access_tokens[tok.token_id] = tok
     except BadRequest:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as exc:

@@ -15,8 +15,8 @@ import re
 from typing import Any
 
 from raftdir.core import (
-    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, MarkReady, RegisterNode,
-    RenewCheckpoint, SetPlacement, Undrain, UpdateProfile,
+    Barrier, Bootstrap, Compact, CreateAccessToken, Deregister, Drain, MarkDown, MarkReady,
+    RegisterNode, RenewCheckpoint, RevokeAccessToken, SetPlacement, Undrain, UpdateProfile,
 )
 
 LEADER = (RenewCheckpoint, MarkDown, MarkReady, Barrier)
@@ -34,6 +34,7 @@ class Reference:
         self.nodes: dict[int, dict] = {}
         self.next_id = 1_000_000
         self.tokens: dict[str, int] = {}
+        self.access: dict[str, dict] = {}   # access-token id -> its fields
         self.services: dict[str, dict] = {}
         self.log: list[dict] = []  # {"rev", "node", "kind", "service", "share", "spec"}
         self.revision = 0
@@ -273,7 +274,49 @@ class Reference:
         self.compacted = upto
         return {"compacted_revision": upto, "dropped": len(dropped)}
 
+    def do_create_access_token(self, cmd: CreateAccessToken, now: int) -> dict:
+        week = 7 * 86400 * 1000
+        if not re.fullmatch(r"[0-9a-f]{16}", cmd.token_id):
+            raise Refused("bad_request")
+        if cmd.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}", cmd.name):
+            raise Refused("bad_request")
+        if cmd.scope not in ("read", "operate", "admin"):
+            raise Refused("bad_request")
+        if not re.fullmatch(r"[0-9a-f]{64}", cmd.token_hash):
+            raise Refused("bad_request")
+        if not (0 < len(cmd.creator) <= 200 and cmd.creator.isprintable()):
+            raise Refused("bad_request")
+        if cmd.expires_ms <= now:
+            raise Refused("bad_request")
+        if cmd.token_id in self.access:
+            raise Refused("conflict")
+        gone = sorted(t for t, a in self.access.items()
+                      if (a["revoked_ms"] and a["revoked_ms"] + week <= now)
+                      or a["expires_ms"] + week <= now)
+        if len(self.access) - len(gone) >= 1000:
+            raise Refused("conflict")
+        for t in gone:
+            del self.access[t]
+        self.access[cmd.token_id] = {
+            "token_id": cmd.token_id, "name": cmd.name, "scope": cmd.scope,
+            "created_ms": now, "expires_ms": cmd.expires_ms, "creator": cmd.creator,
+            "revoked_ms": 0}
+        return dict(self.access[cmd.token_id], dropped=gone)
+
+    def do_revoke_access_token(self, cmd: RevokeAccessToken, now: int) -> dict:
+        a = self.access.get(cmd.token_id)
+        if a is None:
+            raise Refused("unknown_token")
+        first = not a["revoked_ms"]
+        if first:
+            a["revoked_ms"] = now
+        return {"token_id": cmd.token_id, "revoked": first, "revoked_ms": a["revoked_ms"]}
+
     # ---------------------------------------------------------------- queries
+
+    def access_list(self) -> list[dict]:
+        return [dict(a) for a in sorted(self.access.values(),
+                                        key=lambda a: (a["created_ms"], a["token_id"]))]
 
     def node(self, nid: int) -> dict | None:
         n = self.nodes.get(nid)

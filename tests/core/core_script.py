@@ -14,10 +14,12 @@ environment, the runner writes the actual outputs back into the file instead of 
 review the diff by hand.
 
 Write commands: bootstrap, register, profile (update_profile), renew, down, ready, drain,
-deregister, place, barrier, compact, raw (apply_bytes of a JSON map packed as msgpack), rawhex (apply_bytes of hex).
+deregister, place, barrier, compact, mktoken (create_access_token), revoke
+(revoke_access_token), raw (apply_bytes of a JSON map packed as msgpack), rawhex
+(apply_bytes of hex).
 Every write takes ``req=`` (request id) and ``ts=`` (proposer ms; sticky: later commands
 reuse the last one given). Queries: poll, node, nodes, leases, placement, services, tokens,
-state, log. ``reset max_ids=N`` starts over with a fresh directory. ``restart`` replaces the directory with one restored from a msgpack
+access (the access tokens), state, log. ``reset max_ids=N`` starts over with a fresh directory. ``restart`` replaces the directory with one restored from a msgpack
 round trip of its snapshot. After every command the invariants of ``core_invariants`` are
 checked.
 """
@@ -33,8 +35,9 @@ from typing import Any
 import msgpack
 
 from raftdir.core import (
-    Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
+    Barrier, Bootstrap, Compact, CreateAccessToken, Deregister, Directory, Drain, MarkDown,
+    MarkReady, RegisterNode, RenewCheckpoint, Result, RevokeAccessToken, SetPlacement,
+    Undrain, UpdateProfile,
 )
 from raftdir.errors import RaftdirError
 
@@ -43,7 +46,7 @@ from core_invariants import check_invariants
 REWRITE = os.environ.get("RAFTDIR_REWRITE") == "1"
 
 STRING_ARGS = {"id_str", "secret", "token", "service", "cluster", "addr", "os", "arch",
-               "kind", "req"}
+               "kind", "req", "tid", "name", "scope", "hash", "creator"}
 
 
 @dataclass
@@ -223,6 +226,15 @@ class Env:
     def do_compact(self, a: dict) -> str:
         return self.apply(Compact(upto_revision=a["upto"], **self.common(a)))
 
+    def do_mktoken(self, a: dict) -> str:
+        return self.apply(CreateAccessToken(
+            token_id=a["tid"], name=a.get("name", ""), scope=a.get("scope", "read"),
+            token_hash=a.get("hash", "ab" * 32), expires_ms=a["expires"],
+            creator=a.get("creator", "admin-token"), **self.common(a)))
+
+    def do_revoke(self, a: dict) -> str:
+        return self.apply(RevokeAccessToken(token_id=a["tid"], **self.common(a)))
+
     def do_raw(self, a: dict) -> str:
         return fmt_result(self.d.apply_bytes(msgpack.packb(a["json"], use_bin_type=True)))
 
@@ -263,6 +275,9 @@ class Env:
 
     def do_tokens(self, a: dict) -> str:
         return str(self.d.token_uses(a["token"]))
+
+    def do_access(self, a: dict) -> list[str]:
+        return [dumps(t) for t in self.d.access_tokens()] or ["(none)"]
 
     def do_state(self, a: dict) -> str:
         d = self.d

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from raftdir.core import (
-    Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, SetPlacement, Undrain, UpdateProfile, canonical_command,
-    decode_command, encode_command,
+    Barrier, Bootstrap, Compact, CreateAccessToken, Deregister, Directory, Drain, MarkDown,
+    MarkReady, RegisterNode, RenewCheckpoint, RevokeAccessToken, SetPlacement, Undrain,
+    UpdateProfile, canonical_command, decode_command, encode_command,
 )
 from raftdir.errors import BadRequest
 
@@ -56,7 +56,23 @@ def commands(draw: Any, d: Directory) -> Any:
         ["register"] * 5 + ["place"] * 6 + ["renew", "down", "down", "ready", "ready",
                                             "drain", "undrain", "deregister", "barrier",
                                             "compact", "compact", "bootstrap", "profile",
-                                            "profile"]))
+                                            "profile", "mktoken", "mktoken", "revoke"]))
+    token_ids = st.sampled_from(["00000000000000a1", "00000000000000a2", "00000000000000a3",
+                                 "00000000000000a4", "nope"])
+    if kind == "mktoken":
+        # times in days, so that tokens outlive the 7 days they are kept after they end;
+        # one field in four is wrong
+        ts = draw(st.integers(0, 30)) * 86_400_000
+        return CreateAccessToken(
+            token_id=draw(token_ids), name=draw(st.sampled_from(["", "ci", "ci", "a b"])),
+            scope=draw(st.sampled_from(["read", "operate", "admin", "root"])),
+            token_hash=draw(st.sampled_from(["ab" * 32] * 3 + ["xyz"])),
+            expires_ms=max(0, ts + draw(st.integers(-1, 20)) * 86_400_000),
+            creator=draw(st.sampled_from(["admin-token", "token 00000000000000a1", ""])),
+            request_id=common["request_id"], ts_ms=ts)
+    if kind == "revoke":
+        return RevokeAccessToken(token_id=draw(token_ids), request_id=common["request_id"],
+                                 ts_ms=draw(st.integers(0, 30)) * 86_400_000)
     if kind == "bootstrap":
         return Bootstrap(cluster_id=draw(st.sampled_from(["c1", "c1", "c2", ""])), **common)
     if kind == "register":
@@ -126,6 +142,7 @@ def compare_queries(d: Directory, ref: Reference) -> None:
         assert d.placement(name) == ref.placement(name)
     for token in ("t1", "t2"):
         assert d.token_uses(token) == ref.tokens.get(token, 0)
+    assert d.access_tokens() == ref.access_list()
     for nid in node_pool(d):
         assert d.node(nid) == ref.node(nid)
         for last in sorted({0, 1, d.compacted_revision, max(0, d.revision - 2),

@@ -11,10 +11,9 @@ import msgpack
 import pytest
 
 from raftdir.core import (
-    COMMANDS, Barrier, Bootstrap, Compact, Deregister, Directory, Drain, MarkDown, MarkReady,
-    RegisterNode, RenewCheckpoint, Result, SetPlacement, Undrain, UpdateProfile,
-    decode_command,
-    encode_command,
+    COMMANDS, Barrier, Bootstrap, Compact, CreateAccessToken, Deregister, Directory, Drain,
+    MarkDown, MarkReady, RegisterNode, RenewCheckpoint, Result, RevokeAccessToken,
+    SetPlacement, Undrain, UpdateProfile, decode_command, encode_command,
 )
 from raftdir.core.commands import canonical_command
 from raftdir.errors import BadRequest
@@ -41,6 +40,10 @@ EXAMPLES = [
     Compact(upto_revision=4),
     Undrain(node_id=1),
     UpdateProfile(node_id=1, profile=dict(PROFILE, labels={"zone": "b"}, cpu_total=2)),
+    CreateAccessToken(token_id="0123456789abcdef", name="ci", scope="read",
+                      token_hash="ab" * 32, expires_ms=2_000_000_000_000,
+                      creator="admin token"),
+    RevokeAccessToken(token_id="0123456789abcdef"),
 ]
 
 
@@ -116,13 +119,19 @@ def loaded() -> Directory:
                                            1_000_001: {"default": [1]}})).ok
     assert d.apply(Drain(node_id=1_000_002)).ok
     assert d.apply(Compact(upto_revision=1)).ok
+    assert d.apply(CreateAccessToken(token_id="00000000000000aa", name="ops", scope="admin",
+                                     token_hash="cd" * 32, expires_ms=9_000,
+                                     creator="admin token", ts_ms=3_000)).ok
+    assert d.apply(RevokeAccessToken(token_id="00000000000000aa")).ok
     return d
 
 
 def test_snapshot_round_trip_and_restore_in_place() -> None:
     d = loaded()
     snap = d.to_snapshot()
-    assert snap["format"] == 3
+    assert snap["format"] == 4
+    assert snap["access_tokens"] == [["00000000000000aa", "ops", "admin", "cd" * 32, 3_000,
+                                      9_000, "admin token", 3_000]]
     again = Directory.from_snapshot(msgpack.unpackb(msgpack.packb(snap), raw=False,
                                                     strict_map_key=False))
     assert again == d and again.revision == d.revision == 3
@@ -147,8 +156,11 @@ def test_snapshot_round_trip_and_restore_in_place() -> None:
 
 def test_from_snapshot_rejects_unknown_format_and_garbage() -> None:
     snap = loaded().to_snapshot()
-    for bad in [dict(snap, format=4), dict(snap, format=0), dict(snap, format=True),
-                {"format": 3},
+    old = {k: v for k, v in snap.items() if not k.startswith("access_token")}
+    for bad in [dict(snap, format=5), dict(snap, format=0), dict(snap, format=True),
+                {"format": 3}, {"format": 4}, dict(old, format=4), dict(snap, format=3),
+                dict(snap, access_token_fields=["token_id"]),
+                dict(snap, access_tokens=[["00000000000000aa", "ops"]]),
                 dict(snap, extra=1), dict(snap, nodes=[[1, 2]]), [], None]:
         with pytest.raises(BadRequest):
             Directory.from_snapshot(bad)  # type: ignore[arg-type]
@@ -162,10 +174,11 @@ def test_a_format_1_snapshot_is_read_and_its_request_ids_match_any_retry() -> No
     d = loaded()
     snap = d.to_snapshot()
     # format 1 (before request ids were bound to their command): [id, result] rows
-    old = dict(snap, format=1, request_ids=[[rid, res] for rid, _fp, res in snap["request_ids"]])
+    old = dict(before_tokens(snap), format=1,
+               request_ids=[[rid, res] for rid, _fp, res in snap["request_ids"]])
     restored = Directory.from_snapshot(old)
     assert restored.revision == d.revision
-    assert restored.to_snapshot()["format"] == 3
+    assert restored.to_snapshot()["format"] == 4
     # an entry without a fingerprint answers its first result to whoever retries it, as
     # the version that wrote it did
     retry = RegisterNode(profile=dict(PROFILE, labels={"zone": "z1"}), ttl_secs=30,
@@ -176,15 +189,24 @@ def test_a_format_1_snapshot_is_read_and_its_request_ids_match_any_retry() -> No
                          request_id="r1")
     assert restored.apply(other) == first
     with pytest.raises(BadRequest, match="request_ids|malformed"):
-        Directory.from_snapshot(dict(snap, format=1))  # format-2 rows under format 1
+        Directory.from_snapshot(dict(before_tokens(snap), format=1))  # format-2 rows
 
 
-def test_a_format_2_snapshot_is_read_and_written_back_as_format_3() -> None:
+def before_tokens(snap: dict) -> dict:
+    """A format-4 snapshot as a format-3 writer wrote it: no access tokens."""
+    return {k: v for k, v in snap.items() if not k.startswith("access_token")}
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_format_2_or_3_snapshot_is_read_and_written_back_as_format_4(fmt) -> None:
     d = loaded()
     snap = d.to_snapshot()
-    restored = Directory.from_snapshot(dict(snap, format=2))   # the same rows as format 3
-    assert restored == d
-    assert restored.to_snapshot() == snap and snap["format"] == 3
+    # the rows of formats 2 and 3 are those of format 4, without the access tokens
+    restored = Directory.from_snapshot(dict(before_tokens(snap), format=fmt))
+    assert restored.access_tokens() == [] and restored.revision == d.revision
+    again = restored.to_snapshot()
+    assert again["format"] == 4 and again["access_tokens"] == []
+    assert before_tokens(again) == dict(before_tokens(snap), format=4)
 
 
 def test_register_node_v2_takes_zlayer_profiles_and_v1_is_still_read() -> None:
