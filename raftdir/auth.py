@@ -1,23 +1,30 @@
-"""Credentials: join tokens, per-node secrets and the admin token (directory.md §4, §11).
+"""Credentials: join tokens, per-node secrets, the admin token and scoped access tokens
+(directory.md §4, §11).
 
-Owns: the join-token format and its checks, node-secret issue and hashing, the admin
-token. All keys derive from the cluster secret (``derive_key``, also used for the Raft password),
-which itself never travels. Pure functions (``secrets`` is the only randomness, and only
-in the ``new_*`` functions); any thread. Must not import the API, agent or CLI.
-
-A viewer token is ``rdv1.<payload>.<mac>``: ``payload`` is base64url of the msgpack map
-``{tid, exp, scope: "read"}`` and ``mac`` is base64url HMAC-SHA256 of ``rdv1.<payload>`` under a
-key derived from the admin token, so whoever holds the admin token (``raftdir token create
---viewer``) can issue one without asking a server, and every server (which derives the
-admin token from the cluster secret) can check one. It lets its holder read the dashboard
-and nothing else; it cannot be revoked before it expires (rotate the cluster secret for
-that). Scoped tokens kept by the cluster (issue 12) replace it.
+Owns: the join-token format and its checks, node-secret issue and hashing, the admin token
+(derived from the cluster secret: the bootstrap credential), the access-token format
+(issue, parse, hash, compare), the scopes and their order, and the rule that every compare
+of a secret or token is constant-time (``hmac.compare_digest``). Keys derive from the
+cluster secret (``derive_key``, also used for the Raft password), which itself never
+travels. During a roll of the secret (docs/operations.md) a server accepts every secret of
+its set: the checks here take one secret or several. Pure functions (``secrets`` is the
+only randomness, and only in the ``new_*`` / ``issue_*`` functions); any thread. Must not
+import the API, agent or CLI.
 
 A join token is ``rdj1.<payload>.<mac>``: ``payload`` is base64url of the msgpack map
 ``{cid, tid, exp, max}`` (cluster id, token id, expiry in Unix seconds, max uses; 0 = no
 limit) and ``mac`` is base64url HMAC-SHA256 of ``rdj1.<payload>`` under the join-token key.
 The use count is hard state (``Directory.token_uses``), so ``max`` holds across leader
 changes; checking it is the state machine's job, at registration.
+
+An access token is ``rdt1.<id>.<secret>``: ``id`` is 16 hex digits, ``secret`` 32 random
+bytes in base64url (43 characters). The directory keeps its id, name, scope, expiry,
+creator and the SHA-256 of the whole token, never the token (``CreateAccessToken``), so
+every server checks it from its own applied state and a leader change changes nothing. It
+does not depend on the cluster secret: rolling the secret leaves access tokens valid. Its
+scope is ``read`` (listings, service state, metrics, the dashboard), ``operate`` (scale,
+drain, evict, join tokens) or ``admin`` (membership, access tokens, backup, digest), each
+allowing what the ones before it do; the admin token is ``admin``.
 """
 
 from __future__ import annotations
@@ -25,18 +32,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
+from typing import Sequence
 
 import msgpack
 
 from .errors import TokenInvalid, Unauthorized
 
 __all__ = [
-    "derive_key", "JoinToken", "issue_join_token", "verify_join_token", "peek_join_token", "new_node_secret",
-    "hash_node_secret", "node_secret_matches", "admin_token", "check_admin_token",
-    "bearer_token", "ViewerToken", "issue_viewer_token", "verify_viewer_token",
-    "is_viewer_token", "MAX_VIEWER_SECS",
+    "derive_key", "JoinToken", "issue_join_token", "verify_join_token", "peek_join_token",
+    "new_node_secret", "hash_node_secret", "node_secret_matches", "admin_token",
+    "check_admin_token", "is_admin_token", "matches_any", "bearer_token", "is_loopback_host", "SCOPES", "scope_allows",
+    "Grant", "ADMIN_PRINCIPAL", "issue_access_token", "parse_access_token",
+    "hash_access_token", "access_token_matches",
 ]
 
 _PREFIX = "rdj1"
@@ -120,17 +131,38 @@ def peek_join_token(token: str) -> JoinToken | None:
         return None
 
 
-def verify_join_token(token: str, secret: str, cluster_id: str, now_unix_secs: int
-                      ) -> JoinToken:
-    """Check the signature, the cluster and the expiry, in that order; raises
-    ``TokenInvalid`` whose message names the check that failed."""
+def _secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
+    return (secret,) if isinstance(secret, str) else tuple(secret)
+
+
+def _any_matches(presented: bytes, expected: list[bytes]) -> bool:
+    """Whether ``presented`` equals one of ``expected``, comparing with every one of them
+    in constant time (no early exit: the time says nothing about which one matched)."""
+    found = False
+    for value in expected:
+        found |= hmac.compare_digest(presented, value)
+    return found
+
+
+def matches_any(presented: str | None, expected: Sequence[str]) -> bool:
+    """``_any_matches`` for text: a presented token against the ones accepted."""
+    if not presented:
+        return False
+    return _any_matches(presented.encode("utf-8"), [e.encode("utf-8") for e in expected])
+
+
+def verify_join_token(token: str, secret: str | Sequence[str], cluster_id: str,
+                      now_unix_secs: int) -> JoinToken:
+    """Check the signature (under ``secret``, or any of several during a roll of the
+    cluster secret), the cluster and the expiry, in that order; raises ``TokenInvalid``
+    whose message names the check that failed."""
     parts = _split(token)
     signed = f"{parts[0]}.{parts[1]}"
     try:
         mac = _unb64(parts[2])
     except ValueError:
         raise TokenInvalid("join token signature is not base64url", field="token") from None
-    if not hmac.compare_digest(mac, _mac(secret, signed)):
+    if not _any_matches(mac, [_mac(s, signed) for s in _secrets(secret)]):
         raise TokenInvalid("join token signature does not match this cluster's secret",
                            field="token")
     parsed = _claims(parts[1])
@@ -165,11 +197,33 @@ def admin_token(secret: str) -> str:
     return derive_key(secret, "admin-token").hex()
 
 
-def check_admin_token(presented: str | None, secret: str) -> None:
-    if not presented or not hmac.compare_digest(presented.encode("utf-8"),
-                                                admin_token(secret).encode("utf-8")):
+def is_admin_token(presented: str | None, secret: str | Sequence[str]) -> bool:
+    """Whether ``presented`` is the admin token of ``secret`` (or of any of several, during
+    a roll), compared in constant time."""
+    return matches_any(presented, [admin_token(s) for s in _secrets(secret)])
+
+
+def check_admin_token(presented: str | None, secret: str | Sequence[str]) -> None:
+    if not is_admin_token(presented, secret):
         raise Unauthorized("this operation needs the admin token "
                            "(Authorization: Bearer <token>)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (no port; an IPv6 literal with or without brackets) is a loopback
+    host: 127.0.0.0/8, ``::1`` or ``localhost``. Any other DNS name, the unspecified host
+    and the empty host (every address) are not: they may be reachable from elsewhere. An
+    API bound to a loopback host answers reads without a token (unless told not to); a
+    Raft address on one needs no cluster secret."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -180,64 +234,60 @@ def bearer_token(header: str | None) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-# ---------------------------------------------------------------------------- viewer tokens
+# ---------------------------------------------------------------------------- access tokens
 
-_VIEWER_PREFIX = "rdv1"
-#: The longest a viewer token may be valid: it cannot be revoked, only outlived.
-MAX_VIEWER_SECS = 30 * 86400
+#: The scopes of an access token, weakest first (the state machine's
+#: ``raftdir.core.state.ACCESS_SCOPES``; not imported from there, so that the worker agent,
+#: which uses this module, loads nothing of the core).
+SCOPES = ("read", "operate", "admin")
+#: Who the admin token stands for, as a grant's principal and a token's ``creator``.
+ADMIN_PRINCIPAL = "admin-token"
+_ACCESS_PREFIX = "rdt1"
+_ACCESS_RE = re.compile(r"rdt1\.([0-9a-f]{16})\.([A-Za-z0-9_-]{43})\Z")
+
+
+def scope_allows(have: str, need: str) -> bool:
+    """Whether a credential of scope ``have`` may do what needs scope ``need``."""
+    return SCOPES.index(have) >= SCOPES.index(need)
 
 
 @dataclass(frozen=True)
-class ViewerToken:
-    """The claims of a verified viewer token (read-only: the dashboard)."""
+class Grant:
+    """What a checked credential may do: its ``scope``, and who it is (``principal``: the
+    admin token, or ``token <id>`` with its name) for a token's ``creator``."""
 
-    token_id: str
-    expires_unix_secs: int
-    scope: str = "read"
-
-
-def _viewer_mac(admin: str, signed: str) -> bytes:
-    key = hmac.new(admin.encode("utf-8"), b"raftdir/v1/viewer-token", hashlib.sha256).digest()
-    return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
+    scope: str
+    principal: str
+    token_id: str | None = None
 
 
-def issue_viewer_token(admin: str, *, valid_for_secs: int, now_unix_secs: int,
-                       token_id: str | None = None) -> tuple[str, ViewerToken]:
-    """A new viewer token signed with a key derived from the admin token ``admin``."""
-    if not 0 < valid_for_secs <= MAX_VIEWER_SECS:
-        raise ValueError(f"valid_for_secs must be in 1..{MAX_VIEWER_SECS}")
-    claims = ViewerToken(token_id or secrets.token_hex(8), now_unix_secs + valid_for_secs)
-    payload = _b64(msgpack.packb({"tid": claims.token_id, "exp": claims.expires_unix_secs,
-                                  "scope": claims.scope}, use_bin_type=True))
-    signed = f"{_VIEWER_PREFIX}.{payload}"
-    return f"{signed}.{_b64(_viewer_mac(admin, signed))}", claims
+def issue_access_token(key_secret: str | None = None, request_id: str | None = None
+                       ) -> tuple[str, str]:
+    """A new access token and its id. With a request id (and a secret to key it), both are
+    derived from it, so a retried creation (the same request id) makes the same token and
+    the command that keeps its hash is the same request; otherwise they are random."""
+    if key_secret and request_id:
+        key = derive_key(key_secret, "access-token")
+        token_id = hmac.new(key, b"id\x00" + request_id.encode("utf-8"),
+                            hashlib.sha256).hexdigest()[:16]
+        raw = hmac.new(key, b"secret\x00" + request_id.encode("utf-8"),
+                       hashlib.sha256).digest()
+    else:
+        token_id, raw = secrets.token_hex(8), secrets.token_bytes(32)
+    return f"{_ACCESS_PREFIX}.{token_id}.{_b64(raw)}", token_id
 
 
-def is_viewer_token(token: str | None) -> bool:
-    return bool(token) and token.startswith(_VIEWER_PREFIX + ".")
+def parse_access_token(token: str | None) -> str | None:
+    """The id of a well-formed access token (its form only: nothing is checked), or
+    None."""
+    if not token or not token.startswith(_ACCESS_PREFIX + "."):
+        return None
+    m = _ACCESS_RE.match(token)
+    return m.group(1) if m else None
 
 
-def verify_viewer_token(token: str | None, secret: str, now_unix_secs: int) -> ViewerToken:
-    """Check a viewer token's signature (against this cluster's secret), scope and expiry;
-    raises ``Unauthorized`` naming the check that failed (never the token)."""
-    parts = (token or "").strip().split(".")
-    if len(parts) != 3 or parts[0] != _VIEWER_PREFIX:
-        raise Unauthorized("viewer token is malformed (expected rdv1.<payload>.<mac>)")
-    signed = f"{parts[0]}.{parts[1]}"
-    try:
-        mac = _unb64(parts[2])
-    except ValueError:
-        raise Unauthorized("viewer token signature is not base64url") from None
-    if not hmac.compare_digest(mac, _viewer_mac(admin_token(secret), signed)):
-        raise Unauthorized("viewer token signature does not match this cluster's secret")
-    try:
-        raw = msgpack.unpackb(_unb64(parts[1]), raw=False, strict_map_key=True)
-        claims = ViewerToken(str(raw["tid"]), int(raw["exp"]), str(raw["scope"]))
-    except Exception:  # noqa: BLE001 - signed by us, so only a bug gets here
-        raise Unauthorized("viewer token payload is unreadable") from None
-    if claims.scope != "read":
-        raise Unauthorized(f"viewer token scope {claims.scope!r} is not 'read'")
-    if now_unix_secs >= claims.expires_unix_secs:
-        raise Unauthorized(f"viewer token expired at {claims.expires_unix_secs} (now "
-                           f"{now_unix_secs})")
-    return claims
+#: What the directory keeps instead of an access token, and its constant-time check: the
+#: same as for a node secret (hex SHA-256; a token holds 256 random bits, so no slow hash
+#: is needed).
+hash_access_token = hash_node_secret
+access_token_matches = node_secret_matches

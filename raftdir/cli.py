@@ -9,8 +9,8 @@ Nothing here holds logic the library lacks: ``serve`` and ``worker`` run
 ``secret`` and ``token admin`` call ``raftdir.replication.secret`` and ``raftdir.auth``.
 
 Where the commands find things: the servers from ``--server`` (repeatable or
-comma-separated) or ``$RAFTDIR_SERVER``; the admin token from ``--token-file`` or
-``$RAFTDIR_ADMIN_TOKEN``.
+comma-separated) or ``$RAFTDIR_SERVER``; the token (the admin token or an access token)
+from ``--token-file`` or ``$RAFTDIR_TOKEN`` (``$RAFTDIR_ADMIN_TOKEN``, its older name).
 
 Must not be imported by the library (the core, the server, the API, the agent).
 """
@@ -39,7 +39,10 @@ from .codec import dumps_json, to_dict
 from .config import CLUSTER_MODE_FILE as CLUSTER_MODE
 from .config import dump_yaml, load_with_warnings
 from .errors import BadRequest, ConfigError, RaftdirError, Unauthorized
-from .limits import MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, check_service_name, parse_node_id
+from .limits import (
+    MAX_TOKEN_USES, MAX_TOKEN_VALID_SECS, check_service_name, check_token_name, parse_node_id,
+    parse_token_id,
+)
 
 __all__ = ["main", "cli", "render_table"]
 
@@ -47,7 +50,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 SERVER_ENV = "RAFTDIR_SERVER"
-TOKEN_ENV = "RAFTDIR_ADMIN_TOKEN"
+TOKEN_ENV = "RAFTDIR_TOKEN"
+#: The older name of ``$RAFTDIR_TOKEN``, still read when that is not set.
+ADMIN_TOKEN_ENV = "RAFTDIR_ADMIN_TOKEN"
 DEBUG_ENV = "RAFTDIR_DEBUG"
 
 log = logging.getLogger("raftdir.cli")
@@ -82,7 +87,8 @@ def _describe_failure(exc: BaseException, where: str | None) -> str:
             text += f" ({exc.code})"
         if isinstance(exc, Unauthorized) and "token" in exc.message:
             text += (f"; pass --token-file FILE or set ${TOKEN_ENV} (`raftdir token admin "
-                     "--data-dir DIR` prints the admin token)")
+                     "--data-dir DIR` prints the admin token; `raftdir token create --scope` "
+                     "issues access tokens)")
         return text
     return f"{_hostport(where)}: {_reason(exc)}"
 
@@ -232,6 +238,18 @@ class NodeId(click.ParamType):
                       "at most 18446744073709551615)", param, ctx)
 
 
+class TokenId(click.ParamType):
+    """An access token's id (16 lowercase hex digits), as the API's path takes it."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            return parse_token_id(str(value))
+        except BadRequest as exc:
+            self.fail(exc.message.split(": ", 1)[1], param, ctx)
+
+
 class ServiceName(click.ParamType):
     """A service name, checked as the API checks it (``limits.check_service_name``: a DNS
     label), so a bad one is exit 2 before any request."""
@@ -315,7 +333,8 @@ class Conn:
             if not token:
                 raise Unusable(f"--token-file: {self.token_file}: the file is empty")
             return token
-        return os.environ.get(TOKEN_ENV, "").strip() or None
+        return (os.environ.get(TOKEN_ENV, "").strip()
+                or os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None)
 
     def client(self, retries: int = 2) -> Any:
         from .api.client import RaftdirClient
@@ -340,31 +359,34 @@ class Conn:
                 ssl_ctx.load_cert_chain(self.tls_cert, self.tls_key)
         servers = self.servers()
         try:
-            return CliClient(servers, admin_token=self.admin_token() if self.admin else None,
-                             timeout=self.timeout, retries=retries, backoff=(0.05, 0.5),
+            return CliClient(servers, admin_token=self.admin_token(), timeout=self.timeout, retries=retries, backoff=(0.05, 0.5),
                              ssl=ssl_ctx)
         except (RaftdirError, ValueError) as exc:
             raise Unusable(f"--server: {getattr(exc, 'message', exc)}") from None
 
 
-def client_options(admin: bool = False, timeout: float = 5.0,
+def client_options(admin: str | None = None, timeout: float = 5.0,
                    timeout_help: str = "Seconds to wait for each answer."
                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The options every networked command shares; the command gets ``conn: Conn``."""
+    """The options every networked command shares; the command gets ``conn: Conn``.
+    ``admin``: the scope the command needs (``operate``, ``admin``), for its help; None
+    for a read (open on a loopback-only API)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, servers: tuple[str, ...], timeout: float,
                     tls_ca: str | None, tls_cert: str | None, tls_key: str | None,
                     token_file: str | None = None, **kwargs: Any) -> Any:
-            conn = Conn(servers, timeout, tls_ca, token_file, admin, tls_cert, tls_key)
+            conn = Conn(servers, timeout, tls_ca, token_file, admin is not None, tls_cert,
+                        tls_key)
             return fn(*args, conn=conn, **kwargs)
 
-        if admin:
-            wrapper = click.option(
-                "--token-file", type=click.Path(dir_okay=False), metavar="FILE",
-                help=f"A file holding the admin token (`raftdir token admin` prints it). "
-                     f"Default: ${TOKEN_ENV}.")(wrapper)
+        wrapper = click.option(
+            "--token-file", type=click.Path(dir_okay=False), metavar="FILE",
+            help=f"A file holding the token to send: the admin token (`raftdir token admin` "
+                 f"prints it) or an access token (`raftdir token create --scope`; "
+                 f"{'this command needs ' + admin if admin else 'reads need read'} or "
+                 f"higher). Default: ${TOKEN_ENV} (or ${ADMIN_TOKEN_ENV}).")(wrapper)
         wrapper = click.option(
             "--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
             envvar="RAFTDIR_TLS_CA",
@@ -504,9 +526,10 @@ def cli() -> None:
     and assignment revisions).
 
     Run a server with `raftdir serve --data-dir DIR`; inspect and steer a cluster with the
-    other commands, which find the servers in --server or $RAFTDIR_SERVER and the admin
-    token in --token-file or $RAFTDIR_ADMIN_TOKEN. Exit status: 0 ok, 1 the operation
-    failed, 2 usage or configuration error.
+    other commands, which find the servers in --server or $RAFTDIR_SERVER and the token in
+    --token-file or $RAFTDIR_TOKEN (the admin token, or an access token of the scope the
+    command needs; reads on a server bound to loopback need none). Exit status: 0 ok, 1
+    the operation failed, 2 usage or configuration error.
     """
 
 
@@ -637,10 +660,14 @@ def _run_daemon(daemon: Any, what: str) -> None:
               help="PEM CA that signed the other servers' certificates, checked when this "
                    "server forwards a request to the leader or asks a peer (default: "
                    "--tls-ca, else the system's CAs).")
+@click.option("--require-read-token", is_flag=True,
+              help="Answer reads (listings, service state, /metrics) only with a token of "
+                   "scope read or higher on a loopback address too (off loopback they always "
+                   "need one).")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
-          log_level: str) -> None:
+          require_read_token: bool, log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -663,7 +690,8 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca))
+        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca,
+        require_read_token=require_read_token))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 
@@ -919,7 +947,7 @@ def _change_peer(conn: Conn, method: str, body: dict[str, Any], as_json: bool) -
 
 @peers.command("add")
 @_membership_options
-@client_options(admin=True)
+@client_options(admin="admin")
 @json_option
 def peers_add(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
               as_json: bool) -> None:
@@ -936,7 +964,7 @@ def peers_add(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
 
 @peers.command("remove")
 @_membership_options
-@client_options(admin=True)
+@client_options(admin="admin")
 @json_option
 def peers_remove(peer_id: int, raft_addr: str, api_addr: str | None, conn: Conn,
                  as_json: bool) -> None:
@@ -1079,7 +1107,7 @@ def _groups_text(req: Any) -> str:
                    "(N must equal the number of indices).")
 @click.option("--spec", metavar="JSON",
               help="The service spec as a JSON object, handed to the nodes with the order.")
-@client_options(admin=True)
+@client_options(admin="operate")
 @json_option
 def scale(service: str, replicas: int, role_groups: tuple[tuple[str, tuple[int, ...]], ...],
           spec: str | None, conn: Conn, as_json: bool) -> None:
@@ -1087,7 +1115,7 @@ def scale(service: str, replicas: int, role_groups: tuple[tuple[str, tuple[int, 
 
     Without --role-group the replicas are one `default` group with indices 0..N-1. With
     role groups, every index is named (e.g. --role-group db=0,1 --role-group web=0-2 for
-    N=5). Needs the admin token.
+    N=5). Needs a token of scope operate (or the admin token).
     """
     from .model import InternalScaleRequest, ScaleAssignment
 
@@ -1142,21 +1170,21 @@ def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("node_id", metavar="ID", type=NodeId())
-@client_options(admin=True)
+@client_options(admin="operate")
 @json_option
 def drain(node_id: int, conn: Conn, as_json: bool) -> None:
-    """Drain node ID: no new placement on it, and its share moves away. Needs the admin
-    token."""
+    """Drain node ID: no new placement on it, and its share moves away. Needs a token of
+    scope operate."""
     _node_write(conn, "drain", node_id, as_json)
 
 
 @cli.command()
 @click.argument("node_id", metavar="ID", type=NodeId())
-@client_options(admin=True)
+@client_options(admin="operate")
 @json_option
 def evict(node_id: int, conn: Conn, as_json: bool) -> None:
     """Remove node ID's record: its share is placed elsewhere and it must register again.
-    Needs the admin token."""
+    Needs a token of scope operate."""
     _node_write(conn, "evict", node_id, as_json)
 
 
@@ -1164,55 +1192,98 @@ def evict(node_id: int, conn: Conn, as_json: bool) -> None:
 
 @cli.group()
 def token() -> None:
-    """Join tokens (for workers) and the admin token."""
+    """Join tokens (for workers), scoped access tokens (for people and tools) and the admin
+    token."""
+
+
+SCOPE_HELP = ("read: listings, service state, metrics, the dashboard; operate: also scale, "
+              "drain, evict, join tokens; admin: also membership, access tokens, backups, "
+              "digests")
 
 
 @token.command("create")
+@click.option("--scope", type=click.Choice(["read", "operate", "admin"]),
+              help=f"Issue a scoped access token instead of a join token ({SCOPE_HELP}).")
+@click.option("--name", default="", metavar="NAME",
+              help="With --scope: a name for `raftdir token list` (1-64 of A-Z a-z 0-9 . _ "
+                   "@ : -).")
+@click.option("--viewer", is_flag=True,
+              help="Shorthand for --scope read: a token that reads (the dashboard at /ui, "
+                   "listings) and changes nothing.")
 @click.option("--valid-for", type=Duration(maximum=MAX_TOKEN_VALID_SECS), default="1h",
               show_default=True,
               help="How long the token is valid: 3600, 90s, 15m, 1h, 2d (at most 365d).")
-@click.option("--max-uses", type=click.IntRange(0, MAX_TOKEN_USES), default=1,
-              show_default=True,
-              help=f"How many registrations it allows (0: no limit; at most {MAX_TOKEN_USES}; "
-                   "not for --viewer).")
-@click.option("--viewer", is_flag=True,
-              help="Issue a read-only viewer token for the dashboard (/ui) instead: it reads "
-                   "and cannot change anything; valid up to 30 days and not revocable "
-                   "before it expires.")
-@client_options(admin=True)
+@click.option("--max-uses", type=click.IntRange(0, MAX_TOKEN_USES), default=None,
+              help=f"A join token: how many registrations it allows (0: no limit; at most "
+                   f"{MAX_TOKEN_USES}; default 1).")
+@client_options(admin="operate (a join token) or admin (--scope)")
 @json_option
-def token_create(valid_for: int, max_uses: int, viewer: bool, conn: Conn,
-                 as_json: bool) -> None:
-    """Issue a join token and print it (a worker registers with it), or with --viewer a
-    dashboard viewer token. Needs the admin token."""
+def token_create(scope: str | None, name: str, viewer: bool, valid_for: int,
+                 max_uses: int | None, conn: Conn, as_json: bool) -> None:
+    """Issue a join token and print it (a worker registers with it; needs operate), or
+    with --scope S an access token of that scope (needs admin). An access token is shown
+    once: the cluster keeps only its hash, its id and its metadata (`raftdir token list`),
+    and `raftdir token revoke ID` makes every server refuse it."""
     if viewer:
-        result = _viewer_token(conn, valid_for)
+        if scope not in (None, "read"):
+            raise click.BadParameter("--viewer is --scope read", param_hint="'--viewer'")
+        scope = "read"
+    if scope is None:
+        if name:
+            raise click.BadParameter("a name is for an access token (--scope)",
+                                     param_hint="'--name'")
+        uses = 1 if max_uses is None else max_uses
+        result = _run(conn, lambda client: client.create_token(valid_for, uses))
     else:
-        result = _run(conn, lambda client: client.create_token(valid_for, max_uses))
+        if max_uses is not None:
+            raise click.BadParameter("is for a join token, not an access token (--scope)",
+                                     param_hint="'--max-uses'")
+        try:
+            check_token_name(name)
+        except BadRequest as exc:
+            raise click.BadParameter(exc.message.split(": ", 1)[1],
+                                     param_hint="'--name'") from None
+        result = _run(conn, lambda client: client.create_access_token(scope, valid_for, name))
     click.echo(_json_text(result) if as_json else result["token"])
 
 
-def _viewer_token(conn: Conn, valid_for: int) -> dict[str, Any]:
-    """A viewer token signed with a key derived from the admin token (``raftdir.auth``),
-    after a server confirmed that the admin token is this cluster's."""
-    from .auth import MAX_VIEWER_SECS, issue_viewer_token
-    if valid_for > MAX_VIEWER_SECS:
-        raise click.BadParameter(f"at most {MAX_VIEWER_SECS // 86400}d for a viewer token",
-                                 param_hint="'--valid-for'")
-    admin = conn.admin_token()
-    if not admin:
-        raise Unusable(f"--viewer needs the admin token: pass --token-file FILE or set "
-                       f"${TOKEN_ENV}")
+def _tokens_listing(rows: list[dict[str, Any]]) -> Listing:
+    def when(ms: int | None) -> str | None:
+        if not ms:
+            return None
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+    columns = ("ID", "NAME", "SCOPE", "STATE", "CREATED", "EXPIRES", "CREATOR")
+    table = [(r["token_id"], r["name"] or None, r["scope"],
+              r["state"] + (f" {when(r['revoked_ms'])}" if r.get("revoked_ms") else ""),
+              when(r["created_ms"]), when(r["expires_ms"]), r["creator"]) for r in rows]
+    return Listing(columns, table, rows)
 
-    async def check(client: Any) -> dict[str, Any]:
-        return await client._call("GET", "/ui/session", auth="admin")
-    session = _run(conn, check)
-    if session.get("scope") != "admin":
-        raise Failed("the server did not accept the admin token as the admin token")
-    token, claims = issue_viewer_token(admin, valid_for_secs=valid_for,
-                                       now_unix_secs=int(time.time()))
-    return {"token": token, "token_id": claims.token_id,
-            "expires_unix_secs": claims.expires_unix_secs, "scope": claims.scope}
+
+@token.command("list")
+@client_options(admin="admin")
+@json_option
+def token_list(conn: Conn, as_json: bool) -> None:
+    """List the access tokens the cluster keeps (never a token, never its hash): ID, NAME,
+    SCOPE, STATE (active, expired, or revoked with when), CREATED, EXPIRES, CREATOR.
+    Revoked and expired tokens are listed for 7 days. Needs admin."""
+    rows = _run(conn, lambda client: client.access_tokens(consistent=True))
+    _emit(_tokens_listing(rows), as_json)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID", type=TokenId())
+@client_options(admin="admin")
+@json_option
+def token_revoke(token_id: str, conn: Conn, as_json: bool) -> None:
+    """Revoke the access token ID (as `raftdir token list` shows it): once the revocation
+    is committed, every server refuses the token. Needs admin."""
+    result = _run(conn, lambda client: client.revoke_access_token(token_id))
+    if as_json:
+        click.echo(_json_text(result))
+    elif result.get("revoked"):
+        click.echo(f"revoked access token {token_id}")
+    else:
+        click.echo(f"access token {token_id} was revoked already")
 
 
 def _load_secret_or_exit(data_dir: Path) -> str:
@@ -1235,7 +1306,9 @@ def token_admin(data_dir: Path) -> None:
     """Print the admin token derived from DIR/cluster.secret (every server accepts it).
 
     Keep it like the secret: e.g. `raftdir token admin --data-dir DIR > admin.token`
-    then `--token-file admin.token`, or export RAFTDIR_ADMIN_TOKEN.
+    then `--token-file admin.token`, or export RAFTDIR_TOKEN. It is the bootstrap
+    credential: issue access tokens (`raftdir token create --scope`) for people and tools,
+    which can be revoked one by one and survive a roll of the cluster secret.
     """
     from .auth import admin_token
     click.echo(admin_token(_load_secret_or_exit(data_dir)))
@@ -1249,12 +1322,12 @@ def snapshot() -> None:
 
 @snapshot.command("save")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@client_options(admin=True)
+@client_options(admin="admin")
 @json_option
 def snapshot_save(file: Path, conn: Conn, as_json: bool) -> None:
     """Save a backup of the directory to FILE (written atomically, mode 0600). The server
     commits a barrier through the leader first, so the backup holds every write
-    acknowledged before the command started. Needs the admin token."""
+    acknowledged before the command started. Needs a token of scope admin."""
     from .backup import decode_backup
     from .files import write_atomic
     data = _run(conn, lambda client: client.backup(timeout=max(conn.timeout, 30.0)))
@@ -1427,29 +1500,125 @@ def _ask_health(peers: list[Any], scheme: str, tls_ca: str | None, timeout: floa
 
 @cli.group()
 def secret() -> None:
-    """The cluster secret (DIR/cluster.secret): the same file on every server."""
+    """The cluster secret (DIR/cluster.secret): the same file on every server, and rolling
+    it on a running cluster (create --next, promote, retire; docs/operations.md)."""
+
+
+def _secret_files(action: Callable[[], Any], data_dir: Path) -> Any:
+    try:
+        return action()
+    except ConfigError as exc:
+        raise Unusable(exc.message.replace("pass force=True", "pass --force")) from None
+    except OSError as exc:
+        raise Unusable(f"{exc.filename or data_dir}: {_reason(exc)}") from None
 
 
 @secret.command("create")
 @_data_dir_option
 @click.option("--force", is_flag=True,
-              help="Replace an existing cluster.secret (every server then needs the new one).")
-def secret_create(data_dir: Path, force: bool) -> None:
-    """Write a new random cluster.secret (mode 0600) into DIR, creating DIR if needed.
+              help="Replace an existing file (every server then needs the new one).")
+@click.option("--next", "next_", is_flag=True,
+              help="Write DIR/cluster.secret.next instead: the new secret of a roll, which a "
+                   "running server accepts besides its own once the file is there.")
+def secret_create(data_dir: Path, force: bool, next_: bool) -> None:
+    """Write a new random cluster.secret (mode 0600) into DIR, creating DIR if needed, or
+    with --next the next secret of a roll.
 
-    Refuses to overwrite an existing secret without --force (exit 2). Copy the file to
+    Refuses to overwrite an existing file without --force (exit 2). Copy the file to
     every server's data dir; it keys Raft traffic, join tokens and the admin token.
     """
-    from .replication.secret import create_secret, secret_path
-    try:
+    from .replication.secret import NEXT_SECRET_FILE, create_secret, load_secret, secret_path
+    target = data_dir / NEXT_SECRET_FILE if next_ else secret_path(data_dir)
+
+    def write() -> None:
+        if next_ and load_secret(data_dir) is None:
+            raise ConfigError(f"{secret_path(data_dir)}: no cluster secret to roll; create "
+                              "one first (raftdir secret create)")
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        create_secret(data_dir, force=force)
-    except ConfigError as exc:
-        raise Unusable(exc.message.replace("pass force=True", "pass --force")) from None
-    except OSError as exc:
-        raise Unusable(f"{exc.filename or data_dir}: {_reason(exc)}") from None
-    click.echo(f"wrote {secret_path(data_dir)} (mode 0600); copy it to every server's data "
-               "dir", err=True)
+        create_secret(target, force=force)
+    _secret_files(write, data_dir)
+    click.echo(f"wrote {target} (mode 0600); copy it to every server's data dir"
+               + (" (as cluster.secret.next), then promote it on each server in turn"
+                  if next_ else ""), err=True)
+
+
+@secret.command("promote")
+@_data_dir_option
+def secret_promote(data_dir: Path) -> None:
+    """Make DIR/cluster.secret.next this server's secret; the old one stays accepted as
+    DIR/cluster.secret.prev. The running server picks it up within a second: it then sends
+    Raft traffic under the new secret, signs join tokens with it and derives its admin
+    token from it. Do it only when every server holds the next secret (`raftdir secret
+    status`), one server at a time."""
+    from .replication.secret import fingerprint, promote_secret
+    held = _secret_files(lambda: promote_secret(data_dir), data_dir)
+    click.echo(f"{data_dir}: cluster.secret is now {fingerprint(held.primary)}; the old "
+               f"{fingerprint(held.prev)} is still accepted (cluster.secret.prev) until "
+               "`raftdir secret retire`")
+
+
+@secret.command("retire")
+@_data_dir_option
+def secret_retire(data_dir: Path) -> None:
+    """Stop accepting the old secret on this server (remove DIR/cluster.secret.prev): join
+    tokens and the admin token of the old secret stop working here. Do it only when every
+    server was promoted (`raftdir secret status`)."""
+    from .replication.secret import fingerprint, retire_secret
+    held = _secret_files(lambda: retire_secret(data_dir), data_dir)
+    click.echo(f"{data_dir}: only {fingerprint(held.primary)} is accepted now")
+
+
+def secret_status_listing(answers: dict[str, Any]) -> Listing:
+    columns = ("SERVER", "ID", "PHASE", "OWN SECRET", "ACCEPTS", "RAFT KEYS")
+    rows, data = [], []
+    for server, answer in answers.items():
+        if isinstance(answer, BaseException):
+            rows.append((_hostport(server), None, None, None, None, _reason(answer)))
+            data.append({"server": server, "error": _reason(answer)})
+            continue
+        held = answer.get("secrets") or {}
+        keys = answer.get("raft_keys") or []
+        rows.append((_hostport(server), answer.get("node_id"), held.get("phase"),
+                     held.get("primary"), " ".join(held.get("accepts") or []) or None,
+                     " ".join(keys) or None))
+        data.append({"server": server, "node_id": answer.get("node_id"), **held,
+                     "raft_keys": keys})
+    return Listing(columns, rows, data, footer=_roll_advice(data))
+
+
+def _roll_advice(rows: list[dict[str, Any]]) -> str | None:
+    """What the roll may do next, from every server's answer (None when a server is
+    missing: nothing can be said for sure)."""
+    if not rows or any("error" in r or not r.get("primary") for r in rows):
+        return "not every server answered: finish a step on every server before the next"
+    owns = {r["primary"] for r in rows}
+    accepted = [set(r.get("accepts") or ()) for r in rows]
+    common = set.intersection(*accepted)
+    if len(owns) == 1 and all(a == {next(iter(owns))} for a in accepted):
+        return "no roll in progress: every server holds one secret, the same"
+    if owns <= common and len(common) > 1:
+        if all(r["phase"] == "next installed" for r in rows):
+            return "every server accepts the next secret: promote it, one server at a time"
+        if all(r["phase"] == "promoted" for r in rows) and len(owns) == 1:
+            return "every server was promoted: retire the old secret, one server at a time"
+        return "a roll is in progress and every server accepts every server's own secret"
+    return ("servers do not all accept each other's secret: they cannot all talk Raft; "
+            "copy cluster.secret.next to every server before promoting")
+
+
+@secret.command("status")
+@client_options(timeout=PEER_TIMEOUT)
+@json_option
+def secret_status(conn: Conn, as_json: bool) -> None:
+    """Which secrets every server holds (by fingerprint: 16 hex digits of a key derived
+    from the secret, never the secret), its phase in a roll and the keys its Raft traffic
+    uses, asking every server given; then what the roll may do next. Exit 1 when no
+    server answers."""
+    answers = _run(conn, lambda client: client.per_server("peers"))
+    if not any(not isinstance(a, BaseException) for a in answers.values()):
+        raise Failed("no server answered: " + "; ".join(
+            f"{_hostport(s)}: {_reason(a)}" for s, a in answers.items()))
+    _emit(secret_status_listing(answers), as_json)
 
 
 # ---------------------------------------------------------------------------- demo

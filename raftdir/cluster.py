@@ -20,13 +20,13 @@ Runs on the daemon's event loop. Must not import the CLI.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import aiohttp
 
+from .auth import admin_token, matches_any
 from .clock import Clock, SystemClock
 from .codec import reachable_addr, to_dict
 from .errors import (
@@ -35,6 +35,9 @@ from .errors import (
 from .leader.placement import Candidate, constraints_from_spec, eligible, place
 from .model import InternalScaleRequest, NodeServiceState, StaticMode
 from .tasks import cancel_and_wait
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .replication.secret import SecretSet
 
 __all__ = ["NodeInfo", "Cluster", "DirectoryCluster", "StaticCluster", "StaticControlPlane"]
 
@@ -325,10 +328,24 @@ class StaticControlPlane:
     this node) and ``/api/v1/cluster/scale`` (the leader distributes). Everything else of
     the directory API answers 400: a static cluster has no directory."""
 
-    def __init__(self, cluster: StaticCluster, admin_token: str | None) -> None:
+    def __init__(self, cluster: StaticCluster, secrets: "SecretSet | str | None") -> None:
+        """``secrets``: the cluster secrets this peer holds (their admin tokens are
+        accepted; the first one's is what this peer sends to the others), or one admin
+        token, or None (no secret: every call is taken)."""
         self.cluster = cluster
         self.node_id = cluster.node_id
-        self._admin = admin_token
+        self._admins: tuple[str, ...] | None = None
+        if isinstance(secrets, str):
+            self._admins = (secrets,)
+            cluster.admin_token = secrets
+        elif secrets is not None:
+            self.use_secrets(secrets)
+
+    def use_secrets(self, secrets: "SecretSet") -> None:
+        """A roll of the cluster secret: accept the admin token of every secret of the set,
+        send the first one's."""
+        self._admins = tuple(admin_token(s) for s in secrets.accepted)
+        self.cluster.admin_token = self._admins[0]
 
     def is_leader(self) -> bool:
         return self.cluster.is_leader()
@@ -341,8 +358,7 @@ class StaticControlPlane:
         return [f"{self.cluster.scheme}://{p.api_addr}" for p in self.cluster.peers.values()]
 
     def check_admin(self, token: str | None) -> None:
-        if self._admin is not None and (not token or not hmac.compare_digest(
-                token.encode("utf-8"), self._admin.encode("utf-8"))):
+        if self._admins is not None and not matches_any(token, self._admins):
             raise Unauthorized("this operation needs the admin token")
 
     def service_state(self, service: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .clock import Clock, SystemClock
 from .cluster import Cluster, DirectoryCluster, StaticCluster, StaticControlPlane
 from .codec import parse_addr
 from .config import CLUSTER_MODE_FILE, load_cluster_mode
-from .errors import Reregister
+from .errors import ConfigError, RaftdirError, Reregister
 from .model import (
     ClusterMode, InternalScaleRequest, RaftMode, SetEvent, SingleNodeMode, StaticMode,
     WorkerPollResponse, WorkerTierMode,
@@ -69,6 +69,8 @@ class DaemonOptions:
     raft_tuning: Any = None              # raftdir.replication.RaftTuning
     cluster_id: str | None = None
     advertise_addr: str | None = None    # a worker's own API address (its profile)
+    require_read_token: bool = False     # reads need a token on a loopback API too
+    secret_check_interval: float = 1.0   # seconds between looks at the secret files
 
 
 class Daemon:
@@ -206,6 +208,44 @@ class Daemon:
         from .replication.secret import load_secret
         return load_secret(self.data_dir)
 
+    def _secrets(self) -> Any:
+        from .replication.secret import load_secrets
+        return load_secrets(self.data_dir)
+
+    async def _watch_secrets(self, use: Callable[[Any], None], held: Any) -> None:
+        """Follow a roll of the cluster secret without a restart: when one of the secret
+        files changes (``cluster.secret``, ``.next``, ``.prev``), load them and hand the set
+        to ``use``. A set that cannot be read (a file copied half-way, a bad mode) or that
+        ``use`` refuses is logged once and the secrets in use stay."""
+        from .replication.secret import load_secrets, secret_files_stamp
+        stamp = secret_files_stamp(self.data_dir)
+        said: str | None = None
+        while True:
+            await self.clock.sleep(self.options.secret_check_interval)
+            now = secret_files_stamp(self.data_dir)
+            if now == stamp:
+                continue
+            try:
+                found = load_secrets(self.data_dir)
+                if found is None:
+                    raise ConfigError(f"{self.data_dir}/cluster.secret is gone")
+                if found != held:
+                    use(found)
+                    held = found
+                    said = None
+                    described = found.describe()
+                    log.info("cluster secrets changed: own %s, accepting %s (%s)",
+                             described["primary"], ", ".join(described["accepts"]),
+                             described["phase"])
+                stamp = now
+            except (RaftdirError, OSError) as exc:
+                why = getattr(exc, "message", None) or f"{exc.filename}: {exc.strerror}"
+                if why != said:
+                    log.warning("cluster secret files not taken: %s; the secrets in use "
+                                "stay", why)
+                    said = why
+                stamp = now
+
     def _ssl(self) -> Any:
         if self.options.tls is None:
             return None
@@ -217,14 +257,14 @@ class Daemon:
         from .api.server import start_api
         host, port = parse_addr(api_addr)
         self.api = await start_api(cp, self.options.api_host or host, port,
-                                   ssl_context=self._ssl(), forward_ssl=self._client_ssl())
+                                   ssl_context=self._ssl(), forward_ssl=self._client_ssl(),
+                                   require_read_token=self.options.require_read_token)
 
     async def _start_directory(self, mode: ClusterMode) -> None:
         from .api.client import RaftdirClient
-        from .auth import admin_token
         from .server import DirectoryServer, ServerSettings
 
-        secret = self._secret()
+        secrets = self._secrets()
         o = self.options
         settings = ServerSettings(
             node_id=self.node_id or 1, data_dir=str(self.data_dir / "raft"),
@@ -242,16 +282,18 @@ class Daemon:
         elif o.api_port is not None:
             api_addr = f"{o.api_host or '127.0.0.1'}:{o.api_port}"
             settings = replace(settings, self_api_addr=api_addr)
-        self.server = DirectoryServer(settings, secret=secret, clock=self.clock)
+        self.server = server = DirectoryServer(settings, secret=secrets, clock=self.clock)
         self.server.raft.add_leadership_listener(self._leadership_from_thread)
-        token = admin_token(secret) if secret else None
         self._cluster = DirectoryCluster(
-            self.server, lambda servers: RaftdirClient(servers, admin_token=token,
+            self.server, lambda servers: RaftdirClient(servers, admin_token=server.own_token(),
                                                        ssl=self._client_ssl()))
         await self.server.start()
         if api_addr is not None:
             await self._start_api(self.server, api_addr)
         self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
+        if secrets is not None:
+            self._tasks.append(asyncio.ensure_future(
+                self._watch_secrets(server.use_secrets, secrets)))
 
     def _client_ssl(self) -> Any:
         """The ``ssl`` argument of this daemon's own connections (a server's to the leader
@@ -269,18 +311,20 @@ class Daemon:
         return ctx
 
     async def _start_static(self, mode: StaticMode) -> None:
-        from .auth import admin_token
-        secret = self._secret()
-        token = admin_token(secret) if secret else None
-        self.static = StaticCluster(mode, clock=self.clock, admin_token=token,
-                                    scheme="https" if self.options.tls else "http",
-                                    ssl=self._client_ssl(), deliver=self._deliver_static)
+        secrets = self._secrets()
+        self.static = StaticCluster(mode, clock=self.clock, scheme="https" if self.options.tls
+                                    else "http", ssl=self._client_ssl(),
+                                    deliver=self._deliver_static)
         self.static.leadership_listeners.append(
             lambda is_leader, term: self._fire(self._leadership_cbs, is_leader, term))
         self._cluster = self.static
+        cp = StaticControlPlane(self.static, secrets)
         me = next(p for p in mode.peers if p.id == mode.node_id)
-        await self._start_api(StaticControlPlane(self.static, token), me.api_addr)
+        await self._start_api(cp, me.api_addr)
         await self.static.start()
+        if secrets is not None:
+            self._tasks.append(asyncio.ensure_future(
+                self._watch_secrets(cp.use_secrets, secrets)))
 
     async def _start_worker(self, mode: WorkerTierMode) -> None:
         from .agent import WorkerAgent

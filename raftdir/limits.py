@@ -8,8 +8,9 @@ Owns: those request-edge rules, ``parse_node_id`` (the API's ``{id}`` and every 
 plane sees it (a refusal names the field's full path).
 They are not decode rules of the wire types: a record already in a Raft log or a snapshot
 is never re-judged by them, so tightening a rule here cannot change what a replayed log
-does. Pure functions; any thread. Imports only ``raftdir.codec``, ``raftdir.errors`` and
-``raftdir.model``.
+does. Pure functions; any thread. Imports only ``raftdir.codec``, ``raftdir.errors``,
+``raftdir.model`` and the access-token rules of ``raftdir.core.state`` (which the state
+machine checks again).
 
 Sizes are measured as the field's msgpack encoding, the bytes it adds to the replicated
 command, whatever format the request came in (JSON escapes and 2-byte UTF-8 characters
@@ -25,12 +26,14 @@ import unicodedata
 from typing import Any
 
 from .codec import dumps_msgpack
+from .core.state import TOKEN_ID_RE, TOKEN_NAME_RE
 from .errors import BadRequest, PayloadTooLarge
 from .model import InternalScaleRequest, WorkerRegisterRequest, WorkerStatusReport
 
 __all__ = ["MAX_NAME_BYTES", "MAX_LABELS_BYTES", "MAX_SPEC_BYTES", "MAX_TOKEN_VALID_SECS",
-           "MAX_TOKEN_USES", "MAX_SERVICE_NAME", "parse_node_id", "check_name",
-           "check_service_name", "check_size", "check_token", "check_request"]
+           "MAX_TOKEN_USES", "MAX_SERVICE_NAME", "parse_node_id", "parse_token_id",
+           "check_name", "check_service_name", "check_size", "check_token", "check_token_name",
+           "check_request"]
 
 #: The longest name a worker may report for a container's service or role, in UTF-8
 #: bytes (a DNS name's length).
@@ -63,6 +66,23 @@ def parse_node_id(text: str, path: str = "id") -> int:
         raise BadRequest(f"{path}: {text!r} is not a node id (decimal digits without a "
                          "leading zero, at most 18446744073709551615)", field=path)
     return int(text)
+
+
+def parse_token_id(text: str, path: str = "id") -> str:
+    """An access token's id as written in a URL or on a command line: 16 lowercase hex
+    digits."""
+    if not TOKEN_ID_RE.match(text):
+        raise BadRequest(f"{path}: {text[:40]!r} is not an access token id (16 lowercase hex "
+                         "digits, as `raftdir token list` shows them)", field=path)
+    return text
+
+
+def check_token_name(name: str, path: str = "name") -> None:
+    """An access token's name: none, or 1-64 of ``A-Z a-z 0-9 . _ @ : -`` starting with a
+    letter or digit (it shows in listings and in logs)."""
+    if not TOKEN_NAME_RE.match(name):
+        raise BadRequest(f"{path}: {name[:80]!r} is not a token name: 1-64 of A-Z a-z 0-9 . "
+                         "_ @ : - (starting with a letter or digit)", field=path)
 
 
 def check_token(valid_for_secs: int, max_uses: int) -> None:

@@ -25,20 +25,21 @@ from typing import Any, Callable, TypeVar
 import msgpack
 
 from .auth import (
-    check_admin_token, hash_node_secret, is_viewer_token, issue_join_token, new_node_secret,
-    node_secret_matches, verify_join_token, verify_viewer_token,
+    ADMIN_PRINCIPAL, Grant, access_token_matches, admin_token, check_admin_token,
+    hash_access_token, hash_node_secret, is_admin_token, issue_access_token, issue_join_token,
+    new_node_secret, node_secret_matches, parse_access_token, scope_allows, verify_join_token,
 )
 from .backup import encode_backup
 from .clock import Clock, SystemClock
 from .core.commands import (
-    Command, MarkDown, MarkReady, RegisterNode, UpdateProfile, command_to_plain,
-    encode_command, pack_plain,
+    Command, CreateAccessToken, MarkDown, MarkReady, RegisterNode, RevokeAccessToken,
+    UpdateProfile, command_to_plain, encode_command, pack_plain,
 )
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
-    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
-    Unauthorized, UnknownNode, UnknownService,
+    ERRORS_BY_CODE, Conflict, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
+    Reregister, Unauthorized, UnknownNode, UnknownService,
 )
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
@@ -52,7 +53,7 @@ from .model import (
 from .replication.base import MAX_COMMAND_BYTES, RaftNode
 from .tasks import cancel_and_wait, finish_even_if_cancelled
 from .replication.notifier import RevisionNotifier
-from .replication.secret import derive_key
+from .replication.secret import SecretSet, derive_key
 from .replication.tuning import RaftTuning
 
 __all__ = ["ServerNode", "ServerSettings", "DirectoryServer", "GuardedDirectory",
@@ -68,6 +69,11 @@ RAFT_ADDR_LABEL = "raft_addr"
 #: What an unknown node's secret is compared with: no secret hashes to it, and the
 #: comparison costs what a real one does.
 _NO_SECRET_HASH = "0" * 64
+
+
+class _NotProven(Unauthorized):
+    """An access token this server's applied state does not prove: no token with its id
+    (perhaps not applied here yet), or not that token's secret. One answer for both."""
 
 
 @dataclass(frozen=True)
@@ -168,12 +174,15 @@ class DirectoryServer:
     The constructor does no I/O; ``await start()`` starts Raft (and so leadership),
     ``await stop()`` stops everything. ``raft`` may be injected (tests)."""
 
-    def __init__(self, settings: ServerSettings, *, secret: str | None = None,
+    def __init__(self, settings: ServerSettings, *, secret: str | SecretSet | None = None,
                  clock: Clock | None = None, raft: RaftNode | None = None,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
         self.node_id = settings.node_id
-        self.secret = secret
+        #: The cluster secrets this server holds (``None``: no secret, loopback only);
+        #: ``use_secrets`` changes them during a roll.
+        self.secrets: SecretSet | None = SecretSet(secret) if isinstance(secret, str) \
+            else secret
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.directory = Directory()
@@ -205,7 +214,41 @@ class DirectoryServer:
         if s.data_dir is None:
             raise ValueError("a raft server needs a data_dir")
         return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.peers], s.data_dir,
-                             self.guard, secret=self.secret, tuning=s.raft_tuning)
+                             self.guard, secret=self.secret,
+                             accept=self.secrets.accepted[1:] if self.secrets else (),
+                             tuning=s.raft_tuning)
+
+    # -- the cluster secret ---------------------------------------------------------------
+    @property
+    def secret(self) -> str | None:
+        """This server's own cluster secret (``cluster.secret``), or None."""
+        return self.secrets.primary if self.secrets is not None else None
+
+    def use_secrets(self, secrets: SecretSet) -> None:
+        """Take the secrets of a roll in progress (``raftdir.daemon`` calls it when the
+        secret files change): the admin token and join tokens of every secret in the set
+        are accepted, Raft traffic is read under all of them and sent under the first.
+        Refused (``Conflict``) when this server has no secret (Raft without encryption
+        cannot start encrypting while it runs) or when the new set shares no secret with
+        the one in use (that would cut this server off: roll with next, promote, retire)."""
+        if self.secrets is None:
+            raise Conflict("this server started without a cluster secret; restart it to "
+                           "use one", field="cluster_secret")
+        if not set(secrets.accepted) & set(self.secrets.accepted):
+            raise Conflict("the secret files share no secret with the ones in use; a server "
+                           "that switched at once could not talk to the others: roll it "
+                           "(raftdir secret create --next, promote, retire)",
+                           field="cluster_secret")
+        use = getattr(self.raft, "use_secrets", None)
+        if use is not None:
+            use(secrets.accepted)
+        self.secrets = secrets
+
+    def own_token(self) -> str | None:
+        """The credential this server sends when it asks the other servers (its dashboard
+        collector, its forwarded scale orders): the admin token of its own secret, which
+        every server accepts at every step of a roll."""
+        return admin_token(self.secret) if self.secret else None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -344,8 +387,10 @@ class DirectoryServer:
         back, so it is derived from both when there is a request id. The request id of a
         registration is therefore a credential: clients make it random (uuid4) and it is
         never logged."""
-        if request_id and self.secret:
-            return hmac.new(derive_key(self.secret, "node-secret"),
+        if request_id and self.secrets is not None:
+            # the secret every server of a roll in progress still holds: a retry that
+            # reaches another leader gets the same node secret
+            return hmac.new(derive_key(self.secrets.stable, "node-secret"),
                             f"{token_id}\x00{request_id}".encode("utf-8"),
                             hashlib.sha256).hexdigest()
         return new_node_secret()
@@ -353,7 +398,7 @@ class DirectoryServer:
     async def register(self, req: WorkerRegisterRequest, request_id: str | None,
                        node_secret: str | None = None) -> WorkerRegisterResponse:
         leader = self._leading()
-        if not self.secret:
+        if self.secrets is None:
             raise Conflict("this cluster has no cluster secret, so it cannot check join "
                            "tokens", field="token")
         if node_secret and req.desired_node_id is not None:
@@ -366,7 +411,7 @@ class DirectoryServer:
                 node = await self._follow_profile(leader, node, req.profile)
                 return self._registered(leader, node, node_secret)
         cluster_id = self.read(lambda d: d.cluster_id) or ""
-        claims = verify_join_token(req.token, self.secret, cluster_id,
+        claims = verify_join_token(req.token, self.secrets.accepted, cluster_id,
                                    self.clock.wall_ms() // 1000)
         secret = node_secret or self._node_secret_for(request_id, claims.token_id)
         live = self.read(lambda d: d.node_count("worker", "ready"))
@@ -548,22 +593,79 @@ class DirectoryServer:
                 return WorkerPollResponse(revision=revision)
             await self.notifier.wait_above(revision, remaining)
 
-    # -- ControlPlane: admin -------------------------------------------------------------
+    # -- ControlPlane: who may do what ---------------------------------------------------
     def check_admin(self, token: str | None) -> None:
-        if not self.secret:
+        """Raises Unauthorized unless ``token`` is the admin token (of any secret this
+        server holds during a roll)."""
+        if self.secrets is None:
             raise Unauthorized("this cluster has no cluster secret, so it has no admin token")
-        check_admin_token(token, self.secret)
+        check_admin_token(token, self.secrets.accepted)
 
-    def check_reader(self, token: str | None) -> None:
-        """Raises Unauthorized unless ``token`` may read the dashboard: the admin token or
-        an unexpired viewer token of this cluster (``raftdir.auth``)."""
-        if not is_viewer_token(token):
-            self.check_admin(token)
-            return
-        if not self.secret:
-            raise Unauthorized("this cluster has no cluster secret, so it has no viewer tokens")
-        verify_viewer_token(token, self.secret, self.clock.wall_ms() // 1000)
+    def check_token(self, token: str | None) -> Grant:
+        """What ``token`` may do, from this server's applied state only (no barrier): the
+        admin token, or an access token kept in the directory, not revoked and not expired
+        (by this server's clock, or the directory's if that is ahead). Raises
+        ``Unauthorized`` naming what failed, never the token."""
+        if not token:
+            raise Unauthorized("this needs a token: send Authorization: Bearer <token> (the "
+                               "admin token, or one from `raftdir token create --scope`)")
+        if self.secrets is not None and is_admin_token(token, self.secrets.accepted):
+            return Grant("admin", ADMIN_PRINCIPAL)
+        token_id = parse_access_token(token)
+        if token_id is None:
+            raise Unauthorized("the token is neither the admin token nor an access token of "
+                               "this cluster")
+        row = self.read(lambda d: (lambda r: None if r is None else (
+            r.token_hash, r.scope, r.expires_ms, r.revoked_ms, r.name, d.now_ms))(
+                d.access_token(token_id)))
+        stored = row[0] if row is not None else _NO_SECRET_HASH   # hashed either way
+        if not access_token_matches(token, stored) or row is None:
+            raise _NotProven(f"access token {token_id} is not valid here (unknown, or not "
+                             "its secret)")
+        _hash, scope, expires_ms, revoked_ms, name, state_ms = row
+        if revoked_ms:
+            raise Unauthorized(f"access token {token_id} was revoked")
+        if expires_ms <= max(self.clock.wall_ms(), state_ms):
+            raise Unauthorized(f"access token {token_id} has expired")
+        return Grant(scope, f"token {token_id}" + (f" ({name})" if name else ""), token_id)
 
+    def _state_is_current(self) -> bool:
+        """This server's applied state holds every committed write: it leads, its
+        services are ready (its own barrier of this term is applied) and it holds its
+        leader lease (no other leader can have committed anything since)."""
+        return self.is_leader() and self.raft.has_lease()
+
+    async def authorize(self, token: str | None, scope: str) -> Grant:
+        """What ``token`` may do, if it allows ``scope``; ``Unauthorized`` (401) for a
+        missing, unknown, wrong, revoked or expired token, ``Forbidden`` (403) for a valid
+        one of a lower scope.
+
+        A revocation is refused on every server as soon as it is committed: a server
+        accepts an access token from its applied state only when that state holds every
+        committed write (a ready leader with its lease); otherwise, a follower or a leader
+        unsure of its lease, it first commits a barrier that started after the request
+        arrived (one barrier shared by the requests that arrive together, as for node
+        secrets) and checks again, so a revocation committed before the request is
+        applied here before the token is accepted. A token this state does not know
+        (created through the leader a moment ago) gets the same catch-up before it is
+        refused. The admin token needs no state."""
+        try:
+            grant = self.check_token(token)
+        except _NotProven:
+            if self._state_is_current():
+                raise
+            await self._catch_up()
+            grant = self.check_token(token)
+        else:
+            if grant.token_id is not None and not self._state_is_current():
+                await self._catch_up()
+                grant = self.check_token(token)
+        if not scope_allows(grant.scope, scope):
+            raise Forbidden(f"this needs a token of scope {scope}; {grant.principal} has "
+                            f"scope {grant.scope}")
+        return grant
+
+    # -- ControlPlane: operators' writes --------------------------------------------------
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:
         try:
@@ -597,6 +699,46 @@ class DirectoryServer:
                                          now_unix_secs=self.clock.wall_ms() // 1000)
         return {"token": token, "token_id": claims.token_id,
                 "expires_unix_secs": claims.expires_unix_secs, "max_uses": claims.max_uses}
+
+    # -- access tokens (``raftdir token create --scope | list | revoke``) ------------------
+    async def create_access_token(self, scope: str, valid_for_secs: int, name: str,
+                                  creator: str, request_id: str | None) -> dict[str, Any]:
+        """Leader only: a new access token, returned once with its metadata; the directory
+        keeps only its hash. With a request id, the token derives from it (a retry of the
+        same request gets the same token back)."""
+        check_token(valid_for_secs, 0)
+        self._leading()
+        token, token_id = issue_access_token(
+            self.secrets.stable if self.secrets is not None else None, request_id)
+        result = await self.propose(CreateAccessToken(
+            request_id=request_id, token_id=token_id, name=name, scope=scope,
+            token_hash=hash_access_token(token),
+            expires_ms=self.clock.wall_ms() + valid_for_secs * 1000, creator=creator))
+        value = {k: v for k, v in result.value.items() if k != "dropped"}
+        log.info("access token %s%s created: scope %s, by %s", token_id,
+                 f" ({name})" if name else "", scope, creator)
+        return dict(value, token=token, state="active")
+
+    def access_tokens(self) -> list[dict[str, Any]]:
+        """Every access token kept (never a token or its hash), with its ``state``:
+        ``active``, ``expired`` or ``revoked``, from this server's applied state."""
+        rows, state_ms = self.read(lambda d: (d.access_tokens(), d.now_ms))
+        now = max(self.clock.wall_ms(), state_ms)
+        for row in rows:
+            row["state"] = ("revoked" if row["revoked_ms"] else
+                            "expired" if row["expires_ms"] <= now else "active")
+        return rows
+
+    async def revoke_access_token(self, token_id: str, request_id: str | None
+                                  ) -> dict[str, Any]:
+        """Leader only: revoke an access token; every server refuses it from the moment
+        this is committed (``authorize``)."""
+        self._leading()
+        result = await self.propose(RevokeAccessToken(request_id=request_id,
+                                                      token_id=token_id))
+        if result.value["revoked"]:
+            log.info("access token %s revoked", token_id)
+        return result.value
 
     # -- dynamic membership (``raftdir peers add|remove``; not in the ControlPlane) -------
     # A change names a peer twice, by its id and by its Raft address, and both must agree
@@ -755,6 +897,8 @@ class DirectoryServer:
         status["leader_api"] = self.leader_endpoint()
         status["is_leader"] = self.is_leader()
         status["revision"] = self.directory.revision
+        # which secrets this server holds (fingerprints only), for `raftdir secret status`
+        status["secrets"] = self.secrets.describe() if self.secrets is not None else None
         # who the Raft members are, so that a peer that does not answer can be named
         status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
                               "api_addr": self._raft_to_api.get(r)}

@@ -90,54 +90,48 @@ def test_bearer_header_parsing():
     assert bearer_token(None) is None and bearer_token("Bearer ") is None
 
 
-# ---------------------------------------------------------------------------- viewer tokens
+# ---------------------------------------------------------------------------- a roll's secrets
 
-def test_a_viewer_token_is_checked_against_the_cluster_secret_and_its_expiry():
+def test_during_a_roll_every_secret_of_the_set_is_accepted():
+    from raftdir.auth import is_admin_token
+    both = [SECRET, OTHER]
+    for secret in both:
+        check_admin_token(admin_token(secret), both)
+        text, _ = issue_join_token(secret, "cluster-a", valid_for_secs=60, max_uses=1,
+                                   now_unix_secs=1000)
+        verify_join_token(text, both, "cluster-a", 1000)
+    third = "ef" * 32
+    assert not is_admin_token(admin_token(third), both)
+    with pytest.raises(TokenInvalid, match="signature"):
+        verify_join_token(token()[0], [OTHER, third], "cluster-a", 1000)
+
+
+# ---------------------------------------------------------------------------- access tokens
+
+def test_an_access_token_is_random_or_derived_from_its_request_id():
     from raftdir.auth import (
-        MAX_VIEWER_SECS, is_viewer_token, issue_viewer_token, verify_viewer_token,
+        access_token_matches, hash_access_token, issue_access_token, parse_access_token,
     )
-    admin = admin_token(SECRET)
-    token, claims = issue_viewer_token(admin, valid_for_secs=60, now_unix_secs=1000)
-    assert is_viewer_token(token) and not is_viewer_token(admin) and not is_viewer_token(None)
-    assert verify_viewer_token(token, SECRET, 1059) == claims
-    assert claims.scope == "read" and claims.expires_unix_secs == 1060
-    failures = {
-        "expired": (token, SECRET, 1060),
-        "signature does not match": (token, "another" * 8, 1000),
-        "malformed": (token.replace("rdv1.", "rdj1."), SECRET, 1000),
-        "signature does not match ": (token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
-                                      SECRET, 1000),
-    }
-    for why, args in failures.items():
-        with pytest.raises(Unauthorized) as err:
-            verify_viewer_token(*args)
-        assert why.strip() in err.value.message and token not in err.value.message
-    # the payload is signed: a longer life or another scope does not verify
-    prefix, payload, mac = token.split(".")
-    other, _ = issue_viewer_token(admin, valid_for_secs=MAX_VIEWER_SECS, now_unix_secs=1000)
-    with pytest.raises(Unauthorized):
-        verify_viewer_token(f"{prefix}.{other.split('.')[1]}.{mac}", SECRET, 1000)
-    with pytest.raises(ValueError):
-        issue_viewer_token(admin, valid_for_secs=MAX_VIEWER_SECS + 1, now_unix_secs=0)
+    a, a_id = issue_access_token()
+    b, b_id = issue_access_token()
+    assert a != b and a_id != b_id
+    assert parse_access_token(a) == a_id and a.startswith(f"rdt1.{a_id}.")
+    # a retried creation (same request id, same cluster secret) makes the same token
+    assert issue_access_token(SECRET, "req-1") == issue_access_token(SECRET, "req-1")
+    assert issue_access_token(SECRET, "req-1") != issue_access_token(SECRET, "req-2")
+    assert issue_access_token(SECRET, "req-1") != issue_access_token(OTHER, "req-1")
+    assert access_token_matches(a, hash_access_token(a))
+    for bad in (b, a + "x", None, ""):
+        assert not access_token_matches(bad, hash_access_token(a))
+    for bad in (None, "", "rdt1", "rdt1.x.y", a.replace("rdt1", "rdt2"), a + "x",
+                a.upper(), admin_token(SECRET), token()[0]):
+        assert parse_access_token(bad) is None, bad
 
 
-def test_a_server_lets_the_admin_and_viewer_tokens_read_and_only_the_admin_write():
-    from raftdir.auth import issue_viewer_token
-    from raftdir.clock import ManualClock
-    from raftdir.server import DirectoryServer, ServerSettings
-    clock = ManualClock()
-    server = DirectoryServer(ServerSettings(node_id=1), secret=SECRET, clock=clock)
-    now = clock.wall_ms() // 1000
-    viewer, _ = issue_viewer_token(admin_token(SECRET), valid_for_secs=30, now_unix_secs=now)
-    server.check_reader(admin_token(SECRET))
-    server.check_reader(viewer)
-    with pytest.raises(Unauthorized):
-        server.check_admin(viewer)            # reading only
-    for bad in (None, "", "x", admin_token("other" * 8)):
-        with pytest.raises(Unauthorized):
-            server.check_reader(bad)
-    clock.advance(31)
-    with pytest.raises(Unauthorized, match="expired"):
-        server.check_reader(viewer)
-    with pytest.raises(Unauthorized):
-        DirectoryServer(ServerSettings(node_id=1), secret=None).check_reader(viewer)
+def test_scopes_are_ordered():
+    from raftdir.auth import SCOPES, scope_allows
+    from raftdir.core import ACCESS_SCOPES
+    assert SCOPES == ACCESS_SCOPES == ("read", "operate", "admin")
+    assert [n for n in SCOPES if scope_allows(n, "read")] == ["read", "operate", "admin"]
+    assert [n for n in SCOPES if scope_allows(n, "operate")] == ["operate", "admin"]
+    assert [n for n in SCOPES if scope_allows(n, "admin")] == ["admin"]

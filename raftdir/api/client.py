@@ -66,7 +66,9 @@ class RaftdirClient:
     """Talks to a raftdir control plane. ``servers``: endpoints tried in order (the first
     is preferred until a leader is learned). ``node_secret``: sent as ``Authorization:
     Bearer`` on polls and reports (taken from a successful ``register``). ``admin_token``:
-    sent on admin calls. ``timeout``: seconds per attempt (a poll adds its own wait).
+    the operator's token (the admin token, or an access token from ``raftdir token create
+    --scope``), sent on every call but a worker's own (reads too: a server off loopback
+    answers them only with a token of scope ``read`` or higher). ``timeout``: seconds per attempt (a poll adds its own wait).
     ``retries``: backoff rounds per call; ``backoff``: (first delay, cap) in seconds.
     ``ssl``: aiohttp's ``ssl`` argument (an ``SSLContext`` for a private CA). ``rng`` and
     ``clock`` (anything with ``async sleep``) are injectable for tests."""
@@ -170,8 +172,8 @@ class RaftdirClient:
             headers["Content-Type"] = MSGPACK
         if write:
             headers["X-Request-Id"] = request_id or uuid.uuid4().hex
-        token = self.node_secret if auth == "node" else self.admin_token if auth == "admin" \
-            else None
+        token = self.node_secret if auth == "node" else self.admin_token \
+            if auth in ("admin", "read") else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         pinned = server is not None
@@ -308,6 +310,25 @@ class RaftdirClient:
                                 {"valid_for_secs": valid_for_secs, "max_uses": max_uses},
                                 auth="admin", write=True)
 
+    async def create_access_token(self, scope: str, valid_for_secs: int, name: str = ""
+                                  ) -> dict[str, Any]:
+        """A new access token (admin): ``{token, token_id, name, scope, created_ms,
+        expires_ms, creator, revoked_ms, state}``; the token is in no other answer."""
+        return await self._call("POST", "/api/v1/cluster/access-tokens",
+                                {"scope": scope, "valid_for_secs": valid_for_secs,
+                                 "name": name}, auth="admin", write=True)
+
+    async def access_tokens(self, *, server: str | None = None, consistent: bool = False
+                            ) -> list[dict[str, Any]]:
+        """Every access token kept (admin), never a token or its hash."""
+        return await self._call("GET", "/api/v1/cluster/access-tokens", auth="admin",
+                                server=server, query=self._query(consistent))
+
+    async def revoke_access_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke an access token (admin): ``{token_id, revoked, revoked_ms}``."""
+        return await self._call("DELETE", f"/api/v1/cluster/access-tokens/{_seg(token_id)}",
+                                auth="admin", write=True)
+
     async def add_peer(self, peer_id: int, raft_addr: str, api_addr: str) -> dict[str, Any]:
         """Add one voting Raft peer (admin; the leader makes one change at a time)."""
         return await self._call("POST", "/api/v1/cluster/peers",
@@ -323,17 +344,17 @@ class RaftdirClient:
     # -- reads ----------------------------------------------------------------------------------
     async def peers(self, *, server: str | None = None, consistent: bool = False
                     ) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/cluster/peers", server=server,
+        return await self._call("GET", "/api/v1/cluster/peers", server=server, auth="read",
                                 query=self._query(consistent))
 
     async def workers(self, *, server: str | None = None, consistent: bool = False
                       ) -> list[dict[str, Any]]:
-        return await self._call("GET", "/api/v1/cluster/workers", server=server,
+        return await self._call("GET", "/api/v1/cluster/workers", server=server, auth="read",
                                 query=self._query(consistent))
 
     async def leases(self, *, server: str | None = None, consistent: bool = False
                      ) -> list[tuple[WorkerLease, float | None]]:
-        data = await self._call("GET", "/api/v1/cluster/leases", server=server,
+        data = await self._call("GET", "/api/v1/cluster/leases", server=server, auth="read",
                                 query=self._query(consistent))
         out = []
         for item in data:
@@ -346,7 +367,7 @@ class RaftdirClient:
                             consistent: bool = False) -> dict[str, Any]:
         """``{service, running, healthy, nodes: [NodeServiceState], unknown: [ids]}``."""
         data = await self._call("GET", f"/api/v1/internal/services/{_seg(service)}/state",
-                                server=server, query=self._query(consistent))
+                                server=server, auth="read", query=self._query(consistent))
         data["nodes"] = [from_dict(NodeServiceState, n) for n in data.get("nodes", [])]
         return data
 
@@ -354,14 +375,14 @@ class RaftdirClient:
                          consistent: bool = False) -> list[ClusterContainerSummary]:
         data = await self._call("GET",
                                 f"/api/v1/internal/services/{_seg(service)}/containers",
-                                server=server, query=self._query(consistent))
+                                server=server, auth="read", query=self._query(consistent))
         return [from_dict(ClusterContainerSummary, c) for c in data]
 
     async def health(self, server: str | None = None) -> dict[str, Any]:
         return await self._call("GET", "/health", server=server)
 
     async def metrics(self, server: str | None = None) -> str:
-        return await self._call("GET", "/metrics", server=server, text=True)
+        return await self._call("GET", "/metrics", server=server, auth="read", text=True)
 
     async def backup(self, *, server: str | None = None, timeout: float | None = None
                      ) -> bytes:

@@ -59,10 +59,18 @@ class ControlPlane(Protocol):
         Authentication as for ``report``."""
         ...
 
-    # -- admin (leader only) ---------------------------------------------------------
+    # -- who may do what ---------------------------------------------------------------
+    # Optional, and what a server with a directory has: ``authorize(token, scope) ->
+    # raftdir.auth.Grant`` (may be a coroutine: a follower confirms it applied every
+    # revocation first; raises Unauthorized, or Forbidden for a lower scope),
+    # ``check_token(token) -> Grant`` (the same from this server's applied state only),
+    # ``own_token() -> str | None`` (what this server sends to the others). Without
+    # ``authorize`` the API takes the admin token (``check_admin``) for every scope.
     def check_admin(self, token: str | None) -> None:
         """Raises Unauthorized unless ``token`` is the admin token."""
         ...
+
+    # -- operators' writes (leader only) ------------------------------------------------
 
     async def scale(self, req: InternalScaleRequest, request_id: str | None
                     ) -> dict[int, InternalScaleRequest]:

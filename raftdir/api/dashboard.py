@@ -2,7 +2,7 @@
 
 Owns: the dashboard's routes (the static page shipped in ``raftdir/api/ui/``, ``GET
 /ui/session``, ``GET /ui/events`` and their CORS preflights), the one check of who may read
-it (``may_read_dashboard``: the seam where issue 12's scoped tokens plug in), the ``Feed``
+it (``may_read_dashboard``: any token of scope ``read`` or higher), the ``Feed``
 that builds its frames, and ``timeline_events``, the pure diff of two frames that makes the
 timeline (leader changes, expiries, scales, placement changes).
 
@@ -48,7 +48,7 @@ from ..errors import RaftdirError, Unauthorized, UnknownService
 from .contract import ControlPlane
 from .peerview import hostport, peer_rows
 
-__all__ = ["add_dashboard", "may_read_dashboard", "Feed", "FeedSettings", "timeline_events",
+__all__ = ["add_dashboard", "may_read_dashboard", "still_valid", "Feed", "FeedSettings", "timeline_events",
            "ASSETS", "asset_bytes", "UI_PATH", "EVENTS_PATH", "SESSION_PATH"]
 
 log = logging.getLogger("raftdir.api.dashboard")
@@ -81,23 +81,34 @@ def asset_bytes(name: str) -> bytes:
 # ---------------------------------------------------------------------------- who may read
 
 async def may_read_dashboard(cp: ControlPlane, token: str | None) -> str:
-    """Raise ``Unauthorized`` unless ``token`` may read the dashboard; return its scope,
-    ``"admin"`` or ``"read"``.
+    """Raise ``Unauthorized`` unless ``token`` may read the dashboard; return its scope
+    (``read``, ``operate`` or ``admin``).
 
-    The one place that decides it. Today: the admin token, or a viewer token (``raftdir
-    token create --viewer``) where the control plane checks those (``check_reader``); a
-    control plane without viewer tokens (a static peer) takes the admin token only. Issue
-    12's scoped tokens replace the body of this function, and nothing else here.
-    """
-    try:
+    The one place that decides it: any token of scope ``read`` or higher
+    (``ControlPlane.authorize``: the admin token, or an access token of the directory, not
+    revoked, not expired; a follower confirms it has applied every revocation first). A
+    control plane without access tokens (a static peer) takes the admin token only. The
+    dashboard always needs a token, on a loopback address too."""
+    authorize = getattr(cp, "authorize", None)
+    if authorize is None:
         await _maybe_await(cp.check_admin(token))
         return "admin"
+    grant = await _maybe_await(authorize(token, "read"))
+    return grant.scope
+
+
+def still_valid(cp: ControlPlane, token: str | None) -> bool:
+    """Whether a stream opened with ``token`` may go on: the token is not revoked or
+    expired in this server's applied state (checked before every frame, without a
+    barrier: the stream stops within a frame of this server applying a revocation)."""
+    check = getattr(cp, "check_token", None)
+    if check is None:
+        return True
+    try:
+        check(token)
     except Unauthorized:
-        check_reader = getattr(cp, "check_reader", None)
-        if check_reader is None or not token:
-            raise
-    await _maybe_await(check_reader(token))
-    return "read"
+        return False
+    return True
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -311,6 +322,8 @@ class Feed:
                 if servers and client is None:
                     client = RaftdirClient(servers, timeout=self.settings.peer_timeout,
                                            retries=0, ssl=self.ssl)
+                if client is not None:   # this server's own credential, as it is now
+                    client.admin_token = _own_token(self.cp)
                 try:
                     frame = await self.collect(client, seen)
                 except Exception:  # noqa: BLE001 - the next frame may do better
@@ -444,6 +457,12 @@ def _page_headers(cp: ControlPlane) -> dict[str, str]:
     }
 
 
+def _own_token(cp: ControlPlane) -> str | None:
+    """The token this server asks the other servers with (their reads may need one)."""
+    own = getattr(cp, "own_token", None)
+    return own() if own is not None else None
+
+
 def _servers(cp: ControlPlane) -> list[str]:
     try:
         return list(cp.servers())
@@ -493,8 +512,9 @@ def add_dashboard(app: web.Application, cp: ControlPlane, *, ssl: Any = None,
         return resp
 
     async def events(request: web.Request) -> web.StreamResponse:
+        token = bearer_token(request.headers.get("Authorization"))
         try:
-            await may_read_dashboard(cp, bearer_token(request.headers.get("Authorization")))
+            await may_read_dashboard(cp, token)
         except RaftdirError as err:
             return _error(request, err)
         resp = web.StreamResponse(headers={
@@ -506,6 +526,8 @@ def add_dashboard(app: web.Application, cp: ControlPlane, *, ssl: Any = None,
         ends = loop.time() + feed.settings.max_stream_secs
         async with contextlib.aclosing(feed.frames()) as frames:
             async for frame in frames:
+                if not still_valid(cp, token):
+                    break     # revoked or expired: the page reconnects and is refused
                 data = json.dumps(frame, separators=(",", ":"), allow_nan=False)
                 await resp.write(b"event: frame\ndata: " + data.encode("utf-8") + b"\n\n")
                 if loop.time() >= ends:

@@ -36,17 +36,20 @@ import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ..auth import bearer_token
+from ..auth import ADMIN_PRINCIPAL, SCOPES, Grant, bearer_token, is_loopback_host
 from ..codec import (
-    ADDR, U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
+    ADDR, STR, U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
     loads_msgpack, to_dict, wire,
 )
 from ..errors import (
-    BadRequest, Conflict, NodeNotReady, NoLeader, NotLeader, Overloaded, PayloadTooLarge,
-    RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
-    Unauthorized, UnknownNode, UnknownService,
+    BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, Overloaded,
+    PayloadTooLarge, RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted,
+    TokenInvalid, Unauthorized, UnknownNode, UnknownService, UnknownToken,
 )
-from ..limits import check_request, check_service_name, check_token, parse_node_id
+from ..limits import (
+    check_request, check_service_name, check_token, check_token_name, parse_node_id,
+    parse_token_id,
+)
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
 )
@@ -59,7 +62,8 @@ __all__ = [
     "make_app", "start_api", "ApiServer", "ssl_context_from_files", "ROUTES", "Route",
     "CreateTokenRequest", "MSGPACK", "JSON", "FORWARDED_HEADER", "REQUEST_ID_HEADER",
     "ZLAYER_TOKEN_HEADER", "parked_polls", "MEMBERSHIP_ROUTES", "PeerChangeRequest",
-    "BACKUP_ROUTE", "BACKUP_TYPE", "DIGEST_ROUTE",
+    "BACKUP_ROUTE", "BACKUP_TYPE", "DIGEST_ROUTE", "ACCESS_TOKEN_ROUTES",
+    "CreateAccessTokenRequest", "ALL_ROUTES",
 ]
 
 log = logging.getLogger("raftdir.api")
@@ -92,6 +96,24 @@ class CreateTokenRequest(Wire):
         check_token(self.valid_for_secs, self.max_uses)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CreateAccessTokenRequest(Wire):
+    """Body of ``POST /api/v1/cluster/access-tokens``: the scope (``read``, ``operate`` or
+    ``admin``), how long the token is valid (at most ``MAX_TOKEN_VALID_SECS``) and an
+    optional name (1-64 of ``A-Z a-z 0-9 . _ @ : -``)."""
+
+    scope: str = wire(STR, Presence.REQUIRED)
+    valid_for_secs: int = wire(U64, Presence.REQUIRED)
+    name: str = wire(STR, Presence.DEFAULT, "")
+
+    def check(self, path: str) -> None:
+        if self.scope not in SCOPES:
+            raise BadRequest(f"scope: {self.scope!r} is not one of {', '.join(SCOPES)}",
+                             field="scope")
+        check_token(self.valid_for_secs, 0)
+        check_token_name(self.name)
+
+
 def _plain(value: Any) -> Any:
     """Wire objects (and containers of them) as plain maps and lists."""
     if isinstance(value, Wire):
@@ -117,14 +139,16 @@ class Call:
     request_id: str | None = None
     secret: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    grant: Grant | None = None      # what the caller's token may do (scoped routes)
 
 
 @dataclass(frozen=True)
 class Route:
     """One endpoint. ``call`` runs against the control plane (sync or async); ``encode``
     turns its result into the plain response body. ``auth``: ``none``, ``node`` (the node
-    secret) or ``admin``. ``forward``: on ``NotLeader`` a follower proxies it to the
-    leader. ``read``: takes ``?consistent=1``. ``errors``: every error it can answer
+    secret), or the scope a token needs: ``read`` (open on a loopback-only API unless
+    reads are closed there too), ``operate`` or ``admin``. ``forward``: on ``NotLeader`` a
+    follower proxies it to the leader. ``read``: takes ``?consistent=1``. ``errors``: every error it can answer
     (besides 400 for a malformed request, 413, 421/503 for forwarding, 500), for the docs
     and the tests."""
 
@@ -164,10 +188,13 @@ def _health(cp: ControlPlane, call: Call) -> dict[str, Any]:
 
 
 _WRITE_ERRORS = (NotLeader, NoLeader, TimeoutOutcomeUnknown)
-#: What a plain read can answer: only its ``?consistent=1`` barrier fails (421 when a
-#: follower cannot hand it to the leader).
-_READ_ERRORS = (NotLeader, NoLeader, TimeoutOutcomeUnknown)
-_ADMIN_ERRORS = (Unauthorized,)
+#: What a plain read can answer: its token refused, or its ``?consistent=1`` barrier (or
+#: the catch-up barrier of a follower checking a token) failing (421 when a follower
+#: cannot hand it to the leader).
+_READ_ERRORS = (Unauthorized, Forbidden, NotLeader, NoLeader, TimeoutOutcomeUnknown)
+#: What a route that needs a token answers when it is missing, wrong, revoked or expired
+#: (401), or of a lower scope (403).
+_ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 ROUTES: tuple[Route, ...] = (
     Route("register", "POST", "/api/v1/workers/register",
@@ -191,12 +218,12 @@ ROUTES: tuple[Route, ...] = (
                   "WorkerStatusAck)."),
     Route("scale", "POST", "/api/v1/internal/scale",
           lambda cp, c: cp.scale(c.body, c.request_id),
-          body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
+          body=InternalScaleRequest, auth="operate", forward=True, encode=_encode_scale,
           errors=_ADMIN_ERRORS + (BadRequest, NodeNotReady, Conflict) + _WRITE_ERRORS,
           summary="Scale a service; returns the per-node split."),
     Route("distribute_scale", "POST", "/api/v1/cluster/scale",
           lambda cp, c: cp.distribute_scale(c.body, c.request_id),
-          body=InternalScaleRequest, auth="admin", forward=True, encode=_encode_scale,
+          body=InternalScaleRequest, auth="operate", forward=True, encode=_encode_scale,
           errors=_ADMIN_ERRORS + (BadRequest, NodeNotReady, Conflict) + _WRITE_ERRORS,
           summary="Have the leader place a service over the cluster; returns the split. "
                   "The same as /internal/scale on a directory server; on a static peer, "
@@ -204,40 +231,40 @@ ROUTES: tuple[Route, ...] = (
                   "distributes."),
     Route("service_state", "GET", "/api/v1/internal/services/{service}/state",
           lambda cp, c: cp.service_state(c.params["service"]),
-          read=True, forward=True,
-          errors=(UnknownService, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          auth="read", read=True, forward=True,
+          errors=(UnknownService,) + _READ_ERRORS,
           summary="A service's NodeServiceState per node plus totals (leader only)."),
     Route("service_containers", "GET", "/api/v1/internal/services/{service}/containers",
           lambda cp, c: cp.service_containers(c.params["service"]),
-          read=True, forward=True,
-          errors=(UnknownService, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          auth="read", read=True, forward=True,
+          errors=(UnknownService,) + _READ_ERRORS,
           summary="A service's containers across the cluster (ClusterContainerSummary "
                   "list; leader only)."),
     Route("peers", "GET", "/api/v1/cluster/peers",
-          lambda cp, c: cp.peer_status(), read=True,
+          lambda cp, c: cp.peer_status(), auth="read", read=True,
           errors=_READ_ERRORS,
           summary="This peer's Raft status."),
     Route("workers", "GET", "/api/v1/cluster/workers",
-          lambda cp, c: cp.workers(), read=True,
+          lambda cp, c: cp.workers(), auth="read", read=True,
           errors=_READ_ERRORS,
           summary="Every node of the directory: node_id, kind, state, profile, ..."),
     Route("leases", "GET", "/api/v1/cluster/leases",
-          lambda cp, c: cp.leases(), read=True, encode=_encode_leases,
+          lambda cp, c: cp.leases(), auth="read", read=True, encode=_encode_leases,
           errors=_READ_ERRORS,
           summary="Every worker's WorkerLease plus ttl_left_secs (null when unknown here)."),
     Route("drain", "POST", "/api/v1/workers/{id}/drain",
           lambda cp, c: cp.drain(c.params["id"], c.request_id),
-          auth="admin", forward=True,
+          auth="operate", forward=True,
           errors=_ADMIN_ERRORS + (BadRequest, UnknownNode, Conflict) + _WRITE_ERRORS,
           summary="Drain a node: no new placement; its share moves away."),
     Route("deregister", "DELETE", "/api/v1/workers/{id}",
           lambda cp, c: cp.deregister(c.params["id"], c.request_id),
-          auth="admin", forward=True,
+          auth="operate", forward=True,
           errors=_ADMIN_ERRORS + (BadRequest, UnknownNode, Conflict) + _WRITE_ERRORS,
           summary="Remove a node's record (it must register again)."),
     Route("create_token", "POST", "/api/v1/cluster/tokens",
           lambda cp, c: cp.create_token(c.body.valid_for_secs, c.body.max_uses),
-          body=CreateTokenRequest, auth="admin", forward=True,
+          body=CreateTokenRequest, auth="operate", forward=True,
           errors=_ADMIN_ERRORS + (Conflict,) + _WRITE_ERRORS,
           summary="Issue a join token."),
     Route("health", "GET", "/health", _health,
@@ -316,6 +343,46 @@ DIGEST_ROUTE = Route(
     errors=_ADMIN_ERRORS + (Conflict,),
     summary="This peer's last applied index (read before and after), its assignment "
             "revision and a sha256 of its directory's hard state.")
+
+
+
+# ---------------------------------------------------------------------------- access tokens
+# Scoped tokens kept by the directory (``raftdir token create --scope | list | revoke``):
+# a server without a replicated directory (a static peer) answers 409, as for backups.
+
+def _directory_method(op: str) -> Callable[[ControlPlane, Call], Any]:
+    def call(cp: ControlPlane, c: Call) -> Any:
+        fn = getattr(cp, op, None)
+        if fn is None:
+            raise Conflict(f"{op}: this server keeps no replicated directory")
+        return fn
+    return call
+
+
+ACCESS_TOKEN_ROUTES: tuple[Route, ...] = (
+    Route("list_access_tokens", "GET", "/api/v1/cluster/access-tokens",
+          lambda cp, c: _directory_method("access_tokens")(cp, c)(), auth="admin",
+          read=True, errors=_ADMIN_ERRORS + (Conflict,) + _READ_ERRORS,
+          summary="Every access token kept: id, name, scope, created, expires, creator, "
+                  "revoked, state (never a token or its hash)."),
+    Route("create_access_token", "POST", "/api/v1/cluster/access-tokens",
+          lambda cp, c: _directory_method("create_access_token")(cp, c)(
+              c.body.scope, c.body.valid_for_secs, c.body.name,
+              c.grant.principal if c.grant is not None else ADMIN_PRINCIPAL, c.request_id),
+          body=CreateAccessTokenRequest, auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
+          summary="Issue a scoped access token; the answer is the only place it appears."),
+    Route("revoke_access_token", "DELETE", "/api/v1/cluster/access-tokens/{token_id}",
+          lambda cp, c: _directory_method("revoke_access_token")(cp, c)(
+              c.params["token_id"], c.request_id),
+          auth="admin", forward=True,
+          errors=_ADMIN_ERRORS + (UnknownToken, Conflict) + _WRITE_ERRORS,
+          summary="Revoke an access token: every server refuses it from the commit on."),
+)
+
+#: Every route of the table-driven handler.
+ALL_ROUTES: tuple[Route, ...] = ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE, DIGEST_ROUTE) \
+    + ACCESS_TOKEN_ROUTES
 
 
 # ---------------------------------------------------------------------------- negotiation
@@ -581,9 +648,10 @@ class _Api:
 
     def __init__(self, app: web.Application, cp: ControlPlane, *, max_body: int,
                  forward: bool, forward_ssl: Any, forward_timeout: float,
-                 clock: Any, body_timeout: float) -> None:
+                 clock: Any, body_timeout: float, open_reads: bool) -> None:
         self.app = app
         self.cp = cp
+        self.open_reads = open_reads
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.forward_enabled = forward
@@ -641,8 +709,9 @@ class _Api:
     def handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             call = Call()
-            if route.auth == "admin":
-                await _maybe_await(self.cp.check_admin(_admin_token(request)))
+            if route.auth in SCOPES:
+                if not (route.auth == "read" and self.open_reads):
+                    call.grant = await self.authorize(request, route.auth)
             else:
                 call.secret = _node_secret(request)
             if route.auth == "node":
@@ -657,6 +726,8 @@ class _Api:
             for key, value in request.match_info.items():
                 if key == "service":
                     check_service_name(value, key)
+                elif key == "token_id":
+                    value = parse_token_id(value, key)
                 call.params[key] = parse_node_id(value, key) if key == "id" else value
             raw = b""
             if request.method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -767,8 +838,22 @@ class _Api:
         self.metrics.forward(route.path, "ok")
         return out
 
+    # -- who may do what ---------------------------------------------------------------
+    async def authorize(self, request: web.Request, scope: str) -> Grant:
+        """The request's token (``Authorization: Bearer``, or ZLayer's header) checked for
+        ``scope`` by the control plane (``ControlPlane.authorize``); a control plane with
+        no scoped tokens (a static peer) takes the admin token for every scope."""
+        token = _admin_token(request)
+        authorize = getattr(self.cp, "authorize", None)
+        if authorize is None:
+            await _maybe_await(self.cp.check_admin(token))
+            return Grant("admin", ADMIN_PRINCIPAL)
+        return await _maybe_await(authorize(token, scope))
+
     # -- /metrics -----------------------------------------------------------------------
     async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        if not self.open_reads:
+            await self.authorize(request, "read")
         try:
             cp_metrics = dict(self.cp.metrics())
         except Exception:  # noqa: BLE001 - the API's own metrics are still worth serving
@@ -782,8 +867,14 @@ class _Api:
 
 def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
              clock: Any = None, forward_ssl: Any = None,
-             forward_timeout: float = 30.0, body_timeout: float = 30.0) -> web.Application:
+             forward_timeout: float = 30.0, body_timeout: float = 30.0,
+             open_reads: bool = False) -> web.Application:
     """The aiohttp application of the API over ``cp``.
+
+    ``open_reads``: the ``read`` routes and ``/metrics`` answer without a token (what
+    ``start_api`` does on a loopback address unless told otherwise); by default every
+    route but ``/health``, the page of the dashboard and the workers' own routes needs
+    one.
 
     ``max_body``: the largest request body in bytes (413 above); ``body_timeout``: seconds
     for the whole body to arrive once the head has (408 above). ``forward``: followers
@@ -799,11 +890,12 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     app[_CP] = cp
     app[_METRICS] = _ApiMetrics()
     api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
-               forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout)
+               forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout,
+               open_reads=open_reads)
     app[_STATE] = {"api": api}
     app.middlewares.append(api.middleware)
     forms = zlayer_forms()    # ZLayer's node-local forms of two paths (api/zlayer.py)
-    for route in ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE, DIGEST_ROUTE):
+    for route in ALL_ROUTES:
         handler = api.handler(route)
         if route.name in forms:
             handler = with_zlayer_form(handler, api.handler(forms[route.name]))
@@ -1034,6 +1126,7 @@ class ApiServer:
     port: int
     scheme: str
     max_connections: int = 0
+    open_reads: bool = False     # reads answered without a token (loopback, not closed)
 
     @property
     def url(self) -> str:
@@ -1066,7 +1159,8 @@ async def start_api(cp: ControlPlane, host: str, port: int, *,
                     backlog: int = 4096, header_timeout: float = 10.0,
                     body_timeout: float = 30.0, keepalive_timeout: float = 30.0,
                     max_connections: int = 10_000,
-                    shutdown_timeout: float = 1.0) -> ApiServer:
+                    shutdown_timeout: float = 1.0,
+                    require_read_token: bool = False) -> ApiServer:
     """Serve the API on ``host:port`` (port 0: the OS chooses; see ``ApiServer.port``).
 
     Connections: a request head (request line and headers) must arrive within
@@ -1079,10 +1173,16 @@ async def start_api(cp: ControlPlane, host: str, port: int, *,
     and closed. ``backlog`` is the listen queue. A client that disconnects cancels its
     handler; ``close()`` waits at most ``shutdown_timeout`` seconds for running handlers
     (parked polls are then cancelled).
+
+    Reads (listings, service state, ``/metrics``) answer without a token only when
+    ``host`` is a loopback address (127.0.0.0/8, ``::1``, ``localhost``) and
+    ``require_read_token`` is off; bound to anything else, they need a token of scope
+    ``read`` or higher.
     """
+    open_reads = not require_read_token and is_loopback_host(host)
     app = make_app(cp, max_body=max_body, forward=forward, clock=clock,
                    forward_ssl=forward_ssl, forward_timeout=forward_timeout,
-                   body_timeout=body_timeout)
+                   body_timeout=body_timeout, open_reads=open_reads)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            handler_cancellation=True, keepalive_timeout=keepalive_timeout,
                            lingering_time=_LINGER, shutdown_timeout=shutdown_timeout)
@@ -1106,7 +1206,7 @@ async def start_api(cp: ControlPlane, host: str, port: int, *,
         bound = server.sockets[0].getsockname()[1]
     return ApiServer(app=app, runner=runner, host=host, port=bound,
                      scheme="https" if ssl_context is not None else "http",
-                     max_connections=cap)
+                     max_connections=cap, open_reads=open_reads)
 
 
 def ssl_context_from_files(cert: str, key: str, ca: str | None = None) -> ssl.SSLContext:

@@ -30,7 +30,8 @@ from raftdir.core.commands import (
 from raftdir.core.result import Result
 from raftdir.core.state import (
     ACCESS_SCOPES, DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS,
-    MAX_ACCESS_TOKENS, READY, SERVER, SET, UNDRAIN, WORKER, WORKER_ID_BASE, AccessTokenRecord,
+    MAX_ACCESS_TOKENS, READY, SERVER, SET, TOKEN_ID_RE, TOKEN_NAME_RE, UNDRAIN, WORKER,
+    WORKER_ID_BASE, AccessTokenRecord,
     HardState, NodeRecord, ServiceRecord, pack_spec, share_to_plain, sorted_maps,
     state_from_snapshot, state_to_snapshot, unpack_spec,
 )
@@ -42,11 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Directory"]
 
 _HEX = re.compile(r"[0-9a-f]{1,256}")
-_TOKEN_ID = re.compile(r"[0-9a-f]{16}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-#: An access token's name: empty, or a word an operator would type (``ci-deploy``,
-#: ``alice@ops``).
-_TOKEN_NAME = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._@:-]{0,63})?\Z")
 _MAX_CREATOR = 200
 
 
@@ -55,6 +52,7 @@ _MAX_CREATOR = 200
 LEADER_CHOICES: dict[type, tuple[str, ...]] = {
     RegisterNode: ("ttl_secs", "grace_secs"),
     SetPlacement: ("placement",),
+    CreateAccessToken: ("expires_ms",),   # the leader's clock plus the validity asked for
 }
 
 
@@ -417,9 +415,9 @@ class Directory:
 
     def _create_access_token(self, cmd: CreateAccessToken, now: int) -> dict:
         hs = self.state
-        if not _TOKEN_ID.match(cmd.token_id):
+        if not TOKEN_ID_RE.match(cmd.token_id):
             raise _Refuse("bad_request", "token_id: expected 16 lowercase hex digits")
-        if not _TOKEN_NAME.match(cmd.name):
+        if not TOKEN_NAME_RE.match(cmd.name):
             raise _Refuse("bad_request", "name: expected 1-64 of A-Z a-z 0-9 . _ @ : - "
                                          "(starting with a letter or digit), or none")
         if cmd.scope not in ACCESS_SCOPES:

@@ -16,6 +16,7 @@ log and the node's index; a spec is stored once as msgpack bytes and shared by r
 
 from __future__ import annotations
 
+import re
 import sys
 from bisect import bisect_right
 from collections import OrderedDict, deque
@@ -28,7 +29,7 @@ from raftdir.errors import BadRequest
 
 __all__ = [
     "HardState", "NodeRecord", "ServiceRecord", "AccessTokenRecord", "ACCESS_SCOPES",
-    "MAX_ACCESS_TOKENS", "TOKEN_RETENTION_MS", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
+    "MAX_ACCESS_TOKENS", "TOKEN_RETENTION_MS", "TOKEN_ID_RE", "TOKEN_NAME_RE", "WORKER_ID_BASE", "DEFAULT_MAX_REQUEST_IDS",
     "SERVER", "WORKER", "KINDS", "READY", "DRAINING", "DOWN", "STATES", "SNAPSHOT_FORMAT",
     "state_to_snapshot", "state_from_snapshot", "share_to_plain", "pack_spec",
     "unpack_spec", "sorted_maps",
@@ -51,6 +52,11 @@ ACCESS_SCOPES = ("read", "operate", "admin")
 MAX_ACCESS_TOKENS = 1000
 #: How long a revoked or expired access token is still listed before it is dropped (7 days).
 TOKEN_RETENTION_MS = 7 * 86400 * 1000
+#: An access token's id: 16 lowercase hex digits.
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}\Z")
+#: An access token's name: empty, or a word an operator would type (``ci-deploy``,
+#: ``alice@ops``): 1-64 of ``A-Z a-z 0-9 . _ @ : -``, starting with a letter or digit.
+TOKEN_NAME_RE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._@:-]{0,63})?\Z")
 
 SERVER = sys.intern("server")
 WORKER = sys.intern("worker")

@@ -72,7 +72,7 @@ from raftdir.replication.base import (
 )
 from raftdir.replication import durable_journal
 from raftdir.replication.raft_rules import RaftRules
-from raftdir.replication.secret import check_raft_security, raft_password
+from raftdir.replication.secret import check_raft_security, fingerprint, raft_password
 from raftdir.replication.tuning import RaftTuning
 
 __all__ = ["PySyncObjNode", "RaftTuning", "SNAPSHOT_FORMAT", "JOURNAL_FILE", "DUMP_FILE",
@@ -402,11 +402,57 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
 # the SyncObj subclass: one replicated method, forever method id 0 (finding 10), and
 # raftdir's vote, lease and truncation rules (raft_rules.py)
 
+class RaftKeys:
+    """The encryption of Raft traffic, as PySyncObj's connections use it (``encrypt_at_time``,
+    ``extract_timestamp``, ``decrypt``), under one or several cluster secrets: messages are
+    encrypted under the first and read under any (``MultiFernet``). Each secret's key is
+    PySyncObj's own (``getEncryptor``: PBKDF2 of the Raft password derived from the
+    secret), so a peer with one secret talks to an unpatched peer with the same one.
+
+    ``use`` swaps the secrets in place while connections run (one reference assignment),
+    which is what lets a server roll ``cluster.secret`` without dropping its Raft links:
+    every server first accepts the new secret besides the old, then sends under the new,
+    then drops the old (docs/operations.md)."""
+
+    def __init__(self, secrets: list[str] | tuple[str, ...]) -> None:
+        self._keys: dict[str, Any] = {}     # secret -> its Fernet (PBKDF2 is slow: once)
+        self._multi: Any = None
+        self.fingerprints: tuple[str, ...] = ()
+        self.use(secrets)
+
+    def use(self, secrets: list[str] | tuple[str, ...]) -> None:
+        from cryptography.fernet import MultiFernet
+        from pysyncobj.encryptor import getEncryptor
+        if not secrets:
+            raise ValueError("RaftKeys needs at least one secret")
+        for secret in secrets:
+            if secret not in self._keys:
+                self._keys[secret] = getEncryptor(raft_password(secret))
+        self._keys = {s: self._keys[s] for s in secrets}
+        self._multi = MultiFernet([self._keys[s] for s in secrets])
+        self.fingerprints = tuple(fingerprint(s) for s in secrets)
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        return self._multi.encrypt_at_time(data, current_time)
+
+    def extract_timestamp(self, token: bytes) -> int:
+        return self._multi.extract_timestamp(token)
+
+    def decrypt(self, token: bytes, ttl: int | None = None) -> bytes:
+        return self._multi.decrypt(token, ttl)
+
+
 class _RaftdirSyncObj(RaftRules):
     def __init__(self, owner: "PySyncObjNode", self_addr: str, partners: list[str],
                  conf: SyncObjConf) -> None:
         self._raftdir_owner = owner
         super().__init__(self_addr, partners, conf)
+
+    @property
+    def encryptor(self) -> Any:
+        """PySyncObj's transport takes each connection's encryptor from here: the peer's
+        ``RaftKeys`` (None on loopback without a secret)."""
+        return self._raftdir_owner._keys
 
     @replicated
     def _apply(self, data: bytes) -> Result:
@@ -432,14 +478,15 @@ class PySyncObjNode:
     """One Raft peer. ``self_addr`` and ``partners`` are ``host:port`` Raft addresses
     (the peer's identity, so they must be stable); ``data_dir`` holds the journal, the
     dump and (by convention) ``cluster.secret``. ``secret`` is the cluster secret's value:
-    it keys the Raft password; without it ``self_addr`` must be loopback.
+    it keys the Raft password; without it ``self_addr`` must be loopback. ``accept``: more
+    secrets whose traffic it reads during a roll (``use_secrets`` changes them later).
 
     The constructor does no I/O; ``start()`` binds the port and starts PySyncObj's tick
     thread, ``stop()`` ends it."""
 
     def __init__(self, self_addr: str, partners: list[str] | tuple[str, ...], data_dir: str,
                  state_machine: StateMachine, *, secret: str | None = None,
-                 tuning: RaftTuning | None = None) -> None:
+                 accept: tuple[str, ...] = (), tuning: RaftTuning | None = None) -> None:
         _check_addr(self_addr, "raft_addr")
         for p in partners:
             _check_addr(p, "raft_peers")
@@ -449,6 +496,8 @@ class PySyncObjNode:
         self._data_dir = str(data_dir)
         self._sm = state_machine
         self._secret = secret
+        self._accept = tuple(a for a in accept if a and a != secret)
+        self._keys: RaftKeys | None = None
         self._tuning = tuning if tuning is not None else RaftTuning()
         self._so: _RaftdirSyncObj | None = None
         self._lock = threading.Lock()
@@ -506,9 +555,11 @@ class PySyncObjNode:
             finish_interrupted_compaction(self._data_dir, doc["raft"])
             del doc
         remove_stale_snapshot_files(self._data_dir)
+        # The encryption is ours (RaftKeys, through _RaftdirSyncObj.encryptor), so PySyncObj
+        # gets no password of its own.
+        self._keys = RaftKeys((self._secret,) + self._accept) if self._secret else None
         conf = build_conf(
-            self._self_addr, self._data_dir, self._tuning,
-            password=raft_password(self._secret) if self._secret else None,
+            self._self_addr, self._data_dir, self._tuning, password=None,
             serializer=self._write_snapshot, deserializer=self._read_snapshot,
             serialize_checker=self._snapshot_progress,
             on_state_changed=self._on_state_changed)
@@ -536,6 +587,15 @@ class PySyncObjNode:
         logger.info("raft peer %s started (partners %s, data %s, password %s)",
                     self._self_addr, self._partners, self._data_dir,
                     "set" if self._secret else "none (loopback)")
+
+    def use_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
+        """Encrypt Raft traffic under ``secrets[0]`` from now on and read it under any of
+        ``secrets`` (a roll of the cluster secret), on the connections open already too.
+        A peer that started without a secret (loopback) stays without."""
+        if self._keys is None:
+            return
+        self._keys.use(tuple(secrets))
+        self._secret, self._accept = secrets[0], tuple(secrets[1:])
 
     def stop(self, timeout: float = 5.0) -> None:
         so, self._so = self._so, None
@@ -1027,6 +1087,9 @@ class PySyncObjNode:
             "partners": {p: False for p in self._partners}, "is_ready": False,
             "has_quorum": False, "revision": self._sm.revision,
             "snapshot_error": self.snapshot_error, "internal_errors": self.internal_errors,
+            # the fingerprints of the secrets Raft traffic is encrypted under (first) and
+            # read under (all)
+            "raft_keys": list(self._keys.fingerprints) if self._keys is not None else [],
         }
         if so is None:
             return base

@@ -164,8 +164,9 @@ class Pair:
 
 
 @contextlib.asynccontextmanager
-async def real_pair(**settings: Any):
-    """A started leader (node 1) and follower (node 2), each serving the API."""
+async def real_pair(api: dict[str, Any] | None = None, **settings: Any):
+    """A started leader (node 1) and follower (node 2), each serving the API (``api``:
+    more arguments of ``start_api``)."""
     api_ports = free_ports(2)
     peers = tuple(RaftPeer(id=i, raft_addr=RAFT[i], api_addr=f"127.0.0.1:{api_ports[i - 1]}")
                   for i in (1, 2))
@@ -190,7 +191,7 @@ async def real_pair(**settings: Any):
             assert loop.time() < deadline, "the leader never became ready"
             await asyncio.sleep(0.001)
         for server, port in ((leader, api_ports[0]), (follower, api_ports[1])):
-            apis.append(await start_api(server, "127.0.0.1", port))
+            apis.append(await start_api(server, "127.0.0.1", port, **(api or {})))
         yield Pair(leader, follower, apis[0], apis[1], peers)
     finally:
         for api in apis:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raftdir.api.server import BACKUP_ROUTE, DIGEST_ROUTE, MEMBERSHIP_ROUTES, ROUTES
+from raftdir.api.server import ALL_ROUTES
 
-ALL = ROUTES + MEMBERSHIP_ROUTES + (BACKUP_ROUTE, DIGEST_ROUTE)
+ALL = ALL_ROUTES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -33,13 +33,19 @@ def test_every_route_is_documented_with_its_errors(route):
         assert "400 bad_request" in body
     if route.auth == "node":
         assert "401 unauthorized" in body
+    if route.auth in ("read", "operate", "admin"):
+        assert "401 unauthorized" in body and "403 forbidden" in body
 
 
-def test_the_endpoint_table_lists_every_route_and_metrics():
+def test_the_endpoint_table_lists_every_route_with_its_scope():
     text = DOC.read_text()
+    table = text.split("## Endpoints", 1)[1].split("\n### ", 1)[0]
     for route in ALL:
-        assert f"`{route.path}`" in text, route.path
-    assert "`/metrics`" in text
+        row = next((line for line in table.splitlines()
+                    if f"| `{route.path}` |" in line and route.method in line), None)
+        assert row is not None, route.path
+        assert row.split("|")[3].strip().startswith(route.auth), (route.path, row)
+    assert "| GET | `/metrics` | read |" in table
 
 
 # ---------------------------------------------------------------- standing alone (issue 15)
@@ -93,7 +99,7 @@ def test_every_record_is_described_field_by_field(heading):
 def test_every_route_says_its_auth(route):
     found = [body for head, body in sections().items() if head.endswith(" " + route.path)
              and route.method in head.split(" ")[0:3]]
-    assert "Auth:" in found[0], route.name
+    assert f"Auth: {route.auth}" in " ".join(found[0].split()), route.name
 
 
 def test_the_poll_defaults_and_what_a_client_must_know_are_written_down():

@@ -1,5 +1,5 @@
 """The HTTP layer depends inward only: the server and client use the wire types, the codec,
-the errors and (the server) the ``ControlPlane`` protocol, ``auth.bearer_token`` and the
+the errors and (the server) the ``ControlPlane`` protocol, ``raftdir.auth`` and the
 task helpers of ``raftdir.tasks`` (a leaf); never
 the core, replication, leader services or the server that implements the protocol. The
 client does not import the server side."""

@@ -23,7 +23,7 @@ from raftdir.api.dashboard import (
     _FEED, ASSETS, Feed, FeedSettings, _complete_peers, asset_bytes, may_read_dashboard,
     timeline_events,
 )
-from raftdir.auth import admin_token, issue_viewer_token, verify_viewer_token
+from raftdir.auth import admin_token
 from raftdir.errors import Unauthorized
 from raftdir.model import InternalScaleRequest, WorkerRegisterRequest
 
@@ -156,31 +156,38 @@ async def test_the_page_is_served_with_a_strict_policy():
                 assert r.headers["Referrer-Policy"] == "no-referrer"
 
 
-async def test_reading_needs_the_admin_or_a_viewer_token():
-    class WithViewers(FakeControlPlane):
-        def check_reader(self, token):
-            verify_viewer_token(token, SECRET, int(time.time()))
-
-    viewer, _ = issue_viewer_token(admin_token(SECRET), valid_for_secs=60,
-                                   now_unix_secs=int(time.time()))
-    expired, _ = issue_viewer_token(admin_token(SECRET), valid_for_secs=60,
-                                    now_unix_secs=int(time.time()) - 120)
-    foreign, _ = issue_viewer_token(admin_token("x" * 64), valid_for_secs=60,
-                                    now_unix_secs=int(time.time()))
-    cp = WithViewers(servers=[])
-    assert await may_read_dashboard(cp, ADMIN) == "admin"
-    assert await may_read_dashboard(cp, viewer) == "read"
-    for bad in (None, "", "nope", expired, foreign, viewer + "x"):
+async def test_reading_needs_a_token_of_scope_read_or_higher():
+    from real_pair import ADMIN as REAL_ADMIN, real_pair
+    async with real_pair() as pair, aiohttp.ClientSession() as s:
+        leader = pair.leader
+        made = {scope: (await leader.create_access_token(scope, 600, scope, "admin-token",
+                                                        None))["token"]
+                for scope in ("read", "operate", "admin")}
+        revoked = (await leader.create_access_token("read", 600, "", "admin-token",
+                                                    None))
+        await leader.revoke_access_token(revoked["token_id"], None)
+        short = (await leader.create_access_token("read", 1, "", "admin-token", None))
+        leader.clock.advance(2)
+        pair.follower.clock.advance(2)
+        for cp in (leader, pair.follower):
+            assert await may_read_dashboard(cp, REAL_ADMIN) == "admin"
+            for scope, token in made.items():
+                assert await may_read_dashboard(cp, token) == scope
+            for bad in (None, "", "nope", revoked["token"], short["token"],
+                        made["read"][:-1] + ("A" if made["read"][-1] != "A" else "B"),
+                        admin_token("x" * 64)):
+                with pytest.raises(Unauthorized):
+                    await may_read_dashboard(cp, bad)
+        # a control plane without access tokens (a static peer) takes the admin token only
         with pytest.raises(Unauthorized):
-            await may_read_dashboard(cp, bad)
-    # a control plane without viewer tokens (a static peer) takes the admin token only
-    with pytest.raises(Unauthorized):
-        await may_read_dashboard(FakeControlPlane(), viewer)
+            await may_read_dashboard(FakeControlPlane(), made["admin"])
+        assert await may_read_dashboard(FakeControlPlane(), ADMIN) == "admin"
 
-    async with serving(cp) as api, aiohttp.ClientSession() as s:
+        api = pair.leader_api
         for path in ("/ui/session", "/ui/events"):
             for headers in ({}, {"Authorization": "Bearer nope"},
-                            {"Authorization": f"Bearer {expired}"}):
+                            {"Authorization": f"Bearer {revoked['token']}"},
+                            {"Authorization": f"Bearer {short['token']}"}):
                 async with s.get(api.url + path, headers=headers) as r:
                     assert r.status == 401, (path, headers)
                     # readable cross-origin, so a page can tell "wrong token" from "down"
@@ -191,13 +198,32 @@ async def test_reading_needs_the_admin_or_a_viewer_token():
                     "Access-Control-Request-Headers": "authorization"}) as r:
                 assert r.status == 204
                 assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
-        for token, scope in ((ADMIN, "admin"), (viewer, "read")):
+        for token, scope in ((REAL_ADMIN, "admin"), *((t, sc) for sc, t in made.items())):
             async with s.get(api.url + "/ui/session",
                              headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == 200 and (await r.json())["scope"] == scope
         # the token in the URL is no credential
-        async with s.get(api.url + f"/ui/events?token={ADMIN}") as r:
+        async with s.get(api.url + f"/ui/events?token={REAL_ADMIN}") as r:
             assert r.status == 401
+
+
+async def test_a_stream_ends_when_its_token_is_revoked():
+    from real_pair import real_pair
+    async with real_pair() as pair, aiohttp.ClientSession() as s:
+        made = await pair.leader.create_access_token("read", 600, "wall", "admin-token",
+                                                     None)
+        for api in (pair.follower_api, pair.leader_api):
+            async with s.get(api.url + "/ui/events",
+                             headers={"Authorization": f"Bearer {made['token']}"}) as r:
+                assert r.status == 200
+                await read_frames(r, 1)
+                if api is pair.leader_api:
+                    await pair.leader.revoke_access_token(made["token_id"], None)
+                    # the stream ends at its next frame (not after its 5 minutes)
+                    await asyncio.wait_for(r.content.read(), 10)
+        async with s.get(pair.follower_api.url + "/ui/session",
+                         headers={"Authorization": f"Bearer {made['token']}"}) as r:
+            assert r.status == 401 and "revoked" in (await r.json())["message"]
 
 
 async def read_frames(resp: aiohttp.ClientResponse, count: int, timeout: float = 10.0

@@ -24,8 +24,8 @@ from raftdir.server import DirectoryServer, ServerSettings
 
 T = TypeVar("T")
 
-CLEAN_ENV = {"RAFTDIR_SERVER": None, "RAFTDIR_ADMIN_TOKEN": None, "RAFTDIR_TLS_CA": None,
-             "RAFTDIR_TLS_CERT": None, "RAFTDIR_TLS_KEY": None}
+CLEAN_ENV = {"RAFTDIR_SERVER": None, "RAFTDIR_ADMIN_TOKEN": None, "RAFTDIR_TOKEN": None,
+             "RAFTDIR_TLS_CA": None, "RAFTDIR_TLS_CERT": None, "RAFTDIR_TLS_KEY": None}
 
 SECRET = "c1" * 32
 ADMIN = admin_token(SECRET)
@@ -43,7 +43,8 @@ class LiveServer:
     """``DirectoryServer`` (LocalNode, manual clock) + ``start_api`` on 127.0.0.1:0, on a
     loop thread. ``url`` is the API's base URL; ``call(coro_fn)`` runs on the loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, **api: Any) -> None:
+        self.api_options = api      # more arguments of start_api (require_read_token)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="cli-test-server",
                                        daemon=True)
@@ -70,7 +71,7 @@ class LiveServer:
             while not self.server.is_leader():
                 assert asyncio.get_running_loop().time() < deadline, "never led"
                 await asyncio.sleep(0.001)
-            self.api = await start_api(self.server, "127.0.0.1", 0)
+            self.api = await start_api(self.server, "127.0.0.1", 0, **self.api_options)
             # single-node: the server's own API address, for /health's leader
             self.server.settings = replace(settings, self_api_addr=f"127.0.0.1:{self.api.port}")
 

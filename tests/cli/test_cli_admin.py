@@ -192,36 +192,6 @@ def test_token_create_prints_a_token_that_verifies(live):
     assert data["max_uses"] == 1 and data["token"].startswith("rdj1.")
 
 
-def test_token_create_viewer_prints_a_read_only_token(live, tmp_path):
-    import time
-    import urllib.request
-    from cli_harness import SECRET
-    from raftdir.auth import verify_viewer_token
-    result = run_cli("token", "create", "--viewer", "--valid-for", "2h", "-s", live.url,
-                     "--json", env=ADMIN_ENV)
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["token"].startswith("rdv1.") and data["scope"] == "read"
-    now = int(time.time())
-    claims = verify_viewer_token(data["token"], SECRET, now)
-    assert claims.expires_unix_secs in (now + 7200, now + 7199)
-    live.server.check_reader(data["token"])
-    request = urllib.request.Request(live.url + "/ui/session", headers={
-        "Authorization": f"Bearer {data['token']}", "Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        assert json.loads(resp.read())["scope"] == "read"
-    # a wrong admin token is found out before anything is issued
-    wrong = run_cli("token", "create", "--viewer", "-s", live.url,
-                    env={"RAFTDIR_ADMIN_TOKEN": "0" * 64})
-    assert wrong.exit_code == 1 and "rdv1." not in wrong.stdout
-    assert "unauthorized" in wrong.stderr
-    too_long = run_cli("token", "create", "--viewer", "--valid-for", "31d", "-s", live.url,
-                       env=ADMIN_ENV)
-    assert too_long.exit_code == 2 and "--valid-for" in too_long.stderr
-    none = run_cli("token", "create", "--viewer", "-s", live.url)
-    assert none.exit_code == 2 and "admin token" in none.stderr
-
-
 def test_peers_add_and_remove_reach_the_server(live):
     """Single-node has no dynamic membership: the route answers 409 and the CLI says so."""
     add = run_cli("peers", "add", "--id", "4", "--raft-addr", "127.0.0.1:7004",

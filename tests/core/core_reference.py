@@ -50,7 +50,8 @@ class Reference:
         """(ok, value, code, revision), like ``Result`` without the message."""
         # what it asks, not when, nor what the leader chose for it
         chosen = {"RegisterNode": {"ttl_secs": 0, "grace_secs": 0},
-                  "SetPlacement": {"placement": {}}}.get(type(cmd).__name__, {})
+                  "SetPlacement": {"placement": {}},
+                  "CreateAccessToken": {"expires_ms": 0}}.get(type(cmd).__name__, {})
         key = dataclasses.replace(cmd, ts_ms=0, **chosen)
         if cmd.request_id is not None:
             for rid, seen_key, result in self.seen:

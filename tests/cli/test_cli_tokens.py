@@ -1,0 +1,115 @@
+"""Access tokens from the command line (issue 12), against a live single-node server whose
+reads need a token: `raftdir token create --scope | --viewer`, `token list`, `token
+revoke`, each scope's commands allowed and refused, and bad usage as exit 2."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+
+from cli_harness import ADMIN, LiveServer, run_cli
+
+
+@pytest.fixture(scope="module")
+def closed() -> Iterator[LiveServer]:
+    server = LiveServer(require_read_token=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make(closed: LiveServer, *args: str) -> dict:
+    result = run_cli("token", "create", *args, "-s", closed.url, "--json",
+                     env={"RAFTDIR_TOKEN": ADMIN})
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_scoped_tokens_are_issued_listed_and_revoked(closed):
+    viewer = make(closed, "--viewer", "--valid-for", "8h", "--name", "wall")
+    ops = make(closed, "--scope", "operate", "--valid-for", "1d", "--name", "ci-deploy")
+    boss = make(closed, "--scope", "admin", "--valid-for", "30d")
+    assert viewer["scope"] == "read" and viewer["token"].startswith("rdt1.")
+    assert viewer["expires_ms"] - viewer["created_ms"] == 8 * 3600_000
+    assert (ops["scope"], ops["name"], ops["creator"]) == ("operate", "ci-deploy",
+                                                           "admin-token")
+    # plain output is the token alone, on one line
+    plain = run_cli("token", "create", "--scope", "read", "-s", closed.url,
+                    env={"RAFTDIR_TOKEN": boss["token"]})
+    assert plain.exit_code == 0 and plain.stdout.count("\n") == 1
+    assert plain.stdout.startswith("rdt1.")
+
+    listing = run_cli("token", "list", "-s", closed.url, env={"RAFTDIR_TOKEN": ADMIN})
+    assert listing.exit_code == 0, listing.output
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "SCOPE", "STATE", "CREATED", "EXPIRES",
+                                "CREATOR"]
+    for made in (viewer, ops, boss):
+        row = next(line for line in lines if line.startswith(made["token_id"]))
+        assert made["scope"] in row and "active" in row
+        assert made["token"] not in listing.stdout
+    # the one made with the scoped admin token names it as its creator
+    assert f"token {boss['token_id']}" in listing.stdout
+
+    # each scope does what it may, and is refused the rest (exit 1, the reason)
+    def as_(token: str, *args: str):
+        return run_cli(*args, "-s", closed.url, env={"RAFTDIR_TOKEN": token})
+
+    assert as_(viewer["token"], "workers").exit_code == 0
+    assert as_(viewer["token"], "peers").exit_code == 0
+    refused = as_(viewer["token"], "scale", "web", "0")
+    assert refused.exit_code == 1
+    assert "needs a token of scope operate" in refused.stderr and "(forbidden)" in refused.stderr
+    assert viewer["token"] not in refused.stderr
+    assert as_(ops["token"], "token", "create", "--valid-for", "60").exit_code == 0   # join
+    refused = as_(ops["token"], "token", "list")
+    assert refused.exit_code == 1 and "scope admin" in refused.stderr
+    none = run_cli("workers", "-s", closed.url)
+    assert none.exit_code == 1 and "unauthorized" in none.stderr
+    assert "--token-file" in none.stderr
+
+    # revoke: refused everywhere from then on; the listing says when
+    out = run_cli("token", "revoke", viewer["token_id"], "-s", closed.url,
+                  env={"RAFTDIR_TOKEN": ADMIN})
+    assert out.exit_code == 0 and out.stdout == f"revoked access token {viewer['token_id']}\n"
+    again = run_cli("token", "revoke", viewer["token_id"], "-s", closed.url,
+                    env={"RAFTDIR_TOKEN": ADMIN})
+    assert again.exit_code == 0 and "was revoked already" in again.stdout
+    gone = as_(viewer["token"], "workers")
+    assert gone.exit_code == 1 and f"access token {viewer['token_id']} was revoked" in \
+        gone.stderr
+    rows = json.loads(run_cli("token", "list", "--json", "-s", closed.url,
+                              env={"RAFTDIR_TOKEN": ADMIN}).stdout)
+    row = next(r for r in rows if r["token_id"] == viewer["token_id"])
+    assert row["state"] == "revoked" and row["revoked_ms"] > 0
+    unknown = run_cli("token", "revoke", "0" * 16, "-s", closed.url,
+                      env={"RAFTDIR_TOKEN": ADMIN})
+    assert unknown.exit_code == 1 and "unknown_token" in unknown.stderr
+
+
+def test_the_token_file_carries_any_token(closed, tmp_path):
+    viewer = make(closed, "--scope", "read")
+    path = tmp_path / "read.token"
+    path.write_text(viewer["token"] + "\n")
+    ok = run_cli("leases", "-s", closed.url, "--token-file", str(path))
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["token", "create", "--scope", "root"], "'root' is not one of"),
+    (["token", "create", "--scope", "read", "--max-uses", "3"], "is for a join token"),
+    (["token", "create", "--name", "x"], "a name is for an access token"),
+    (["token", "create", "--scope", "read", "--name", "a b"], "not a token name"),
+    (["token", "create", "--scope", "read", "--name", "../x"], "not a token name"),
+    (["token", "create", "--viewer", "--scope", "admin"], "--viewer is --scope read"),
+    (["token", "create", "--scope", "read", "--valid-for", "366d"], "more than the maximum"),
+    (["token", "revoke", "nothex"], "'nothex' is not an access token id"),
+    (["token", "revoke"], "Missing argument 'ID'"),
+])
+def test_bad_usage_is_exit_2(closed, args, phrase):
+    result = run_cli(*args, "-s", closed.url, env={"RAFTDIR_TOKEN": ADMIN})
+    assert result.exit_code == 2, result.output
+    assert phrase in result.stderr
