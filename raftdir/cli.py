@@ -1592,18 +1592,18 @@ def _roll_advice(rows: list[dict[str, Any]]) -> str | None:
     if not rows or any("error" in r or not r.get("primary") for r in rows):
         return "not every server answered: finish a step on every server before the next"
     owns = {r["primary"] for r in rows}
-    accepted = [set(r.get("accepts") or ()) for r in rows]
-    common = set.intersection(*accepted)
-    if len(owns) == 1 and all(a == {next(iter(owns))} for a in accepted):
+    common = set.intersection(*(set(r.get("accepts") or ()) for r in rows))
+    if not owns <= common:
+        return ("servers do not all accept each other's secret: they cannot all talk Raft; "
+                "copy cluster.secret.next to every server before promoting")
+    if all(r["phase"] == "steady" for r in rows):
         return "no roll in progress: every server holds one secret, the same"
-    if owns <= common and len(common) > 1:
-        if all(r["phase"] == "next installed" for r in rows):
-            return "every server accepts the next secret: promote it, one server at a time"
-        if all(r["phase"] == "promoted" for r in rows) and len(owns) == 1:
-            return "every server was promoted: retire the old secret, one server at a time"
-        return "a roll is in progress and every server accepts every server's own secret"
-    return ("servers do not all accept each other's secret: they cannot all talk Raft; "
-            "copy cluster.secret.next to every server before promoting")
+    if all(r["phase"] == "next installed" for r in rows):
+        return "every server accepts the next secret: promote it, one server at a time"
+    if len(owns) == 1 and all(r["phase"] in ("promoted", "steady") for r in rows):
+        return "every server was promoted: retire the old secret, one server at a time"
+    return ("a roll is in progress and every server accepts every server's own secret: "
+            "finish this step on every server before the next")
 
 
 @secret.command("status")
@@ -1616,8 +1616,8 @@ def secret_status(conn: Conn, as_json: bool) -> None:
     server answers."""
     answers = _run(conn, lambda client: client.per_server("peers"))
     if not any(not isinstance(a, BaseException) for a in answers.values()):
-        raise Failed("no server answered: " + "; ".join(
-            f"{_hostport(s)}: {_reason(a)}" for s, a in answers.items()))
+        raise Failed("no server gave its status: " + "; ".join(
+            _describe_failure(a, s) for s, a in answers.items()))
     _emit(secret_status_listing(answers), as_json)
 
 

@@ -204,21 +204,20 @@ class Daemon:
             thread.join(30)
 
     # -- modes -------------------------------------------------------------------------
-    def _secret(self) -> str | None:
-        from .replication.secret import load_secret
-        return load_secret(self.data_dir)
+    def _secrets(self) -> tuple[Any, tuple]:
+        """The secret files as loaded now, and their stamp taken just before (a change in
+        between is seen by the watcher as a change)."""
+        from .replication.secret import load_secrets, secret_files_stamp
+        stamp = secret_files_stamp(self.data_dir)
+        return load_secrets(self.data_dir), stamp
 
-    def _secrets(self) -> Any:
-        from .replication.secret import load_secrets
-        return load_secrets(self.data_dir)
-
-    async def _watch_secrets(self, use: Callable[[Any], None], held: Any) -> None:
+    async def _watch_secrets(self, use: Callable[[Any], None], held: Any,
+                             stamp: tuple) -> None:
         """Follow a roll of the cluster secret without a restart: when one of the secret
         files changes (``cluster.secret``, ``.next``, ``.prev``), load them and hand the set
         to ``use``. A set that cannot be read (a file copied half-way, a bad mode) or that
         ``use`` refuses is logged once and the secrets in use stay."""
         from .replication.secret import load_secrets, secret_files_stamp
-        stamp = secret_files_stamp(self.data_dir)
         said: str | None = None
         while True:
             await self.clock.sleep(self.options.secret_check_interval)
@@ -264,7 +263,7 @@ class Daemon:
         from .api.client import RaftdirClient
         from .server import DirectoryServer, ServerSettings
 
-        secrets = self._secrets()
+        secrets, stamp = self._secrets()
         o = self.options
         settings = ServerSettings(
             node_id=self.node_id or 1, data_dir=str(self.data_dir / "raft"),
@@ -293,7 +292,7 @@ class Daemon:
         self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
         if secrets is not None:
             self._tasks.append(asyncio.ensure_future(
-                self._watch_secrets(server.use_secrets, secrets)))
+                self._watch_secrets(server.use_secrets, secrets, stamp)))
 
     def _client_ssl(self) -> Any:
         """The ``ssl`` argument of this daemon's own connections (a server's to the leader
@@ -311,7 +310,7 @@ class Daemon:
         return ctx
 
     async def _start_static(self, mode: StaticMode) -> None:
-        secrets = self._secrets()
+        secrets, stamp = self._secrets()
         self.static = StaticCluster(mode, clock=self.clock, scheme="https" if self.options.tls
                                     else "http", ssl=self._client_ssl(),
                                     deliver=self._deliver_static)
@@ -324,7 +323,7 @@ class Daemon:
         await self.static.start()
         if secrets is not None:
             self._tasks.append(asyncio.ensure_future(
-                self._watch_secrets(cp.use_secrets, secrets)))
+                self._watch_secrets(cp.use_secrets, secrets, stamp)))
 
     async def _start_worker(self, mode: WorkerTierMode) -> None:
         from .agent import WorkerAgent

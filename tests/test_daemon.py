@@ -145,3 +145,62 @@ def test_single_node_keeps_its_directory_across_a_restart(tmp_path):
             assert seen[-1] == ["web-default-0", "web-default-1"]
 
     asyncio.run(body())
+
+
+def test_a_running_server_follows_the_secret_files_of_a_roll(tmp_path, caplog):
+    """The daemon re-reads cluster.secret, .next and .prev when they change: during a roll
+    the admin tokens of both secrets are accepted, and after it only the new one; a broken
+    file or a set that shares no secret with the one in use is not taken (one WARNING)."""
+    import logging
+    import os
+    from raftdir.auth import admin_token
+    from raftdir.daemon import DaemonOptions
+    from raftdir.errors import Unauthorized
+    from raftdir.replication.secret import (
+        NEXT_SECRET_FILE, create_secret, promote_secret, retire_secret,
+    )
+
+    def accepts(daemon: Daemon, secret: str) -> bool:
+        try:
+            daemon.server.check_admin(admin_token(secret))
+        except Unauthorized:
+            return False
+        return True
+
+    async def body() -> None:
+        old = create_secret(tmp_path)
+        daemon = Daemon.from_data_dir(tmp_path, options=DaemonOptions(
+            secret_check_interval=0.02))
+        async with daemon:
+            assert accepts(daemon, old)
+            new = create_secret(tmp_path / NEXT_SECRET_FILE)
+            await async_wait_until(lambda: accepts(daemon, new), 5, "the next secret taken")
+            assert accepts(daemon, old) and daemon.server.own_token() == admin_token(old)
+            promote_secret(tmp_path)
+            await async_wait_until(lambda: daemon.server.own_token() == admin_token(new), 5,
+                                   "the promotion taken")
+            assert accepts(daemon, old) and accepts(daemon, new)
+            retire_secret(tmp_path)
+            await async_wait_until(lambda: not accepts(daemon, old), 5, "the retirement")
+            assert accepts(daemon, new)
+
+            with caplog.at_level(logging.WARNING, logger="raftdir.daemon"):
+                # a next secret copied with the wrong mode: not taken, said once
+                bad = tmp_path / NEXT_SECRET_FILE
+                bad.write_text("cd" * 32 + "\n")
+                os.chmod(bad, 0o644)
+                await async_wait_until(lambda: "has mode 0644" in caplog.text, 5,
+                                       "the warning about the mode")
+                assert not accepts(daemon, "cd" * 32)
+                bad.unlink()
+                # cluster.secret replaced outright: shares nothing with the one in use
+                create_secret(tmp_path, force=True)
+                await async_wait_until(lambda: "share no secret" in caplog.text, 5,
+                                       "the warning about an unrelated secret")
+                assert accepts(daemon, new)
+            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warnings) == 2, [r.getMessage() for r in warnings]
+            assert all(old not in r.getMessage() and new not in r.getMessage()
+                       for r in caplog.records)
+
+    asyncio.run(body())

@@ -113,3 +113,68 @@ def test_bad_usage_is_exit_2(closed, args, phrase):
     result = run_cli(*args, "-s", closed.url, env={"RAFTDIR_TOKEN": ADMIN})
     assert result.exit_code == 2, result.output
     assert phrase in result.stderr
+
+
+# ---------------------------------------------------------------------------- secret roll
+
+def test_secret_roll_commands_on_a_data_dir(tmp_path, closed):
+    from raftdir.replication.secret import fingerprint, load_secret, load_secrets
+    no_secret = run_cli("secret", "create", "--next", "--data-dir", str(tmp_path))
+    assert no_secret.exit_code == 2 and "no cluster secret to roll" in no_secret.stderr
+    assert run_cli("secret", "create", "--data-dir", str(tmp_path)).exit_code == 0
+    old = load_secret(tmp_path)
+    early = run_cli("secret", "promote", "--data-dir", str(tmp_path))
+    assert early.exit_code == 2 and "no next secret" in early.stderr
+    nxt = run_cli("secret", "create", "--next", "--data-dir", str(tmp_path))
+    assert nxt.exit_code == 0 and "cluster.secret.next" in nxt.stderr
+    again = run_cli("secret", "create", "--next", "--data-dir", str(tmp_path))
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    new = load_secrets(tmp_path).next
+    promoted = run_cli("secret", "promote", "--data-dir", str(tmp_path))
+    assert promoted.exit_code == 0, promoted.output
+    assert promoted.stdout == (f"{tmp_path}: cluster.secret is now {fingerprint(new)}; the old "
+                               f"{fingerprint(old)} is still accepted (cluster.secret.prev) "
+                               "until `raftdir secret retire`\n")
+    admin = run_cli("token", "admin", "--data-dir", str(tmp_path))
+    assert admin.stdout.strip() == __import__("raftdir.auth").auth.admin_token(new)
+    retired = run_cli("secret", "retire", "--data-dir", str(tmp_path))
+    assert retired.exit_code == 0 and fingerprint(new) in retired.stdout
+    twice = run_cli("secret", "retire", "--data-dir", str(tmp_path))
+    assert twice.exit_code == 2 and "no old secret to retire" in twice.stderr
+    for out in (nxt, promoted, retired, admin):
+        assert old not in out.output and new not in out.output
+
+    status = run_cli("secret", "status", "-s", closed.url, env={"RAFTDIR_TOKEN": ADMIN})
+    assert status.exit_code == 0, status.output
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == ["SERVER", "ID", "PHASE", "OWN", "SECRET", "ACCEPTS",
+                                "RAFT", "KEYS"]
+    assert "steady" in lines[1]
+    assert lines[-1] == "no roll in progress: every server holds one secret, the same"
+    refused = run_cli("secret", "status", "-s", closed.url)
+    assert refused.exit_code == 1 and "(unauthorized)" in refused.stderr
+
+
+def test_the_advice_follows_every_step_of_a_roll():
+    from raftdir.cli import _roll_advice
+
+    def row(phase, own, *accepts):
+        return {"server": "s", "phase": phase, "primary": own, "accepts": [own, *accepts]}
+
+    A, B = "a" * 16, "b" * 16
+    assert "no roll" in _roll_advice([row("steady", A)] * 3)
+    # step 1 half done: everyone still sends under A, which everyone reads
+    assert "finish this step on every server" in _roll_advice(
+        [row("next installed", A, B), row("steady", A), row("steady", A)])
+    assert "promote it" in _roll_advice([row("next installed", A, B)] * 3)
+    assert "in progress" in _roll_advice([row("promoted", B, A), row("next installed", A, B),
+                                          row("next installed", A, B)])
+    assert "retire the old secret" in _roll_advice([row("promoted", B, A)] * 3)
+    assert "retire the old secret" in _roll_advice([row("steady", B), row("promoted", B, A),
+                                                    row("promoted", B, A)])
+    # a server promoted before the others accept the new secret, or one that retired
+    # while another still sends under the old secret: they cannot talk
+    assert "cannot all talk Raft" in _roll_advice([row("promoted", B, A), row("steady", A)])
+    assert "cannot all talk Raft" in _roll_advice([row("steady", B), row("next installed",
+                                                                         A, B)])
+    assert "not every server answered" in _roll_advice([{"server": "s", "error": "down"}])

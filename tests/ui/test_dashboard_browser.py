@@ -198,7 +198,7 @@ def test_dashboard_follows_the_cluster_in_a_real_browser(cluster, env, agents, b
                                                          artifacts, request):
     driver = browser
     viewer = raftdir("token", "create", "--viewer", "--valid-for", "1h", env=env).strip()
-    assert viewer.startswith("rdv1.")
+    assert viewer.startswith("rdt1.")
     secrets_ = [viewer, env["RAFTDIR_ADMIN_TOKEN"]]
     logs: list[dict] = []
 
