@@ -85,7 +85,8 @@ def _describe_failure(exc: BaseException, where: str | None) -> str:
         text = f"{_hostport(where)}: {exc.message}"
         if exc.code not in exc.message:
             text += f" ({exc.code})"
-        if isinstance(exc, Unauthorized) and "token" in exc.message:
+        if isinstance(exc, Unauthorized) and ("needs a token" in exc.message
+                                              or "needs the admin token" in exc.message):
             text += (f"; pass --token-file FILE or set ${TOKEN_ENV} (`raftdir token admin "
                      "--data-dir DIR` prints the admin token; `raftdir token create --scope` "
                      "issues access tokens)")

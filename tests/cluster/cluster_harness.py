@@ -18,10 +18,13 @@ from raftdir.testing import LocalCluster
 
 
 @contextmanager
-def running_cluster(base_dir: Path, **heartbeat: int) -> Iterator[LocalCluster]:
+def running_cluster(base_dir: Path, extra_args: list[str] | None = None,
+                    **heartbeat: int) -> Iterator[LocalCluster]:
     """A three-peer cluster in ``base_dir``, started and settled (one leader every peer
-    follows); every peer stopped by its PID on the way out."""
-    c = LocalCluster(base_dir).prepare(heartbeat=heartbeat or None)
+    follows); every peer stopped by its PID on the way out. ``extra_args``: more arguments
+    of `raftdir serve`."""
+    c = LocalCluster(base_dir, extra_args=list(extra_args or [])).prepare(
+        heartbeat=heartbeat or None)
     c.start()
     try:
         c.wait_settled(30)
@@ -66,3 +69,46 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def http(base: str, method: str, path: str, token: str | None = None,
+         body: dict | None = None, timeout: float = 10.0) -> tuple[int, object]:
+    """One request to one server (no failover, no retry): its status and decoded JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def secrets_in_logs(paths: list[Path], secrets: list[str]) -> list[tuple[str, str]]:
+    """(file, the first characters of a secret) for every secret found in a log: a test
+    that collected every secret and token of a run asserts this is empty."""
+    found = []
+    for path in paths:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for secret in secrets:
+            if secret and secret in text:
+                found.append((str(path), secret[:8] + "..."))
+    return found
+
+
+def token_parts(token: str) -> list[str]:
+    """A token and the parts of it that are secret on their own (an access token's or a
+    join token's last part; the id and the payload are not secret)."""
+    return [token, token.rsplit(".", 1)[-1]] if "." in token else [token]
