@@ -228,8 +228,8 @@ class Daemon:
                 found = load_secrets(self.data_dir)
                 if found is None:
                     raise ConfigError(f"{self.data_dir}/cluster.secret is gone")
-                if found != held:
-                    use(found)
+                if found != held:   # off the loop: new Raft keys take a PBKDF2 each
+                    await asyncio.get_running_loop().run_in_executor(None, use, found)
                     held = found
                     said = None
                     described = found.describe()

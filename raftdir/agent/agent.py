@@ -181,8 +181,10 @@ class WorkerAgent:
     dropped in). ``heartbeat_ttl`` / ``heartbeat_grace``: what to assume until the servers
     say (the config's ``heartbeat_min_ttl`` and ``heartbeat_grace``). ``status_provider``:
     ``() -> (containers, resources)`` for the reports; by default every assigned container
-    is reported ``running`` with zero resource use. ``admin_token``: lets ``cluster()``
-    forward scale orders. ``backoff``: (first delay, cap) in seconds for the agent's own
+    is reported ``running`` with zero resource use. ``admin_token``: an operator's token
+    (an access token) the agent's ``cluster()`` sends with its reads (``list_nodes``,
+    ``service_states``: the servers' ``read`` routes need one when their API is not on
+    loopback) and that lets it forward scale orders (scope ``operate``). ``backoff``: (first delay, cap) in seconds for the agent's own
     retries; the client adds its quick failover rounds underneath. ``client_factory``:
     builds the ``RaftdirClient`` (tests)."""
 

@@ -4,9 +4,12 @@ Owns: the worker-tier worker's answers to the host daemon's questions: its own n
 never the leader, the leader's address from the last status ack, the node listing through
 the servers' ``/api/v1/cluster/workers`` (cached; ``list_nodes()`` is synchronous, so it
 returns the last listing and refreshes it in the background when it is older than
-``max_age``; ``refresh_nodes()`` fetches now), service states through the client. A worker
-has no admin rights: scale orders raise ``Forbidden`` unless the agent was given an admin
-token, in which case ``forward_scale`` goes to the leader. Runs on the agent's event loop.
+``max_age``; ``refresh_nodes()`` fetches now), service states through the client. Those
+reads are the servers' ``read`` routes, which need a token when the servers' API is not on
+loopback: the agent's ``admin_token`` (an access token of scope ``read``, or ``operate`` to
+scale too) is sent with them; its node secret is not a token for them. A worker has no
+operator rights: scale orders raise ``Forbidden`` unless the agent was given a token, in
+which case ``forward_scale`` goes to the leader. Runs on the agent's event loop.
 Must not import the server side.
 """
 
@@ -108,8 +111,8 @@ class WorkerCluster:
     def _admin(self, what: str) -> Any:
         client = self._client()
         if not self.agent.admin_token:
-            raise Forbidden(f"{what}: a worker has no admin rights; give the worker agent an "
-                            "admin token (admin_token=) or ask a server")
+            raise Forbidden(f"{what}: a worker has no operator rights; give the worker agent "
+                            "a token of scope operate (admin_token=) or ask a server")
         return client
 
     async def dispatch_scale(self, node_id: int, req: InternalScaleRequest) -> None:

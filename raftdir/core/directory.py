@@ -18,6 +18,7 @@ Must not import anything from raftdir but ``raftdir.errors``, ``raftdir.model`` 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,7 +33,7 @@ from raftdir.core.state import (
     ACCESS_SCOPES, DELETE, DEFAULT_MAX_REQUEST_IDS, DOWN, DRAIN, DRAINING, KINDS,
     MAX_ACCESS_TOKENS, READY, SERVER, SET, TOKEN_ID_RE, TOKEN_NAME_RE, UNDRAIN, WORKER,
     WORKER_ID_BASE, AccessTokenRecord,
-    HardState, NodeRecord, ServiceRecord, pack_spec, share_to_plain, sorted_maps,
+    HardState, NodeRecord, ServiceRecord, pack_spec, sorted_maps,
     state_from_snapshot, state_to_snapshot, unpack_spec,
 )
 from raftdir.errors import BadRequest, UnknownNode
@@ -209,7 +210,8 @@ class Directory:
         if cmd.kind == SERVER and desired is None:
             raise _Refuse("bad_request", "desired_node_id: required for a server")
         existing = hs.nodes.get(desired) if desired is not None else None
-        if existing is not None and existing.secret_hash == cmd.secret_hash:
+        if existing is not None and hmac.compare_digest(existing.secret_hash,
+                                                        cmd.secret_hash):
             if existing.kind != cmd.kind:
                 raise _Refuse("conflict", f"kind: node {desired} is registered as a "
                                           f"{existing.kind}")

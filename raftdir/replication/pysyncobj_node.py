@@ -403,43 +403,31 @@ def finish_interrupted_compaction(data_dir: str, raft: dict[str, Any]) -> bool:
 # raftdir's vote, lease and truncation rules (raft_rules.py)
 
 class RaftKeys:
-    """The encryption of Raft traffic, as PySyncObj's connections use it (``encrypt_at_time``,
-    ``extract_timestamp``, ``decrypt``), under one or several cluster secrets: messages are
-    encrypted under the first and read under any (``MultiFernet``). Each secret's key is
-    PySyncObj's own (``getEncryptor``: PBKDF2 of the Raft password derived from the
-    secret), so a peer with one secret talks to an unpatched peer with the same one.
+    """The encryptors of Raft traffic for a set of cluster secrets. One secret: exactly
+    PySyncObj's own (``getEncryptor``: a ``Fernet`` keyed by PBKDF2 of the Raft password
+    derived from the secret), so a peer that is not rolling its secret runs stock PySyncObj
+    encryption. Several (a roll, docs/operations.md): a ``MultiFernet`` that encrypts under
+    the first and reads under any. Each secret's key is derived once (PBKDF2 is slow)."""
 
-    ``use`` swaps the secrets in place while connections run (one reference assignment),
-    which is what lets a server roll ``cluster.secret`` without dropping its Raft links:
-    every server first accepts the new secret besides the old, then sends under the new,
-    then drops the old (docs/operations.md)."""
+    def __init__(self) -> None:
+        self._keys: dict[str, Any] = {}     # secret -> its Fernet
 
-    def __init__(self, secrets: list[str] | tuple[str, ...]) -> None:
-        self._keys: dict[str, Any] = {}     # secret -> its Fernet (PBKDF2 is slow: once)
-        self._multi: Any = None
-        self.fingerprints: tuple[str, ...] = ()
-        self.use(secrets)
+    def seed(self, secret: str, fernet: Any) -> None:
+        """The key PySyncObj derived itself for ``secret`` (no second PBKDF2)."""
+        self._keys[secret] = fernet
 
-    def use(self, secrets: list[str] | tuple[str, ...]) -> None:
+    def encryptor(self, secrets: tuple[str, ...]) -> Any:
         from cryptography.fernet import MultiFernet
         from pysyncobj.encryptor import getEncryptor
         if not secrets:
-            raise ValueError("RaftKeys needs at least one secret")
+            raise ValueError("RaftKeys.encryptor needs at least one secret")
         for secret in secrets:
             if secret not in self._keys:
                 self._keys[secret] = getEncryptor(raft_password(secret))
-        self._keys = {s: self._keys[s] for s in secrets}
-        self._multi = MultiFernet([self._keys[s] for s in secrets])
-        self.fingerprints = tuple(fingerprint(s) for s in secrets)
-
-    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
-        return self._multi.encrypt_at_time(data, current_time)
-
-    def extract_timestamp(self, token: bytes) -> int:
-        return self._multi.extract_timestamp(token)
-
-    def decrypt(self, token: bytes, ttl: int | None = None) -> bytes:
-        return self._multi.decrypt(token, ttl)
+        self._keys = {s: self._keys[s] for s in secrets}   # forget retired ones
+        if len(secrets) == 1:
+            return self._keys[secrets[0]]
+        return MultiFernet([self._keys[s] for s in secrets])
 
 
 class _RaftdirSyncObj(RaftRules):
@@ -448,17 +436,32 @@ class _RaftdirSyncObj(RaftRules):
         self._raftdir_owner = owner
         super().__init__(self_addr, partners, conf)
 
-    @property
-    def encryptor(self) -> Any:
-        """PySyncObj's transport takes each connection's encryptor from here: the peer's
-        ``RaftKeys`` (None on loopback without a secret)."""
-        return self._raftdir_owner._keys
+    def _raftdir_use_encryptor(self, encryptor: Any) -> None:
+        """On the tick thread: encrypt and read Raft traffic with ``encryptor`` from now on,
+        on the connections open already too (PySyncObj hands each connection its
+        encryptor when it is made; new ones take the SyncObj's)."""
+        self._SyncObj__encryptor = encryptor
+        transport = getattr(self, "_SyncObj__transport", None)
+        if transport is None:
+            return
+        conns = list(getattr(transport, "_connections", {}).values())
+        conns += list(getattr(transport, "_unknownConnections", ()))
+        for conn in conns:
+            if conn.encryptor is not None:
+                conn.encryptor = encryptor
 
     @replicated
     def _apply(self, data: bytes) -> Result:
         return self._raftdir_owner._on_apply(data)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - PySyncObj's
+        owner = self._raftdir_owner
+        if owner._pending_keys is not None:      # a roll of the cluster secret
+            with owner._keys_lock:
+                pending, owner._pending_keys = owner._pending_keys, None
+            if pending is not None:
+                self._raftdir_use_encryptor(pending[0])
+                owner._key_fingerprints = pending[1]
         super()._onTick(timeToWait)
         journal = getattr(self, "_SyncObj__raftLog", None)
         if isinstance(journal, durable_journal.SyncedFileJournal):
@@ -497,7 +500,11 @@ class PySyncObjNode:
         self._sm = state_machine
         self._secret = secret
         self._accept = tuple(a for a in accept if a and a != secret)
-        self._keys: RaftKeys | None = None
+        self._keys = RaftKeys()
+        # (encryptor, fingerprints) for the tick thread to take up (use_secrets)
+        self._pending_keys: tuple[Any, tuple[str, ...]] | None = None
+        self._keys_lock = threading.Lock()
+        self._key_fingerprints: tuple[str, ...] = (fingerprint(secret),) if secret else ()
         self._tuning = tuning if tuning is not None else RaftTuning()
         self._so: _RaftdirSyncObj | None = None
         self._lock = threading.Lock()
@@ -555,11 +562,9 @@ class PySyncObjNode:
             finish_interrupted_compaction(self._data_dir, doc["raft"])
             del doc
         remove_stale_snapshot_files(self._data_dir)
-        # The encryption is ours (RaftKeys, through _RaftdirSyncObj.encryptor), so PySyncObj
-        # gets no password of its own.
-        self._keys = RaftKeys((self._secret,) + self._accept) if self._secret else None
         conf = build_conf(
-            self._self_addr, self._data_dir, self._tuning, password=None,
+            self._self_addr, self._data_dir, self._tuning,
+            password=raft_password(self._secret) if self._secret else None,
             serializer=self._write_snapshot, deserializer=self._read_snapshot,
             serialize_checker=self._snapshot_progress,
             on_state_changed=self._on_state_changed)
@@ -568,7 +573,11 @@ class PySyncObjNode:
             durable_journal.install(journal_path)
         else:
             durable_journal.uninstall(journal_path)
+        if self._secret and self._accept:   # started during a roll: the first tick
+            self._use_keys((self._secret,) + self._accept)  # takes them up, before any I/O
         so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf)
+        if self._secret and not self._accept and so.encryptor is not None:
+            self._keys.seed(self._secret, so.encryptor)
         journal = getattr(so, "_SyncObj__raftLog", None)
         self._journal = journal if isinstance(journal, durable_journal.SyncedFileJournal) \
             else None
@@ -590,12 +599,19 @@ class PySyncObjNode:
 
     def use_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
         """Encrypt Raft traffic under ``secrets[0]`` from now on and read it under any of
-        ``secrets`` (a roll of the cluster secret), on the connections open already too.
-        A peer that started without a secret (loopback) stays without."""
-        if self._keys is None:
+        ``secrets`` (a roll of the cluster secret), on the connections open already too;
+        the tick thread takes them up at its next tick (``status()["raft_keys"]`` then
+        shows them). A peer that started without a secret (loopback) stays without."""
+        if not self._secret:
             return
-        self._keys.use(tuple(secrets))
-        self._secret, self._accept = secrets[0], tuple(secrets[1:])
+        secrets = tuple(secrets)
+        self._use_keys(secrets)
+        self._secret, self._accept = secrets[0], secrets[1:]
+
+    def _use_keys(self, secrets: tuple[str, ...]) -> None:
+        pending = (self._keys.encryptor(secrets), tuple(fingerprint(s) for s in secrets))
+        with self._keys_lock:
+            self._pending_keys = pending
 
     def stop(self, timeout: float = 5.0) -> None:
         so, self._so = self._so, None
@@ -1089,7 +1105,7 @@ class PySyncObjNode:
             "snapshot_error": self.snapshot_error, "internal_errors": self.internal_errors,
             # the fingerprints of the secrets Raft traffic is encrypted under (first) and
             # read under (all)
-            "raft_keys": list(self._keys.fingerprints) if self._keys is not None else [],
+            "raft_keys": list(self._key_fingerprints),
         }
         if so is None:
             return base

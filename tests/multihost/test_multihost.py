@@ -144,8 +144,9 @@ def test_three_servers_and_two_workers_on_hosts_of_their_own(network: Network, t
     for i, host in run.servers.items():
         start_server(i, host, ca.issue(f"s{i}", ips=[host.addr]), _server_config(i, peers))
 
-    cli = ["--tls-ca", ca.cert, "--timeout", "3"]
-    admin = [*cli, "--token-file", str(admin_file)]
+    base = ["--tls-ca", ca.cert, "--timeout", "3"]
+    admin = [*base, "--token-file", str(admin_file)]
+    cli = admin     # reads: the admin token until a read token is issued (below)
     every = [f"--server={','.join(run.url(i) for i in (1, 2, 3))}"]
 
     def peer_rows(*servers: str) -> list[dict[str, Any]] | None:
@@ -167,6 +168,15 @@ def test_three_servers_and_two_workers_on_hosts_of_their_own(network: Network, t
 
     rows = wait_until(lambda: settled({1, 2, 3}), 60, "three peers following one leader",
                       interval=0.3)
+    # -- the APIs are on real addresses: reads need a token (scope read is enough) -------
+    refused = run.raftdir(ops, "workers", *base, *every, timeout=30)
+    assert refused.returncode == 1 and "needs a token" in refused.stderr, refused.stderr
+    read_file = tmp_path / "read.token"
+    read_file.write_text(run.ok(ops, "token", "create", "--viewer", "--name", "ops-read",
+                                *admin, *every).strip() + "\n")
+    cli = [*base, "--token-file", str(read_file)]
+    run.say("reads without a token are refused (the APIs are not on loopback); the "
+            "operator reads with a read token from `raftdir token create --viewer`")
     run.say("raftdir peers, run on the operator's host:")
     print(run.ok(ops, "peers", *cli, *every), flush=True)
 
@@ -198,7 +208,8 @@ def test_three_servers_and_two_workers_on_hosts_of_their_own(network: Network, t
     follower_id = next(i for i in (1, 2, 3) if i != leader_id)
     token = run.ok(ops, "token", "create", "--max-uses", "2", "--valid-for", "10m", *admin,
                    "--server", run.url(follower_id)).strip()
-    metrics = _fetch(run, ops, f"{run.url(follower_id)}/metrics", ca.cert)
+    metrics = _fetch(run, ops, f"{run.url(follower_id)}/metrics", ca.cert,
+                     read_file.read_text().strip())
     assert any(line.startswith("raftdir_api_forwarded_total") and 'outcome="ok"' in line
                and float(line.rsplit(None, 1)[1]) >= 1 for line in metrics.splitlines()), \
         metrics
@@ -374,12 +385,14 @@ def _stop(proc: Proc) -> None:
     stop_process(proc.popen)
 
 
-def _fetch(run: Run, host: Host, url: str, ca: str) -> str:
-    """GET ``url`` from inside ``host``, checking the server with ``ca``."""
-    code = ("import ssl, sys, urllib.request\n"
+def _fetch(run: Run, host: Host, url: str, ca: str, token: str) -> str:
+    """GET ``url`` from inside ``host`` with ``token``, checking the server with ``ca``."""
+    code = ("import os, ssl, sys, urllib.request\n"
             "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
-            "print(urllib.request.urlopen(sys.argv[1], context=ctx, timeout=5)"
-            ".read().decode())")
-    out = host.run([sys.executable, "-c", code, url, ca], timeout=30, env=run.env)
+            "req = urllib.request.Request(sys.argv[1], headers={'Authorization': "
+            "'Bearer ' + os.environ['FETCH_TOKEN']})\n"
+            "print(urllib.request.urlopen(req, context=ctx, timeout=5).read().decode())")
+    out = host.run([sys.executable, "-c", code, url, ca], timeout=30,
+                   env=dict(run.env, FETCH_TOKEN=token))
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -70,7 +70,9 @@ def test_a_roll_in_three_steps_keeps_the_leader_and_every_link(trio):
              + [("retire", n, (NEW,)) for n in nodes])
     for i, (what, node, secrets) in enumerate(steps):
         node.use_secrets(secrets)
-        assert node.status()["raft_keys"] == [fingerprint(s) for s in secrets]
+        # taken up by the tick thread, on the connections open already
+        wait_until(lambda: node.status()["raft_keys"] == [fingerprint(s) for s in secrets],
+                   5, f"{what} taken up")
         commit_everywhere(nodes, f"step{i}", i)
         assert leader_of(nodes) == (leader, term), f"the leader changed at {what}"
     # every Raft link is up
@@ -100,3 +102,22 @@ def test_a_peer_that_jumps_ahead_is_cut_off_until_the_others_accept_its_secret(t
     wait_until(lambda: all(n.state_machine.kv.get("cut") == 1 for n in nodes), 10,
                "the follower to catch up once its secret is accepted")
     commit_everywhere(nodes, "after", 2, timeout=10)
+
+
+def test_a_peer_restarted_in_the_middle_of_a_roll_starts_with_both_secrets(trio, tmp_path):
+    nodes = trio
+    for n in nodes:
+        n.use_secrets((OLD, NEW))
+    wait_until(lambda: all(len(n.status()["raft_keys"]) == 2 for n in nodes), 5, "step 1")
+    leader, _ = leader_of(nodes)
+    gone = next(n for n in nodes if n is not leader)
+    addr, data_dir, partners = gone.address, gone._data_dir, [n.address for n in nodes]
+    gone.stop()
+    # promoted while it was down: it starts with the new secret, still reading the old
+    back = PySyncObjNode(addr, partners, data_dir, ToyKV(), secret=NEW, accept=(OLD,),
+                         tuning=RaftTuning(**TEST_TUNING))
+    back.start()
+    nodes[nodes.index(gone)] = back
+    assert wait_until(lambda: back.status()["raft_keys"] == [fingerprint(NEW),
+                                                             fingerprint(OLD)], 5, "keys")
+    commit_everywhere(nodes, "after restart", 1, timeout=10)
