@@ -19,10 +19,12 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
 import msgpack
+from prometheus_client import CollectorRegistry, Histogram
 
 from .auth import (
     check_admin_token, hash_node_secret, is_viewer_token, issue_join_token, new_node_secret,
@@ -60,6 +62,10 @@ __all__ = ["ServerNode", "ServerSettings", "DirectoryServer", "GuardedDirectory"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PROPOSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+POLL_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 
 #: A poll never parks longer than this, whatever it asks (directory.md §6).
 MAX_POLL_WAIT_SECS = 60
@@ -180,6 +186,16 @@ class DirectoryServer:
         self.guard = GuardedDirectory(self.directory)
         self.raft = raft if raft is not None else self._make_raft()
         self.notifier = RevisionNotifier()
+        # histograms /metrics serves beside ``metrics()`` (raftdir.api.metrics)
+        self.metrics_registry = CollectorRegistry(auto_describe=True)
+        self._propose_seconds = Histogram(
+            "raftdir_propose_seconds", "From proposing a command to its result on this "
+            "peer (commit and apply), by command type.", ["command"],
+            buckets=PROPOSE_BUCKETS, registry=self.metrics_registry)
+        self._poll_wait_seconds = Histogram(
+            "raftdir_poll_wait_seconds", "How long a long-poll waited on this peer before "
+            "its answer, by outcome (changes, bookmark).", ["outcome"],
+            buckets=POLL_WAIT_BUCKETS, registry=self.metrics_registry)
         self.leader: LeaderServices | None = None
         self._kept_leases: LeaseTable | None = None   # the last term's, when this peer led
         self.heartbeats = 0
@@ -280,10 +296,12 @@ class DirectoryServer:
             raise PayloadTooLarge(f"{largest}: the {cmd.TYPE} command would be {len(data)} "
                                   f"bytes, over the {MAX_COMMAND_BYTES} a Raft entry may "
                                   "carry", field=largest)
+        started = time.monotonic()
         try:
             result = await self.raft.propose_async(data, self.settings.propose_timeout)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+        self._propose_seconds.labels(cmd.TYPE).observe(time.monotonic() - started)
         if not result.ok:
             raise error_for(result)
         return result
@@ -512,6 +530,16 @@ class DirectoryServer:
 
     async def poll_local(self, node_id: int, last_revision: int, max_wait: float
                          ) -> WorkerPollResponse:
+        """``_poll_local``, timed: how long polls wait here, by outcome (``changes``: events
+        or a full set; ``bookmark``: the wait ran out)."""
+        started = time.monotonic()
+        resp = await self._poll_local(node_id, last_revision, max_wait)
+        self._poll_wait_seconds.labels("changes" if resp.events or resp.full
+                                       else "bookmark").observe(time.monotonic() - started)
+        return resp
+
+    async def _poll_local(self, node_id: int, last_revision: int, max_wait: float
+                          ) -> WorkerPollResponse:
         """A poll answered from this peer's applied state, without authentication (the
         daemon reading its own node's assignments). Parks up to ``max_wait`` seconds; a
         timeout answers the bookmark, the current revision.

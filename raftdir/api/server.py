@@ -21,10 +21,8 @@ server keeps serving.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import inspect
 import logging
-import math
 import re
 import ssl
 import time
@@ -53,6 +51,7 @@ from ..model import (
 from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
 from .dashboard import add_dashboard
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ApiMetrics
 from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
@@ -73,8 +72,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _FORWARD_HEADERS = ("Authorization", ZLAYER_TOKEN_HEADER, REQUEST_ID_HEADER, "Content-Type",
                     "Accept")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0)
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -454,116 +451,8 @@ def _admin_token(request: web.Request) -> str | None:
 
 # ---------------------------------------------------------------------------- metrics
 
-class _ApiMetrics:
-    """Request counts by route, method and status; latency histograms by route; parked
-    polls. Touched only from the event loop."""
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
-        self.parked = 0
-        self.forwarded: dict[tuple[str, str], int] = {}
-        self.connections = 0            # open now (under start_api)
-        self.connections_refused = 0    # over max_connections: answered 503
-        self.request_timeouts = 0       # heads and bodies that did not arrive in time
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get(route)
-        if hist is None:
-            hist = self.latency[route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
-        i = bisect.bisect_left(_LATENCY_BUCKETS, seconds)  # its own bucket; cumulated later
-        if i < len(_LATENCY_BUCKETS):
-            hist[i] += 1
-        hist[-2] += seconds
-        hist[-1] += 1
-
-    def forward(self, route: str, outcome: str) -> None:
-        key = (route, outcome)
-        self.forwarded[key] = self.forwarded.get(key, 0) + 1
-
-
-_METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
-
-
-def _metric_name(name: str) -> str:
-    name = _METRIC_NAME_BAD.sub("_", name)
-    if not name or name[0].isdigit():
-        name = "_" + name
-    return name if name.startswith("raftdir_") else f"raftdir_{name}"
-
-
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
-    lines: list[str] = []
-    for raw_name, value in sorted(cp_metrics.items()):
-        name = _metric_name(raw_name)
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {_number(value)}")
-    lines.append("# HELP raftdir_api_requests_total HTTP requests answered, by route, method "
-                 "and status code.")
-    lines.append("# TYPE raftdir_api_requests_total counter")
-    for (route, method, status), count in sorted(m.requests.items()):
-        lines.append(f'raftdir_api_requests_total{{route="{_label(route)}",'
-                     f'method="{method}",code="{status}"}} {count}')
-    lines.append("# HELP raftdir_api_request_duration_seconds Time to answer a request, "
-                 "by route.")
-    lines.append("# TYPE raftdir_api_request_duration_seconds histogram")
-    for route, hist in sorted(m.latency.items()):
-        lab = _label(route)
-        cumulative = 0
-        for i, bound in enumerate(_LATENCY_BUCKETS):
-            cumulative += int(hist[i])
-            lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
-                         f'le="{bound}"}} {cumulative}')
-        lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
-                     f'le="+Inf"}} {int(hist[-1])}')
-        lines.append(f'raftdir_api_request_duration_seconds_sum{{route="{lab}"}} '
-                     f'{_number(hist[-2])}')
-        lines.append(f'raftdir_api_request_duration_seconds_count{{route="{lab}"}} '
-                     f'{int(hist[-1])}')
-    lines.append("# HELP raftdir_api_forwarded_total Writes a follower proxied to the leader, "
-                 "by route and outcome.")
-    lines.append("# TYPE raftdir_api_forwarded_total counter")
-    for (route, outcome), count in sorted(m.forwarded.items()):
-        lines.append(f'raftdir_api_forwarded_total{{route="{_label(route)}",'
-                     f'outcome="{outcome}"}} {count}')
-    lines.append("# HELP raftdir_api_parked_polls Long-polls waiting inside this server now.")
-    lines.append("# TYPE raftdir_api_parked_polls gauge")
-    lines.append(f"raftdir_api_parked_polls {m.parked}")
-    for name, kind, value, text in (
-            ("raftdir_api_connections", "gauge", m.connections, "HTTP connections open now."),
-            ("raftdir_api_connections_refused_total", "counter", m.connections_refused,
-             "Connections answered 503 overloaded at the connection cap."),
-            ("raftdir_api_request_timeouts_total", "counter", m.request_timeouts,
-             "Requests whose head or body did not arrive in time (408).")):
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- the app
-
 _CP = web.AppKey("raftdir_cp", object)
-_METRICS = web.AppKey("raftdir_metrics", _ApiMetrics)
+_METRICS = web.AppKey("raftdir_metrics", ApiMetrics)
 _STATE = web.AppKey("raftdir_state", dict)
 
 
@@ -769,15 +658,9 @@ class _Api:
 
     # -- /metrics -----------------------------------------------------------------------
     async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
-        try:
-            cp_metrics = dict(self.cp.metrics())
-        except Exception:  # noqa: BLE001 - the API's own metrics are still worth serving
-            log.exception("ControlPlane.metrics() failed")
-            cp_metrics = {"metrics_errors_total": 1}
-        text = _render_metrics(cp_metrics, self.metrics)
-        return web.Response(text=text, content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"},
-                            charset="utf-8")
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE,
+                                     "X-Content-Type-Options": "nosniff"})
 
 
 def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
@@ -797,7 +680,8 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     """
     app = web.Application(client_max_size=max_body)
     app[_CP] = cp
-    app[_METRICS] = _ApiMetrics()
+    app[_METRICS] = ApiMetrics()
+    app[_METRICS].attach(cp.metrics, lambda: getattr(cp, "metrics_registry", None))
     api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
                forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout)
     app[_STATE] = {"api": api}
@@ -840,7 +724,7 @@ class _Connections:
     connections in a ``_Connection`` that counts it against ``max_connections`` and times
     out a request head that does not arrive in ``header_timeout`` seconds."""
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: _ApiMetrics, *,
+    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: ApiMetrics, *,
                  max_connections: int, header_timeout: float) -> None:
         self.factory = factory
         self.metrics = metrics

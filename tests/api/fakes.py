@@ -416,3 +416,17 @@ def parse_raw_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, body
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a ``/metrics`` answer, read with prometheus-client's own
+    parser (so the test also checks the exposition parses); the sum over the samples whose
+    labels include ``labels``; 0 when there is none."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                total += sample.value
+    return total
