@@ -1124,12 +1124,15 @@ def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("node_id", metavar="ID", type=NodeId())
+@click.option("--undo", is_flag=True,
+              help="Undo the drain: the node takes new placement again (what moved away "
+                   "stays where it is).")
 @client_options(admin=True)
 @json_option
-def drain(node_id: int, conn: Conn, as_json: bool) -> None:
-    """Drain node ID: no new placement on it, and its share moves away. Needs the admin
-    token."""
-    _node_write(conn, "drain", node_id, as_json)
+def drain(node_id: int, undo: bool, conn: Conn, as_json: bool) -> None:
+    """Drain node ID: no new placement on it, and its share moves away; with --undo, make
+    it eligible again (Nomad's node eligibility). Needs the admin token."""
+    _node_write(conn, "undrain" if undo else "drain", node_id, as_json)
 
 
 @cli.command()

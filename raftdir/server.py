@@ -611,6 +611,9 @@ class DirectoryServer:
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         return await self._leading().drain(node_id, request_id)
 
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        return await self._leading().undrain(node_id, request_id)
+
     async def deregister(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         return await self._leading().evict(node_id, request_id)
 

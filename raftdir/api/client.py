@@ -299,6 +299,10 @@ class RaftdirClient:
         return await self._call("POST", f"/api/v1/workers/{int(node_id)}/drain",
                                 auth="admin", write=True)
 
+    async def undrain(self, node_id: int) -> dict[str, Any]:
+        return await self._call("DELETE", f"/api/v1/workers/{int(node_id)}/drain",
+                                auth="admin", write=True)
+
     async def evict(self, node_id: int) -> dict[str, Any]:
         return await self._call("DELETE", f"/api/v1/workers/{int(node_id)}", auth="admin",
                                 write=True)

@@ -18,8 +18,8 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from ..core.commands import (
-    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, RegisterNode, RenewCheckpoint,
-    SetPlacement,
+    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, RegisterNode,
+    RenewCheckpoint, SetPlacement, Undrain,
 )
 from ..errors import BadRequest, Conflict, NoLeader, NotLeader, RaftdirError, UnknownNode
 from ..model import InternalScaleRequest, ScaleAssignment
@@ -310,6 +310,13 @@ class LeaderServices:
         result = await self.server.propose(Drain(request_id=request_id, node_id=node_id))
         moved = await self.reconcile()
         return dict(result.value, moved=moved)
+
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        """Undo a drain (Nomad's node eligibility): new placement may use the node again;
+        nothing already placed elsewhere moves back."""
+        self._worker(node_id)
+        result = await self.server.propose(Undrain(request_id=request_id, node_id=node_id))
+        return dict(result.value)
 
     async def evict(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         self._worker(node_id)
