@@ -132,12 +132,15 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
     for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
         for addr, connected in (answer.get("partners") or {}).items():
             views.setdefault(addr, bool(connected))
+    # the leader the answers name (a follower asked alone still knows who leads)
+    named = {a.get("leader") for a in answers.values() if a.get("leader")}
     for addr, connected in sorted(views.items()):
         if addr not in known:
             member = members.get(addr, {})
+            role = ("leader" if addr in named else "follower") if connected \
+                else "unreachable"
             rows.append({"id": member.get("id"), "raft_addr": addr,
-                         "api_addr": member.get("api_addr"),
-                         "role": "follower" if connected else "unreachable", "term": None,
+                         "api_addr": member.get("api_addr"), "role": role, "term": None,
                          "commit": None, "applied": None, "lag": None,
                          "last_contact_secs": None, "leader": None, "rtt_ms": None,
                          "asked": False, "error": None if connected else
