@@ -1302,12 +1302,7 @@ def snapshot_restore(file: Path, data_dir: Path, force: bool, as_json: bool) -> 
     from the same file, then start them. Nodes, leases, services and token use counts
     come back as saved; workers keep their identities and reconnect."""
     from .backup import read_backup, restore_backup
-    try:
-        done = restore_backup(read_backup(file), data_dir, force=force)
-    except ConfigError as exc:
-        raise Unusable(exc.message) from None
-    except OSError as exc:
-        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    done = _offline(data_dir, lambda: restore_backup(read_backup(file), data_dir, force=force))
     if as_json:
         click.echo(_json_text(done))
         return
@@ -1362,12 +1357,7 @@ def recover(data_dir: Path, tls_ca: str | None, timeout: float, as_json: bool) -
             raise Failed(f"peer {peer.id} at {peer.api_addr} answers and knows a leader "
                          f"({health.get('leader') or 'itself'}): the cluster still has a "
                          "majority; do not recover (it would split the cluster)")
-    try:
-        done = recover_single_peer(data_dir)
-    except ConfigError as exc:
-        raise Unusable(exc.message) from None
-    except OSError as exc:
-        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    done = _offline(data_dir, lambda: recover_single_peer(data_dir))
     if as_json:
         click.echo(_json_text(done))
         return
@@ -1382,6 +1372,17 @@ def recover(data_dir: Path, tls_ca: str | None, timeout: float, as_json: bool) -
                    "change(s) made no-ops")
     click.echo(f"next: raftdir serve --data-dir {data_dir}; then `raftdir peers remove` "
                "each lost peer and `raftdir peers add` new ones")
+
+
+def _offline(data_dir: Path, work: Callable[[], Any]) -> Any:
+    """Run an offline change to a data dir: a file it refuses is exit 2 naming it, an I/O
+    failure exit 1."""
+    try:
+        return work()
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except OSError as exc:
+        raise Failed(f"{data_dir}: {_reason(exc)}") from None
 
 
 def _ask_health(peers: list[Any], scheme: str, tls_ca: str | None, timeout: float
