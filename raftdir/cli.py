@@ -603,9 +603,14 @@ def _run_daemon(daemon: Any, what: str) -> None:
               help="PEM key of --tls-cert.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="PEM CA: clients and peers must present certificates it signed.")
+@click.option("--replica-max-lag", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="A replica (peers entry with replica: true) refuses polls while it last "
+                   "held everything the leader had committed longer ago than this.")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None, log_level: str) -> None:
+          tls_key: str | None, tls_ca: str | None, replica_max_lag: float,
+          log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -627,7 +632,7 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls))
+        api_host=api_host, api_port=api_port, tls=tls, replica_max_lag=replica_max_lag))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 

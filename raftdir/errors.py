@@ -22,6 +22,7 @@ Imports nothing from the rest of raftdir, so every layer can use it.
     ├── Reregister                    reregister             410
     ├── NotLeader                     not_leader             421   (leader)
     ├── NoLeader                      no_leader              503
+    │   └── ReplicaBehind             replica_behind         503   (leader: where to go)
     └── TimeoutOutcomeUnknown         timeout_outcome_unknown 504
 
 Every error carries ``code``, ``status`` and a message; ``to_body()`` gives the wire form
@@ -49,6 +50,7 @@ __all__ = [
     "Reregister",
     "NotLeader",
     "NoLeader",
+    "ReplicaBehind",
     "TimeoutOutcomeUnknown",
     "ERRORS_BY_CODE",
     "error_from_body",
@@ -176,6 +178,14 @@ class NotLeader(RaftdirError):
 
 class NoLeader(RaftdirError):
     code = "no_leader"
+    status = 503
+
+
+class ReplicaBehind(NoLeader):
+    """A read-only replica that lags the leader by more than its limit refuses polls until
+    it caught up; ``leader`` names a server to ask instead (the leader, when known)."""
+
+    code = "replica_behind"
     status = 503
 
 

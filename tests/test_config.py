@@ -244,7 +244,8 @@ def test_check_output_round_trips_to_the_same_config(tmp_path):
 
 
 def test_check_stops_at_the_first_invalid_file_with_exit_2(tmp_path):
-    bad = write(tmp_path, "bad.yaml", "mode: raft\nnode_id: 1\npeers:\n  - {id: 1}\n")
+    bad = write(tmp_path, "bad.yaml",
+                "mode: raft\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 10.0.0.1:1}\n")
     result = CliRunner().invoke(cli, ["config", "check", str(EXAMPLES / "raft.yaml"),
                                       str(bad), str(EXAMPLES / "static.yaml")])
     assert result.exit_code == 2

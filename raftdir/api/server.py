@@ -41,8 +41,8 @@ from ..codec import (
 )
 from ..errors import (
     BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, PayloadTooLarge,
-    RaftdirError, Reregister, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
-    Unauthorized, UnknownNode, UnknownService,
+    RaftdirError, ReplicaBehind, Reregister, TimeoutOutcomeUnknown, TokenExhausted,
+    TokenInvalid, Unauthorized, UnknownNode, UnknownService,
 )
 from ..model import (
     InternalScaleRequest, WorkerPollRequest, WorkerRegisterRequest, WorkerStatusReport,
@@ -176,9 +176,11 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, Forbidden, Reregister),
+          errors=(Unauthorized, Forbidden, Reregister, ReplicaBehind),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
-                  "WorkerPollResponse). Answered by any server; never forwarded."),
+                  "WorkerPollResponse). Answered by any server; never forwarded. A "
+                  "replica behind the leader answers 503 replica_behind naming another "
+                  "server in `leader`."),
     Route("status", "POST", "/api/v1/workers/status",
           lambda cp, c: cp.report(c.body, c.secret),
           body=WorkerStatusReport, auth="node", forward=True,
