@@ -65,7 +65,7 @@ import collections
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from pysyncobj.syncobj import SyncObj
 from pysyncobj.transport import TCPTransport
@@ -97,27 +97,13 @@ class _StampingTransport(TCPTransport):
         return TCPTransport.send(self, node, message)
 
 
-class ReplicaSeen(tuple):
-    """What a leader last heard from one replica: ``(node_id, api_addr, applied, at)``
-    (``at`` on this module's monotonic clock)."""
+class ReplicaSeen(NamedTuple):
+    """What a leader last heard from one replica (``at``: this module's monotonic clock)."""
 
-    __slots__ = ()
-
-    @property
-    def node_id(self) -> int:
-        return self[0]
-
-    @property
-    def api_addr(self) -> str:
-        return self[1]
-
-    @property
-    def applied(self) -> int:
-        return self[2]
-
-    @property
-    def at(self) -> float:
-        return self[3]
+    node_id: int
+    api_addr: str
+    applied: int
+    at: float
 
 
 class RaftRules(SyncObj):
@@ -213,7 +199,7 @@ class RaftRules(SyncObj):
                 and isinstance(applied, int) and 0 < len(api) <= _MAX_REPLICA_ADDR):
             return
         table = dict(self._rd_replicas)
-        table[node] = ReplicaSeen((node_id, api, applied, _monotonic()))
+        table[node] = ReplicaSeen(node_id, api, applied, _monotonic())
         self._rd_replicas = table
 
     def _rd_after_tick(self) -> None:
