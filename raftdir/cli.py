@@ -676,7 +676,7 @@ def worker(data_dir: Path, api_addr: str | None, log_level: str) -> None:
 
 def _role(status: dict[str, Any]) -> str:
     state = status.get("state")
-    if state in ("leader", "follower", "candidate"):
+    if state in ("leader", "follower", "candidate", "replica"):
         return state
     return "leader" if status.get("is_leader") else "follower"
 
@@ -734,6 +734,20 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
                          "last_contact_secs": None, "leader": None, "rtt_ms": None,
                          "asked": False, "error": None if connected else
                          "not connected to the peers that answered", "status": None})
+    # Read-only replicas the leader hears from that were not asked: what it knows of them.
+    asked = {r["api_addr"] for r in rows}
+    for answer in (a for a in answers.values() if _role(a) == "leader"):
+        for rep in answer.get("replicas") or ():
+            api = _hostport(str(rep.get("api_addr", "")))
+            if api in asked:
+                continue
+            applied = rep.get("applied")
+            rows.append({"id": rep.get("node_id"), "raft_addr": None, "api_addr": api,
+                         "role": "replica", "term": None, "commit": None,
+                         "applied": applied, "lag": None if leader_commit is None or
+                         applied is None else max(0, leader_commit - applied),
+                         "last_contact_secs": None, "leader": None, "rtt_ms": None,
+                         "asked": False, "error": None, "status": None})
     rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["api_addr"] or "",
                              r["raft_addr"] or ""))
     return rows
@@ -758,12 +772,13 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
           count: int) -> None:
     """List the Raft peers, asking every server given (not just one).
 
-    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate or unreachable),
-    TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
-    and LAST CONTACT (when this command last got an answer from the peer). A peer that does
-    not answer is a row, not a failure: the exit status is 1 only when no peer answers.
-    Raft members that the answers name but --server does not are listed without an API
-    address.
+    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate, replica or
+    unreachable), TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's
+    last applied) and LAST CONTACT (when this command last got an answer from the peer). A
+    peer that does not answer is a row, not a failure: the exit status is 1 only when no
+    peer answers. Raft members that the answers name but --server does not are listed
+    without an API address; read-only replicas (no vote, no Raft address) that the leader
+    hears from are listed with what it knows of them (their applied index and lag).
 
     With a subcommand (add, remove), changes the membership instead.
     """

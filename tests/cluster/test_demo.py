@@ -29,3 +29,25 @@ def test_demo_ends_with_no_lost_write_and_cleans_up(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_demo_with_replicas_spreads_the_polls_over_them(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "raftdir", "demo", "--replicas", "2",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "and read-only replicas 4, 5" in text
+    # the last peer table lists both replicas, caught up
+    table = text.rsplit("caught up", 1)[1]
+    assert re.search(r"\n\s+4\s+-\s+\S+\s+replica\s+\d+\s+\d+\s+\d+\s+0\s", table), table
+    assert re.search(r"\n\s+5\s+-\s+\S+\s+replica\s+\d+\s+\d+\s+\d+\s+0\s", table), table
+    parked = dict(re.findall(r"(peer \d|replica \d): (\d+)",
+                             text.split("parked polls: ", 1)[1].split("\n", 1)[0]))
+    assert sum(map(int, parked.values())) == 6 and set(parked) >= {"replica 4", "replica 5"}
+    assert re.search(r"lost writes:\s+0\n", text) and re.search(r"marked down:\s+0\n", text)
+    pids = [int(p) for p in re.search(r"\(pids ([0-9, ]+)\)", text).group(1).split(", ")]
+    assert len(pids) == 5
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
