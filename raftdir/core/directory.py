@@ -475,6 +475,27 @@ class Directory:
         rec = self.state.nodes.get(node_id)
         return None if rec is None else rec.secret_hash
 
+    def lease_row(self, node_id: int) -> tuple[int, str, int, int, int] | None:
+        """``(node_id, state, ttl_secs, grace_secs, renewed_ms)`` of a worker, or None:
+        what a new leader arms a deadline from, without building the node's profile."""
+        rec = self.state.nodes.get(node_id)
+        if rec is None or rec.kind != WORKER:
+            return None
+        return rec.node_id, rec.state, rec.ttl_secs, rec.grace_secs, rec.renewed_ms
+
+    def misplaced_services(self, exclude: frozenset[int] = frozenset()) -> list[str]:
+        """The services with a share on a node that is not ready (down, draining, gone)
+        or in ``exclude``: one pass over the placements, nothing copied."""
+        nodes = self.state.nodes
+        out = []
+        for name, svc in sorted(self.state.services.items()):
+            for nid in svc.placement:
+                rec = nodes.get(nid)
+                if nid in exclude or rec is None or rec.state != READY:
+                    out.append(name)
+                    break
+        return out
+
     def renewals(self) -> dict[int, int]:
         """node id -> checkpointed renewal time (ms), for a new leader arming deadlines."""
         return {nid: rec.renewed_ms for nid, rec in sorted(self.state.nodes.items())}

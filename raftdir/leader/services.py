@@ -128,8 +128,13 @@ class LeaderServices:
         deadlines stand. Otherwise every worker gets the longest TTL it may hold plus its
         grace from now."""
         server = self.server
-        workers = [n for n in server.read(lambda d: d.nodes(kind="worker"))
-                   if n["state"] != "down"]
+        # read in chunks: the apply lock is never held for the whole fleet (the tick
+        # thread applies under it, and sends no heartbeat while it waits)
+        ids = server.read(lambda d: d.node_ids(kind="worker"))
+        workers = [{"node_id": r[0], "ttl_secs": r[2], "grace_secs": r[3],
+                    "renewed_ms": r[4]}
+                   for r in server.read_each(ids, lambda d, n: d.lease_row(n))
+                   if r is not None and r[1] != "down"]
         if kept is not None:
             alive = {n["node_id"] for n in workers}
             kept.entries = {n: e for n, e in kept.entries.items() if n in alive}
@@ -262,13 +267,7 @@ class LeaderServices:
         """Re-place every service with a share on a node that is no longer ready (down,
         draining, gone) or in ``exclude``. Returns the services moved."""
         def misplaced(d: Any) -> list[tuple[str, dict]]:
-            ready = {n for n in d.node_ids(state="ready")} - exclude
-            out = []
-            for name in d.services():
-                svc = d.service(name)
-                if any(n not in ready for n in svc["placement"]):
-                    out.append((name, svc))
-            return out
+            return [(name, d.service(name)) for name in d.misplaced_services(exclude)]
         moved = []
         for name, svc in self.server.read(misplaced):
             groups = tuple(ScaleAssignment(role=r, indices=tuple(i))
