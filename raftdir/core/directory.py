@@ -307,6 +307,7 @@ class Directory:
                                          "indices in groups")
         placed: dict[tuple[str, int], int] = {}
         new: dict[int, tuple] = {}
+        members_of = {role: frozenset(ix) for role, ix in groups.items()}   # once, not per node
         for node_id in sorted(cmd.placement):
             share_map = cmd.placement[node_id]
             share = []
@@ -317,7 +318,7 @@ class Directory:
                 if role not in groups:
                     raise _Refuse("bad_request", f'placement[{node_id}]["{role}"]: role is not '
                                                  "in groups")
-                members = set(groups[role])
+                members = members_of[role]
                 for index in indices:
                     if index not in members:
                         raise _Refuse("bad_request", f'placement[{node_id}]["{role}"]: index '

@@ -41,6 +41,12 @@ What PySyncObj does, and what ``RaftRules`` does instead:
   never sends chunked entries (``build_conf`` raises ``appendEntriesBatchSizeBytes``
   above any entry it makes).
 
+- **Long applies.** PySyncObj's tick applies committed entries, then sends appends, and
+  counts election timeouts in wall time: one entry that takes a second to apply (a scale
+  over 50,000 workers) silenced the leader for that second and made the followers, which
+  then stalled on the same entry, elect. Here a leader announces large committed entries
+  before applying them, and a peer whose tick ran longer than ``raftMinTimeout`` listens
+  for that long again before it may start an election.
 - **Read-only replicas** (``SyncObj(None, partners)``, PySyncObj's own read-only node).
   PySyncObj already keeps them out of votes, commits and ``leaderFallbackTimeout``; here
   they are kept out of the lease too (only voters' echoes count) and never pre-vote. Two
@@ -78,6 +84,9 @@ logger = logging.getLogger(__name__)
 PRE_VOTE = "rd_pre_vote"
 PRE_VOTE_RESPONSE = "rd_pre_vote_response"
 STALE_TERM = "rd_stale_term"
+#: Committed entries at least this large (bytes) are announced before the leader applies
+#: them (``_SyncObj__applyLogEntries``).
+LARGE_APPLY_BYTES = 64 * 1024
 REPLICA_KEY = "rd_replica"   # on a replica's next_node_idx: [node id, API address, applied]
 _MAX_REPLICA_ADDR = 300
 
@@ -122,6 +131,7 @@ class RaftRules(SyncObj):
         self._rd_commits: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=1024)
         self._rd_min_timeout = float(conf.raftMinTimeout)
+        self._rd_tick_started = _monotonic()
         self._rd_leader_contact = -math.inf   # when a leader's append_entries last came
         self._rd_pre_vote: tuple[int, set[Any]] | None = None   # (term, who granted)
         self._rd_pre_vote_won = False
@@ -244,6 +254,7 @@ class RaftRules(SyncObj):
     # -- the tick --------------------------------------------------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - PySyncObj's
         term = self._SyncObj__raftCurrentTerm
+        self._rd_after_stall()
         self._rd_before_election()
         super()._onTick(timeToWait)
         if self._SyncObj__raftCurrentTerm != term:   # an election started (or a new term)
@@ -251,6 +262,32 @@ class RaftRules(SyncObj):
         self._rd_transfer_vote = False
         self._rd_account_lease()
         self._rd_after_tick()
+
+    def _rd_after_stall(self) -> None:
+        """A peer whose last tick ran longer than ``raftMinTimeout`` (a long apply, a
+        pause) did not listen meanwhile: the silence was its own, and the leader's
+        heartbeats may have been stalled by the same entry. It listens for another
+        ``raftMinTimeout`` before an election of its own can start (PySyncObj counts
+        election timeouts in wall time; etcd counts ticks, so a stalled peer counts
+        none)."""
+        now = _monotonic()
+        started, self._rd_tick_started = self._rd_tick_started, now
+        if now - started > self._rd_min_timeout and self.selfNode is not None \
+                and self._SyncObj__raftState != _LEADER:
+            self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline,
+                                                      now + self._rd_min_timeout)
+
+    def _SyncObj__applyLogEntries(self) -> Any:  # noqa: N802 - PySyncObj's
+        """A leader about to apply large committed entries (a scale over tens of thousands
+        of workers takes about a second to apply) first sends its appends, so the
+        followers hear from it, and learn the commit index, before it stops ticking for
+        that long; the followers then apply alongside it instead of electing."""
+        if self._SyncObj__raftState == _LEADER:
+            pending = self._SyncObj__raftCommitIndex - self._SyncObj__raftLastApplied
+            if pending > 0 and sum(len(e[0]) for e in self._SyncObj__getEntries(
+                    self._SyncObj__raftLastApplied + 1, pending)) >= LARGE_APPLY_BYTES:
+                self._SyncObj__sendAppendEntries()
+        return SyncObj._SyncObj__applyLogEntries(self)
 
     def _rd_before_election(self) -> None:
         """Turn the election PySyncObj is about to start into a pre-vote round, unless a

@@ -194,7 +194,9 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
                                   "role": _role(cluster, k, leader)}
                          for k in sorted(cluster.peers)}
         log(f"replicas={replicas}: parked {out['parked']}, rss {out['rss_mb']}")
+        out["terms"] = {"registered": _term(cluster)}
         # 3. steady state
+        leader = cluster.wait_leader(30)
         m0, c0, w0 = metrics(url[leader]), cpu_seconds(pid[leader]), time.monotonic()
         time.sleep(opts.steady_seconds)
         m1, c1, w1 = metrics(url[leader]), cpu_seconds(pid[leader]), time.monotonic()
@@ -204,7 +206,9 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
                          "leader_cpu_us_per_report": (c1 - c0) / max(1, hb) * 1e6,
                          "ttl_s": _ttl(n)}
         log(f"replicas={replicas}: steady {out['steady']}")
+        out["terms"]["steady"] = _term(cluster)
         # 4. one scale to n replicas
+        leader = cluster.wait_leader(30)
         t_scale = time.monotonic()
         st, body = _http(url[leader] + "/api/v1/internal/scale",
                          {"service": "fan", "replicas": registered}, admin, timeout=300)
@@ -220,7 +224,9 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
                         "p50_s": pct(lat, 50), "p99_s": pct(lat, 99),
                         "max_s": max(lat) if lat else None}
         log(f"replicas={replicas}: scale {out['scale']}")
+        out["terms"]["scaled"] = _term(cluster)
         # 5. kill -9 the leader under the fleet
+        leader = cluster.wait_leader(30)
         probe = _probe_worker(url[leader], tok["token"])
         survivors = [k for k in sorted(cluster.peers) if k != leader]
         time.sleep(2.0)
@@ -248,7 +254,8 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
             lost_registrations=None if ready is None else registered + 1 - int(ready + down),
             reregistered=sum(x["reregister"] for x in s),
             replica_behind_answers=sum(x["replica_behind"] for x in s))
-        log(f"replicas={replicas}: {out['failover']}")
+        out["terms"]["end"] = _term(cluster)
+        log(f"replicas={replicas}: {out['failover']}; terms {out['terms']}")
         return out
     finally:
         for f in fleets:
@@ -261,6 +268,12 @@ def _ttl(n: int) -> int:
     from raftdir.model import AdaptiveTtlConfig
     return AdaptiveTtlConfig(max_heartbeats_per_second=HEARTBEAT["max_heartbeats_per_second"]
                              ).compute_ttl(n)
+
+
+def _term(cluster: Any) -> int | None:
+    """The highest Raft term the live voters report (1 + the elections so far)."""
+    terms = [_peers(cluster, k).get("term") for k in cluster.voters if cluster.alive(k)]
+    return max((t for t in terms if isinstance(t, int)), default=None)
 
 
 def _role(cluster: Any, k: int, leader: int) -> str:
@@ -335,6 +348,9 @@ def bench_replicas(opts: Any) -> BenchResult:
         r.info(f"{tag}: reports/s on the leader (TTL {v['steady']['ttl_s']} s)",
                v["steady"]["reports_per_s"], "/s")
         r.info(f"{tag}: leader CPU, steady state", v["steady"]["leader_cpu_pct"], "%")
+        r.info(f"{tag}: Raft term after the storm / steady state / scale", None, "")
+        r.checks[-1].unit = "/".join(str(v["terms"].get(p)) for p in
+                                     ("registered", "steady", "scaled"))
         for k, mem in v["rss_mb"].items():
             parked = v["parked"]["per_server"].get(k, 0)
             r.info(f"{tag}: {mem['role']} {k} RSS ({parked:,} parked)", mem["after"], "MB")

@@ -393,3 +393,40 @@ def test_a_replica_is_caught_up_as_of_the_last_append_whose_commit_it_applied(re
         assert replica.replica_lag()[1] == 1
     replica.clock.now += 3.0                           # no leader since
     assert replica.replica_lag()[0] == pytest.approx(3.05)
+
+
+# -- long applies ---------------------------------------------------------------------------
+
+def test_a_peer_that_stalled_listens_again_before_it_may_elect(peer):
+    peer.so._SyncObj__connectedNodes.update({peer.b, peer.c})
+    peer.so._rd_after_stall()
+    peer.so._SyncObj__raftElectionDeadline = peer.clock.now + 0.3
+    peer.clock.now += 1.0                          # a tick that took a second
+    peer.so._rd_after_stall()
+    assert peer.so._SyncObj__raftElectionDeadline == pytest.approx(peer.clock.now
+                                                                   + MIN_TIMEOUT)
+    peer.so._rd_before_election()
+    assert not peer.of_type(PRE_VOTE)              # not in this tick
+    for _ in range(5):                             # still silent after listening: elect
+        peer.clock.now += 0.05                     # (ticks of 50 ms)
+        peer.so._rd_after_stall()
+        peer.so._rd_before_election()
+    assert peer.of_type(PRE_VOTE)
+
+
+def test_a_leader_announces_a_large_commit_before_applying_it(peer):
+    lead(peer)
+    so = peer.so
+    idx = so._SyncObj__getCurrentLogIndex()
+    for size in (100, raft_rules.LARGE_APPLY_BYTES):
+        idx += 1
+        so._SyncObj__raftLog.add(b"\x00" + b"x" * size, idx, 1)
+        so._SyncObj__raftCommitIndex = idx
+        so._SyncObj__raftLastApplied = idx - 1
+        peer.sent.clear()
+        monkey = []
+        so._SyncObj__doApplyCommand = lambda command: monkey.append(
+            len(peer.of_type("append_entries")))
+        so._SyncObj__applyLogEntries()
+        # appends went out before the apply only for the large entry
+        assert monkey == [0 if size == 100 else 2], (size, monkey)
