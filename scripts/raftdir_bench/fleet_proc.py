@@ -23,9 +23,7 @@ import aiohttp
 
 from raftdir.agent.agent import report_interval
 from raftdir.api.client import poll_home
-from raftdir.codec import dumps_msgpack, loads_msgpack
-
-MSGPACK = "application/msgpack"
+from raftdir_bench.common import msgpack_post
 
 
 class Fleet:
@@ -49,16 +47,8 @@ class Fleet:
 
     async def post(self, url: str, path: str, body: Any, auth: str | None = None,
                    write: bool = False, timeout: float = 10.0) -> tuple[int, Any]:
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
-        if auth:
-            headers["Authorization"] = f"Bearer {auth}"
-        if write:
-            headers["X-Request-Id"] = uuid.uuid4().hex
-        assert self.session is not None
-        async with self.session.post(url + path, data=dumps_msgpack(body), headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            data = await resp.read()
-            return resp.status, (loads_msgpack(data) if data else None)
+        return await msgpack_post(self.session, url + path, body, auth=auth, write=write,
+                                  timeout=timeout)
 
     # -- registration ----------------------------------------------------------------
     async def register_all(self) -> None:
@@ -101,13 +91,8 @@ class Fleet:
         self.stats["reg_failed"] = sum(1 for x in self.node_id if x == 0)
 
     async def _post_rid(self, url: str, body: Any, rid: str) -> tuple[int, Any]:
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK, "X-Request-Id": rid}
-        assert self.session is not None
-        async with self.session.post(url + "/api/v1/workers/register",
-                                     data=dumps_msgpack(body), headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            data = await resp.read()
-            return resp.status, (loads_msgpack(data) if data else None)
+        return await msgpack_post(self.session, url + "/api/v1/workers/register", body,
+                                  request_id=rid)
 
     # -- reports: one scheduler, a bounded number in flight ---------------------------
     def _schedule(self, k: int, after: float) -> None:

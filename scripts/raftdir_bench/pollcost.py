@@ -16,75 +16,32 @@ installed), then asyncio again with ``tracemalloc`` in the server for the breakd
 from __future__ import annotations
 
 import asyncio
-import json
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from typing import Any
 
-from .common import BenchResult, child_env, log
+from .common import BenchResult, JsonChild, log, msgpack_post
 
 MSGPACK = "application/msgpack"
 SECRET = "5e" * 32
 
 
-class Server:
+class Server(JsonChild):
     def __init__(self, loop_kind: str, trace: bool) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raftdir_bench.poll_server", loop_kind, "1" if trace else "0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, env=child_env(), start_new_session=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        hello = self.wait()
-        self.url = f"http://127.0.0.1:{hello['port']}"
-        self.loop = hello["loop"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait(self, timeout: float = 120.0) -> Any:
-        line = self.lines.get(timeout=timeout)
-        if line is None:
-            raise RuntimeError("the poll server died")
-        return json.loads(line)
-
-    def ask(self, op: str) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
-        self.proc.stdin.flush()
-        return self.wait()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        super().__init__("raftdir_bench.poll_server", [loop_kind, "1" if trace else "0"],
+                         "the poll server")
+        self.url = f"http://127.0.0.1:{self.hello['port']}"
+        self.loop = self.hello["loop"]
 
 
 async def _session_run(srv: Server, k: int, seconds: float) -> dict[str, Any]:
     import aiohttp
     from raftdir.auth import admin_token
-    from raftdir.codec import dumps_msgpack, loads_msgpack
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def post(path: str, body: Any, auth: str | None = None, write: bool = False,
                    timeout: float = 30.0) -> tuple[int, Any]:
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
-        if auth:
-            headers["Authorization"] = f"Bearer {auth}"
-        if write:
-            headers["X-Request-Id"] = uuid.uuid4().hex
-        async with session.post(srv.url + path, data=dumps_msgpack(body), headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            data = await resp.read()
-            return resp.status, (loads_msgpack(data) if data else None)
+        return await msgpack_post(session, srv.url + path, body, auth=auth, write=write,
+                                  timeout=timeout)
 
     out: dict[str, Any] = {"loop": srv.loop}
     try:

@@ -27,11 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import queue
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from .common import BenchResult, child_env, cpu_seconds, log, pct, rss_mb
+from .common import BenchResult, JsonChild, child_env, cpu_seconds, log, pct, rss_mb
 
 PER_PROC = 12_500
 HEARTBEAT = {"max_heartbeats_per_second": 500}
@@ -90,39 +85,14 @@ def metrics(url: str) -> dict[str, float]:
     return out
 
 
-class FleetProc:
+class FleetProc(JsonChild):
     def __init__(self, cfg: dict[str, Any], log_path: Path) -> None:
         self.logf = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raftdir_bench.fleet_proc", json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.logf,
-            env=child_env(), start_new_session=True, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.wait()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait(self, timeout: float = 60.0) -> Any:
-        line = self.lines.get(timeout=timeout)
-        if line is None:
-            raise RuntimeError("a fleet process died; see its log")
-        return json.loads(line)
-
-    def ask(self, op: str, timeout: float = 60.0, **kw: Any) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
-        self.proc.stdin.flush()
-        return self.wait(timeout)
+        super().__init__("raftdir_bench.fleet_proc", [json.dumps(cfg)], "a fleet process",
+                         stderr=self.logf)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        super().kill()
         self.logf.close()
 
 
@@ -165,7 +135,6 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
                                      "conc": opts.concurrency, "uvloop": opts.fleet_uvloop},
                                     base / f"fleet{i}.log"))
         # 1. the registration storm
-        t0 = time.monotonic()
         for f in fleets:
             f.ask("register")
 
