@@ -252,6 +252,8 @@ class RaftdirClient:
                     and hops <= len(self.servers) + 1:
                 hint = normalize_endpoint(err.leader, default_scheme=self._scheme)
                 if hint != target:   # a lagging replica: ask the server it names
+                    if hint not in self.servers:
+                        self.servers.append(hint)
                     hops += 1
                     target = hint
                     continue

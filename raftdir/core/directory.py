@@ -484,6 +484,14 @@ class Directory:
             return None
         return rec.node_id, rec.state, rec.ttl_secs, rec.grace_secs, rec.renewed_ms
 
+    def placement_row(self, node_id: int) -> tuple[int, str, str, dict[str, str]] | None:
+        """``(node_id, kind, os, labels)`` of a ready node, or None: what placement needs
+        (``labels`` is the record's own map: read it, never change it)."""
+        rec = self.state.nodes.get(node_id)
+        if rec is None or rec.state != READY:
+            return None
+        return rec.node_id, rec.kind, rec.os, rec.labels
+
     def misplaced_services(self, exclude: frozenset[int] = frozenset()) -> list[str]:
         """The services with a share on a node that is not ready (down, draining, gone)
         or in ``exclude``: one pass over the placements, nothing copied."""

@@ -197,9 +197,11 @@ class LeaderServices:
     # -- placement -------------------------------------------------------------------
     def _candidates(self, exclude: frozenset[int] = frozenset()) -> list[Candidate]:
         kinds = self.server.settings.placement_kinds
-        return [Candidate(n["node_id"], n["profile"]["os"], n["profile"].get("labels", {}))
-                for n in self.server.read(lambda d: d.nodes(state="ready"))
-                if n["kind"] in kinds and n["node_id"] not in exclude]
+        server = self.server   # in chunks: the apply lock is never held for the whole fleet
+        ids = server.read(lambda d: d.node_ids(state="ready"))
+        return [Candidate(r[0], r[2], dict(r[3]))
+                for r in server.read_each(ids, lambda d, n: d.placement_row(n))
+                if r is not None and r[1] in kinds and r[0] not in exclude]
 
     async def place_service(self, service: str, groups: tuple[ScaleAssignment, ...],
                             spec: dict | None, *, request_id: str | None = None,

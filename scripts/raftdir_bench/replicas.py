@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import threading
 import time
@@ -45,13 +46,13 @@ MSGPACK = "application/msgpack"
 
 
 def _http(url: str, body: Any = None, token: str | None = None, timeout: float = 10.0,
-          method: str | None = None) -> tuple[int, Any]:
+          method: str | None = None, request_id: str | None = None) -> tuple[int, Any]:
     data = msgpack.packb(body, use_bin_type=True) if body is not None else None
     req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
     req.add_header("Accept", MSGPACK)
     if data is not None:
         req.add_header("Content-Type", MSGPACK)
-        req.add_header("X-Request-Id", uuid.uuid4().hex)
+        req.add_header("X-Request-Id", request_id or uuid.uuid4().hex)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -106,11 +107,14 @@ def _until(cond: Any, bound: float, every: float = 0.5) -> float | None:
     return None
 
 
-def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
+def run_config(base: Path, n: int, replicas: int, opts: Any,
+               out: dict[str, Any]) -> dict[str, Any]:
+    """One configuration; ``out`` collects the figures as they come (a failed phase
+    leaves the earlier ones there)."""
     from raftdir.auth import admin_token
     from raftdir.testing import LocalCluster
 
-    out: dict[str, Any] = {"workers": n, "replicas": replicas}
+    out.update(workers=n, replicas=replicas)
     env = {"PYTHONPATH": child_env()["PYTHONPATH"]}
     cluster = LocalCluster(base, env=env).prepare(heartbeat=HEARTBEAT, replicas=replicas)
     fleets: list[FleetProc] = []
@@ -165,7 +169,7 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
         log(f"replicas={replicas}: parked {out['parked']}, rss {out['rss_mb']}")
         out["terms"] = {"registered": _term(cluster)}
         # 3. steady state
-        leader = cluster.wait_leader(30)
+        leader = cluster.wait_leader(120)
         m0, c0, w0 = metrics(url[leader]), cpu_seconds(pid[leader]), time.monotonic()
         time.sleep(opts.steady_seconds)
         m1, c1, w1 = metrics(url[leader]), cpu_seconds(pid[leader]), time.monotonic()
@@ -177,10 +181,16 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
         log(f"replicas={replicas}: steady {out['steady']}")
         out["terms"]["steady"] = _term(cluster)
         # 4. one scale to n replicas
-        leader = cluster.wait_leader(30)
         t_scale = time.monotonic()
-        st, body = _http(url[leader] + "/api/v1/internal/scale",
-                         {"service": "fan", "replicas": registered}, admin, timeout=300)
+        rid = uuid.uuid4().hex            # retried under one request id, as the client does
+        for _ in range(30):
+            leader = cluster.wait_leader(120)
+            st, body = _http(url[leader] + "/api/v1/internal/scale",
+                             {"service": "fan", "replicas": registered}, admin, timeout=300,
+                             request_id=rid)
+            if st not in (421, 502, 503, 504):
+                break
+            time.sleep(0.5)
         call_s = time.monotonic() - t_scale
         got: list[float] = []
 
@@ -195,7 +205,7 @@ def run_config(base: Path, n: int, replicas: int, opts: Any) -> dict[str, Any]:
         log(f"replicas={replicas}: scale {out['scale']}")
         out["terms"]["scaled"] = _term(cluster)
         # 5. kill -9 the leader under the fleet
-        leader = cluster.wait_leader(30)
+        leader = cluster.wait_leader(120)
         probe = _probe_worker(url[leader], tok["token"])
         survivors = [k for k in sorted(cluster.peers) if k != leader]
         time.sleep(2.0)
@@ -301,15 +311,28 @@ def bench_replicas(opts: Any) -> BenchResult:
     r = BenchResult("replicas")
     n = opts.replica_fleet
     r.figures["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
-    with tempfile.TemporaryDirectory(prefix="raftdir-bench-r-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="raftdir-bench-r-")   # kept when a configuration failed
+    if True:
         runs = {}
         for reps in (2, 0):
             log(f"replicas: {n:,} workers, 3 voters + {reps} replicas")
-            runs[reps] = run_config(Path(tmp) / f"r{reps}", n, reps, opts)
+            partial: dict[str, Any] = {}
+            try:
+                runs[reps] = run_config(Path(tmp) / f"r{reps}", n, reps, opts, partial)
+            except Exception as exc:  # noqa: BLE001 - the other configuration still runs
+                log(f"replicas={reps}: FAILED: {type(exc).__name__}: {exc}")
+                runs[reps] = dict(partial, error=f"{type(exc).__name__}: {exc}")
+    if any("error" in v for v in runs.values()):
+        log(f"replicas: data and server logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     r.figures["runs"] = {str(k): v for k, v in runs.items()}
     r.figures["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     for reps, v in runs.items():
         tag = f"{reps} replicas"
+        if "error" in v:
+            r.error = f"{tag}: {v['error']}"
+            continue
         r.info(f"{tag}: registration storm, all registered", v["register"]["seconds"], "s")
         r.info(f"{tag}: registrations/s", v["register"]["rate"], "/s")
         r.check(f"{tag}: lost registrations", (v["failover"]["lost_registrations"] or 0)
