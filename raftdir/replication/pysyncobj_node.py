@@ -39,7 +39,6 @@ import math
 import os
 import secrets as _secrets
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -98,13 +97,6 @@ _PARTNER_KEY = "partner_node_status_server_"
 #: it again, forever. raftdir's entries stay far below this (request bodies are at most
 #: 1 MiB), so that path is never taken.
 APPEND_ENTRIES_BATCH_BYTES = 4 * 2**20
-#: The interpreter's GIL switch interval while a peer runs (``sys.setswitchinterval``):
-#: the tick thread releases the GIL at every send, sync and poll, and a busy event loop
-#: thread takes it back at once, so each time it asks again it waits a whole interval
-#: (5 ms by default). A tick does that a dozen times and more; on a loaded machine the
-#: heartbeats then came late enough that followers elected, about every second during a
-#: 50,000-worker registration storm (docs/benchmarks.md).
-GIL_SWITCH_INTERVAL = 0.0005
 
 
 class _Deferred(Exception):
@@ -421,8 +413,6 @@ class PySyncObjNode:
             return
         os.makedirs(self._data_dir, mode=0o700, exist_ok=True)
         spare_idle_links_from_the_read_timeout()
-        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         dump = os.path.join(self._data_dir, DUMP_FILE)
         if os.path.exists(dump):
             # PySyncObj would log a failed load and go on with EMPTY state, still voting
