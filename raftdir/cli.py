@@ -619,9 +619,14 @@ def _run_daemon(daemon: Any, what: str) -> None:
               help="PEM CA that signed the other servers' certificates, checked when this "
                    "server forwards a request to the leader or asks a peer (default: "
                    "--tls-ca, else the system's CAs).")
+@click.option("--replica-max-lag", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="A replica (peers entry with replica: true) refuses polls while it last "
+                   "held everything the leader had committed longer ago than this.")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
+          replica_max_lag: float,
           log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
@@ -645,7 +650,8 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     daemon = Daemon(config, data_dir, options=DaemonOptions(
-        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca))
+        api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca,
+        replica_max_lag=replica_max_lag))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 
@@ -839,12 +845,14 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
           count: int) -> None:
     """List the Raft peers, asking every server given (not just one).
 
-    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate or unreachable),
-    TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
-    and LAST CONTACT (when this command last got an answer from the peer). A peer that does
-    not answer is a row, not a failure: the exit status is 1 only when no peer answers.
-    Every peer is one row, named by its id when a peer that answered knows it (a dead peer
-    too); Raft members that the answers name but --server does not are listed as well.
+    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate, replica or
+    unreachable), TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's
+    last applied) and LAST CONTACT (when this command last got an answer from the peer). A
+    peer that does not answer is a row, not a failure: the exit status is 1 only when no
+    peer answers. Every peer is one row, named by its id when a peer that answered knows it
+    (a dead peer too); Raft members that the answers name but --server does not are listed
+    as well, and so are the read-only replicas (no vote, no Raft address) the leader hears
+    from, with what it knows of them (their applied index and lag).
 
     With a subcommand (add, remove), changes the membership instead.
     """

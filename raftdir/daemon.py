@@ -69,6 +69,7 @@ class DaemonOptions:
     raft_tuning: Any = None              # raftdir.replication.RaftTuning
     cluster_id: str | None = None
     advertise_addr: str | None = None    # a worker's own API address (its profile)
+    replica_max_lag: float = 5.0         # a replica refuses polls beyond this lag (s)
 
 
 class Daemon:
@@ -230,7 +231,8 @@ class Daemon:
             node_id=self.node_id or 1, data_dir=str(self.data_dir / "raft"),
             checkpoint_interval=o.checkpoint_interval, expiry_tick=o.expiry_tick,
             reconcile_interval=o.reconcile_interval, raft_tuning=o.raft_tuning,
-            api_scheme="https" if o.tls else "http", cluster_id=o.cluster_id)
+            api_scheme="https" if o.tls else "http", cluster_id=o.cluster_id,
+            replica_max_lag=o.replica_max_lag)
         if isinstance(mode, (RaftMode, WorkerTierMode)):
             settings = replace(settings, peers=tuple(mode.peers))
         if isinstance(mode, WorkerTierMode):
@@ -251,7 +253,8 @@ class Daemon:
         await self.server.start()
         if api_addr is not None:
             await self._start_api(self.server, api_addr)
-        self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
+        if not settings.is_replica:   # a replica is no node of the directory: no share
+            self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
 
     def _client_ssl(self) -> Any:
         """The ``ssl`` argument of this daemon's own connections (a server's to the leader

@@ -39,8 +39,8 @@ from .core.commands import (
 from .core.directory import Directory
 from .core.result import Result
 from .errors import (
-    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError, Reregister,
-    Unauthorized, UnknownNode, UnknownService,
+    ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
+    ReplicaBehind, Reregister, Unauthorized, UnknownNode, UnknownService,
 )
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
@@ -119,12 +119,25 @@ class ServerSettings:
     self_api_addr: str | None = None     # single-node: this server's API address
     profile_os: str = "linux"
     profile_arch: str = "x86_64"
+    #: A read-only replica refuses polls while it last held everything the leader had
+    #: committed more than this many seconds ago (docs/config.md "Replicas").
+    replica_max_lag: float = 5.0
+
+    @property
+    def voters(self) -> tuple[RaftPeer, ...]:
+        """The peers that vote (every entry of ``peers`` but the replicas)."""
+        return tuple(p for p in self.peers if not p.replica)
+
+    @property
+    def is_replica(self) -> bool:
+        """This server's own entry in ``peers`` says ``replica: true``."""
+        return any(p.id == self.node_id and p.replica for p in self.peers)
 
     @property
     def server_nodes(self) -> list[ServerNode]:
-        if self.peers:
+        if self.peers:   # the voters: a replica is a copy of the directory, not a node in it
             return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch,
-                               p.raft_addr) for p in self.peers]
+                               p.raft_addr) for p in self.voters]
         addr = self.self_api_addr or "127.0.0.1:3669"
         return [ServerNode(self.node_id, addr, self.profile_os, self.profile_arch)]
 
@@ -206,8 +219,9 @@ class DirectoryServer:
         # the catch-up barriers of _authenticate: the one running, the one queued behind it
         self._catch_up_running: asyncio.Task[None] | None = None
         self._catch_up_queued: asyncio.Task[None] | None = None
-        self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
-        self._raft_ids = {p.raft_addr: p.id for p in settings.peers}
+        self.is_replica = settings.is_replica
+        self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.voters}
+        self._raft_ids = {p.raft_addr: p.id for p in settings.voters}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
 
@@ -220,8 +234,9 @@ class DirectoryServer:
         me = next(p for p in s.peers if p.id == s.node_id)
         if s.data_dir is None:
             raise ValueError("a raft server needs a data_dir")
-        return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.peers], s.data_dir,
-                             self.guard, secret=self.secret, tuning=s.raft_tuning)
+        return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.voters], s.data_dir,
+                             self.guard, secret=self.secret, tuning=s.raft_tuning,
+                             replica=(me.id, me.api_addr) if me.replica else None)
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -342,9 +357,44 @@ class DirectoryServer:
         return self._endpoint_of_raft(self.raft.leader())
 
     def servers(self) -> list[str]:
-        if self.settings.peers:   # the configured peers, with membership changes since
-            return [self.settings.endpoint(a) for a in self._raft_to_api.values()]
+        """Every server a worker may use: the voters (as configured, with membership
+        changes since), then the read-only replicas this peer hears from (a leader hears
+        from every connected one; a replica whose connection closed drops out)."""
+        if self.settings.peers:
+            out = [self.settings.endpoint(a) for a in self._raft_to_api.values()]
+            for r in self.replicas():
+                url = self.settings.endpoint(r["api_addr"])
+                if url not in out:
+                    out.append(url)
+            return out
         return [self.settings.endpoint(n.api_addr) for n in self.settings.server_nodes]
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """The read-only replicas the Raft node heard from lately: ``{node_id, api_addr,
+        applied}`` (none on a single-node server)."""
+        fn = getattr(self.raft, "replicas", None)
+        return list(fn()) if fn is not None else []
+
+    def replica_lag(self) -> tuple[float, int | None] | None:
+        """On a replica: seconds since it last held everything the leader had committed,
+        and the entries it is behind (``PySyncObjNode.replica_lag``); None elsewhere."""
+        if not self.is_replica:
+            return None
+        return self.raft.replica_lag()  # type: ignore[attr-defined]
+
+    def _check_replica_current(self) -> None:
+        """A replica answers polls only while it is within ``replica_max_lag`` of the
+        leader; otherwise it sends the worker elsewhere (the leader, else a voter)."""
+        lag = self.replica_lag()
+        if lag is None or lag[0] <= self.settings.replica_max_lag:
+            return
+        hint = self.leader_endpoint() or next(
+            (self.settings.endpoint(a) for a in self._raft_to_api.values()), None)
+        behind = "never caught up since it started" if lag[0] == float("inf") else \
+            f"last held everything the leader committed {lag[0]:.1f} s ago"
+        raise ReplicaBehind(f"replica {self.node_id} {behind} (limit "
+                            f"{self.settings.replica_max_lag:g} s); poll another server",
+                            leader=hint)
 
     def _leading(self) -> LeaderServices:
         leader = self.leader
@@ -524,6 +574,7 @@ class DirectoryServer:
 
     async def poll(self, req: WorkerPollRequest, node_secret: str | None
                    ) -> WorkerPollResponse:
+        self._check_replica_current()
         await self._authenticate(req.node_id, node_secret)
         return await self.poll_local(req.node_id, req.last_revision,
                                      min(req.max_wait_secs, MAX_POLL_WAIT_SECS))
@@ -790,6 +841,14 @@ class DirectoryServer:
         status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
                               "api_addr": self._raft_to_api.get(r)}
                              for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
+        status["replica"] = self.is_replica
+        status["replicas"] = [dict(r, api_addr=self.settings.endpoint(r["api_addr"]))
+                              for r in self.replicas()]
+        lag = self.replica_lag()
+        if lag is not None:
+            status["lag_secs"] = None if lag[0] == float("inf") else round(lag[0], 3)
+            status["lag_entries"] = lag[1]
+            status["behind"] = lag[0] > self.settings.replica_max_lag
         return status
 
     def digest(self) -> dict[str, Any]:
@@ -857,7 +916,19 @@ class DirectoryServer:
             "raftdir_heartbeats_received_total": self.heartbeats,
             "raftdir_lease_expiries_total": self.leader.expired_total if self.leader else 0,
             "raftdir_parked_polls": self.notifier.waiting,
+            # read-only replicas this peer hears from (on the leader: every connected one)
+            "raftdir_replicas": len(self.replicas()),
+            **self._replica_metrics(),
         }
+
+    def _replica_metrics(self) -> dict[str, float]:
+        lag = self.replica_lag()
+        if lag is None:
+            return {}
+        return {"raftdir_replica": 1,
+                "raftdir_replica_lag_seconds": lag[0],
+                "raftdir_replica_lag_entries": -1 if lag[1] is None else lag[1],
+                "raftdir_replica_behind": 1 if lag[0] > self.settings.replica_max_lag else 0}
 
 
 @dataclass

@@ -41,8 +41,8 @@ from ..codec import (
 )
 from ..errors import (
     BadRequest, Conflict, NodeNotReady, NoLeader, NotLeader, Overloaded, PayloadTooLarge,
-    RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted, TokenInvalid,
-    Unauthorized, UnknownNode, UnknownService,
+    RaftdirError, ReplicaBehind, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted,
+    TokenInvalid, Unauthorized, UnknownNode, UnknownService,
 )
 from ..limits import check_name, check_request, check_token, parse_node_id
 from ..model import (
@@ -177,9 +177,11 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          errors=(Unauthorized, NotLeader, NoLeader, ReplicaBehind, TimeoutOutcomeUnknown),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
-                  "WorkerPollResponse). Answered by any server; never forwarded."),
+                  "WorkerPollResponse). Answered by any server; never forwarded. A "
+                  "replica behind the leader answers 503 replica_behind naming another "
+                  "server in `leader`."),
     Route("status", "POST", "/api/v1/workers/status",
           lambda cp, c: cp.report(c.body, c.secret),
           body=WorkerStatusReport, auth="node", forward=True,

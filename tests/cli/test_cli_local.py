@@ -80,7 +80,7 @@ def test_token_admin_without_a_usable_secret_is_exit_2(tmp_path):
 
 def test_serve_with_a_bad_config_is_exit_2_naming_file_and_field(tmp_path):
     config = tmp_path / "cluster_mode.yaml"
-    config.write_text("mode: raft\nnode_id: 1\npeers:\n  - {id: 1}\n")
+    config.write_text("mode: raft\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 10.0.0.1:1}\n")
     result = run_cli("serve", "--data-dir", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {config}: peers[0].raft_addr: ")
