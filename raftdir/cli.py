@@ -623,10 +623,16 @@ def _run_daemon(daemon: Any, what: str) -> None:
               show_default=True, metavar="SECONDS",
               help="A replica (peers entry with replica: true) refuses polls while it last "
                    "held everything the leader had committed longer ago than this.")
+@click.option("--election-timeout", type=click.FloatRange(min=0.2, max=60.0), default=None,
+              metavar="SECONDS",
+              help="The minimum Raft election timeout (default 0.2; the maximum is three "
+                   "times it). Raise it (every server alike) where a loaded host pauses a "
+                   "server longer than that, e.g. garbage collections of a large fleet "
+                   "(docs/operations.md): failovers then take about this much longer.")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
-          replica_max_lag: float,
+          replica_max_lag: float, election_timeout: float | None,
           log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
@@ -649,9 +655,13 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
     if isinstance(config, SingleNodeMode) and api_port is None:
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    tuning = None
+    if election_timeout is not None:
+        from .replication.tuning import RaftTuning
+        tuning = RaftTuning.with_election_timeout(election_timeout)
     daemon = Daemon(config, data_dir, options=DaemonOptions(
         api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca,
-        replica_max_lag=replica_max_lag))
+        replica_max_lag=replica_max_lag, raft_tuning=tuning))
     _setup_logging(log_level)
     _run_daemon(daemon, "server")
 

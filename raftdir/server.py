@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import hashlib
 import logging
+import math
 import random
 import threading
 import time
@@ -42,6 +43,7 @@ from .errors import (
     ERRORS_BY_CODE, Conflict, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
     ReplicaBehind, Reregister, Unauthorized, UnknownNode, UnknownService,
 )
+from .gcwatch import GcWatch
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
 from .leader.services import LeaderServices
@@ -209,6 +211,10 @@ class DirectoryServer:
             "raftdir_poll_wait_seconds", "How long a long-poll waited on this peer before "
             "its answer, by outcome (changes, bookmark).", ["outcome"],
             buckets=POLL_WAIT_BUCKETS, registry=self.metrics_registry)
+        # a pause is worth a warning where it can cost an election: not in single-node
+        self.gc_watch = GcWatch(self.metrics_registry, warn_over=(
+            (settings.raft_tuning or RaftTuning()).raft_min_timeout if settings.peers
+            else math.inf))
         self.leader: LeaderServices | None = None
         self._kept_leases: LeaseTable | None = None   # the last term's, when this peer led
         self.heartbeats = 0
@@ -242,9 +248,11 @@ class DirectoryServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.notifier = RevisionNotifier(self.directory.revision, self._loop)
+        self.gc_watch.install()
         await self._loop.run_in_executor(None, self.raft.start)
 
     async def stop(self) -> None:
+        self.gc_watch.uninstall()
         self._stopping = True
         async with self._leadership_lock:
             if self.leader is not None:

@@ -63,6 +63,9 @@ def main() -> int:
                     help="pollcost: parked polls (default 5000)")
     ap.add_argument("--pollcost-seconds", type=float, default=5.0,
                     help="pollcost: seconds of status reports per loop (default 5)")
+    ap.add_argument("--election-timeout", type=float, default=None, metavar="SECONDS",
+                    help="replicas: the servers' `raftdir serve --election-timeout` "
+                         "(default: theirs, 0.2)")
     ap.add_argument("--fleet-uvloop", action="store_true",
                     help="replicas: run the fleet processes on uvloop")
     ap.add_argument("--code", choices=("head", "tree"), default="head",

@@ -116,7 +116,10 @@ def run_config(base: Path, n: int, replicas: int, opts: Any,
 
     out.update(workers=n, replicas=replicas)
     env = {"PYTHONPATH": child_env()["PYTHONPATH"]}
-    cluster = LocalCluster(base, env=env).prepare(heartbeat=HEARTBEAT, replicas=replicas)
+    extra = (["--election-timeout", str(opts.election_timeout)]
+             if getattr(opts, "election_timeout", None) else [])
+    cluster = LocalCluster(base, env=env, extra_args=extra).prepare(heartbeat=HEARTBEAT,
+                                                                    replicas=replicas)
     fleets: list[FleetProc] = []
     try:
         cluster.start()

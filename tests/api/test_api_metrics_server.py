@@ -5,6 +5,8 @@ own parser."""
 
 from __future__ import annotations
 
+import gc
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,6 +33,7 @@ async def test_a_servers_metrics_include_its_histograms_and_the_process_collecto
                                  reg.internal_token)                # its full set
         await server.poll(WorkerPollRequest(node_id=reg.node_id, last_revision=full.revision,
                                             max_wait_secs=0), reg.internal_token)
+        gc.collect()
         async with aiohttp.ClientSession() as s:
             async with s.get(api.url + "/metrics") as resp:
                 assert resp.status == 200
@@ -51,6 +54,9 @@ async def test_a_servers_metrics_include_its_histograms_and_the_process_collecto
              if s.name == "raftdir_poll_wait_seconds_count"}
     assert waits == {"changes": 1, "bookmark": 1}
     assert families["raftdir_workers_ready"].samples[0].value == 1
+    pauses = {s.labels["generation"]: s.value for s in families["raftdir_gc_pause_seconds"].samples
+              if s.name == "raftdir_gc_pause_seconds_count"}
+    assert pauses["2"] >= 1
     assert families["raftdir_raft_is_leader"].type == "gauge"
     for name in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
         assert name in families, name

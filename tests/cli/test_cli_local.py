@@ -171,3 +171,22 @@ def test_version():
 
 def test_the_examples_dir_is_where_the_harness_says():
     assert (EXAMPLES / "worker-tier-worker.yaml").is_file(), Path(EXAMPLES)
+
+
+def test_serve_election_timeout_reaches_the_daemons_raft_tuning(tmp_path, monkeypatch):
+    import raftdir.cli as cli_module
+
+    started = []
+    monkeypatch.setattr(cli_module, "_run_daemon", lambda daemon, what: started.append(daemon))
+    shutil.copy(EXAMPLES / "raft.yaml", tmp_path / "cluster_mode.yaml")
+    result = run_cli("serve", "--data-dir", tmp_path, "--election-timeout", "1.5")
+    assert result.exit_code == 0, result.output
+    tuning = started[0].options.raft_tuning
+    assert (tuning.raft_min_timeout, tuning.raft_max_timeout) == (1.5, 4.5)
+
+    started.clear()
+    assert run_cli("serve", "--data-dir", tmp_path).exit_code == 0
+    assert started[0].options.raft_tuning is None  # the defaults
+
+    result = run_cli("serve", "--data-dir", tmp_path, "--election-timeout", "0.1")
+    assert result.exit_code == 2 and "--election-timeout" in result.stderr
