@@ -850,7 +850,11 @@ class _Connection(asyncio.Protocol):
         self.inner = None             # aiohttp hears of the connection again when it closes
         transport.write(_canned(error))
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:           # the client reset it meanwhile (ENOTCONN): it is gone
+                transport.abort()
+                return
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(_LINGER, self.abort)
         else:
