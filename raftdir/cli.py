@@ -52,6 +52,10 @@ DEBUG_ENV = "RAFTDIR_DEBUG"
 
 log = logging.getLogger("raftdir.cli")
 
+#: ``raftdir serve``'s garbage-collection thresholds: CPython's young generations, and a
+#: full collection at most every 1,000 middle ones instead of 10 (docs/design.md).
+SERVE_GC_THRESHOLD = "700,10,1000"
+
 
 # ============================================================================ errors
 
@@ -629,11 +633,23 @@ def _run_daemon(daemon: Any, what: str) -> None:
                    "times it). Raise it (every server alike) where a loaded host pauses a "
                    "server longer than that, e.g. garbage collections of a large fleet "
                    "(docs/operations.md): failovers then take about this much longer.")
+@click.option("--gc-threshold", default=SERVE_GC_THRESHOLD, show_default=True,
+              metavar="GEN0[,GEN1[,GEN2]]",
+              callback=lambda ctx, param, value: _gc_threshold(value),
+              help="Python's garbage-collection thresholds for this server (gc."
+                   "set_threshold). CPython's 700,10,10 runs a full collection, which "
+                   "stops the server for up to seconds on a large fleet, every few "
+                   "seconds under load (docs/operations.md, Large fleets).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=10_000,
+              show_default=True, metavar="N",
+              help="At most N API connections at once; each parked poll holds one, so a "
+                   "server needs about (workers / servers) plus a few hundred. Lowered to "
+                   "80% of the open-file limit, which serve raises to its hard limit.")
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
-          replica_max_lag: float, election_timeout: float | None,
-          log_level: str) -> None:
+          replica_max_lag: float, election_timeout: float | None, max_connections: int,
+          gc_threshold: tuple[int, ...] | None, log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -661,9 +677,42 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
         tuning = RaftTuning.with_election_timeout(election_timeout)
     daemon = Daemon(config, data_dir, options=DaemonOptions(
         api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca,
-        replica_max_lag=replica_max_lag, raft_tuning=tuning))
+        replica_max_lag=replica_max_lag, raft_tuning=tuning,
+        max_connections=max_connections))
     _setup_logging(log_level)
+    _raise_open_file_limit()
+    if gc_threshold:
+        import gc
+        gc.set_threshold(*gc_threshold)
     _run_daemon(daemon, "server")
+
+
+def _gc_threshold(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if not 1 <= len(parts) <= 3 or any(x < 1 for x in parts):
+        raise click.BadParameter(f"{value!r}: one to three positive integers, comma "
+                                 "separated (e.g. 50000,20,100)", param_hint="--gc-threshold")
+    return parts
+
+
+def _raise_open_file_limit() -> None:
+    """Raise this process's soft open-file limit to its hard limit, as Go programs do: a
+    server holds a socket per parked poll, and a 1,024 soft limit would cap it far below
+    what the host allows (``LimitNOFILE=`` sets both limits under systemd)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open-file limit raised from %d to %s", soft,
+                     "unlimited" if hard == resource.RLIM_INFINITY else hard)
+    except (ImportError, OSError, ValueError) as exc:
+        log.info("open-file limit left as it is: %s", exc)
 
 
 @cli.group(invoke_without_command=True)

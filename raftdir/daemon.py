@@ -70,6 +70,7 @@ class DaemonOptions:
     cluster_id: str | None = None
     advertise_addr: str | None = None    # a worker's own API address (its profile)
     replica_max_lag: float = 5.0         # a replica refuses polls beyond this lag (s)
+    max_connections: int = 10_000        # API connections at once (a parked poll holds one)
 
 
 class Daemon:
@@ -218,7 +219,8 @@ class Daemon:
         from .api.server import start_api
         host, port = parse_addr(api_addr)
         self.api = await start_api(cp, self.options.api_host or host, port,
-                                   ssl_context=self._ssl(), forward_ssl=self._client_ssl())
+                                   ssl_context=self._ssl(), forward_ssl=self._client_ssl(),
+                                   max_connections=self.options.max_connections)
 
     async def _start_directory(self, mode: ClusterMode) -> None:
         from .api.client import RaftdirClient

@@ -908,15 +908,19 @@ _FD_SHARE = 0.8
 
 def connection_cap(max_connections: int) -> int:
     """``max_connections``, lowered to 80% of the process's open-file limit when that is
-    smaller (past it, ``accept`` would fail instead of answering 503)."""
+    smaller (past it, ``accept`` would fail instead of answering 503), with a warning."""
     try:
         import resource
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):
         return max_connections
-    if soft == resource.RLIM_INFINITY:
+    if soft == resource.RLIM_INFINITY or int(soft * _FD_SHARE) >= max_connections:
         return max_connections
-    return max(1, min(max_connections, int(soft * _FD_SHARE)))
+    cap = max(1, int(soft * _FD_SHARE))
+    log.warning("API connections capped at %d (80%% of the open-file limit, %d) instead of "
+                "%d: raise the limit (LimitNOFILE=, ulimit -n) where this server holds "
+                "more parked polls", cap, soft, max_connections)
+    return cap
 
 
 @dataclass

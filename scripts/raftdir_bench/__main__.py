@@ -66,6 +66,10 @@ def main() -> int:
     ap.add_argument("--election-timeout", type=float, default=None, metavar="SECONDS",
                     help="replicas: the servers' `raftdir serve --election-timeout` "
                          "(default: theirs, 0.2)")
+    ap.add_argument("--gc-threshold", default=None, metavar="GEN0[,GEN1[,GEN2]]",
+                    help="replicas: the servers' `raftdir serve --gc-threshold`")
+    ap.add_argument("--replica-configs", default="2,0", metavar="N[,N...]",
+                    help="replicas: the replica counts to run, in order (default 2,0)")
     ap.add_argument("--fleet-uvloop", action="store_true",
                     help="replicas: run the fleet processes on uvloop")
     ap.add_argument("--code", choices=("head", "tree"), default="head",

@@ -86,6 +86,35 @@ def metrics(url: str) -> dict[str, float]:
     return out
 
 
+def gc_pauses(url: str) -> dict[str, Any]:
+    """A server's garbage collections so far, by generation, from
+    ``raftdir_gc_pause_seconds``: how many, their seconds in all, and the bucket holding the
+    longest (``"<= 2.0"``)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    count: dict[str, float] = {}
+    total: dict[str, float] = {}
+    buckets: dict[str, list[tuple[str, float]]] = {}
+    for line in text.splitlines():
+        if not line.startswith("raftdir_gc_pause_seconds"):
+            continue
+        name, _, value = line.rpartition(" ")
+        gen = name.split('generation="', 1)[1].split('"', 1)[0]
+        if name.startswith("raftdir_gc_pause_seconds_count"):
+            count[gen] = float(value)
+        elif name.startswith("raftdir_gc_pause_seconds_sum"):
+            total[gen] = float(value)
+        elif 'le="' in name:
+            buckets.setdefault(gen, []).append(
+                (name.split('le="', 1)[1].split('"', 1)[0], float(value)))
+    return {gen: {"count": int(c), "seconds": round(total.get(gen, 0.0), 2),
+                  "longest_le": next((le for le, n in buckets.get(gen, []) if n >= c), None)}
+            for gen, c in sorted(count.items())}
+
+
 class FleetProc(JsonChild):
     def __init__(self, cfg: dict[str, Any], log_path: Path) -> None:
         self.logf = open(log_path, "ab")
@@ -116,8 +145,12 @@ def run_config(base: Path, n: int, replicas: int, opts: Any,
 
     out.update(workers=n, replicas=replicas)
     env = {"PYTHONPATH": child_env()["PYTHONPATH"]}
-    extra = (["--election-timeout", str(opts.election_timeout)]
-             if getattr(opts, "election_timeout", None) else [])
+    # every server may hold the whole fleet's polls while others are down or refuse
+    extra = ["--max-connections", str(max(10_000, n + 2_000))]
+    if getattr(opts, "election_timeout", None):
+        extra += ["--election-timeout", str(opts.election_timeout)]
+    if getattr(opts, "gc_threshold", None):
+        extra += ["--gc-threshold", opts.gc_threshold]
     cluster = LocalCluster(base, env=env, extra_args=extra).prepare(heartbeat=HEARTBEAT,
                                                                     replicas=replicas)
     fleets: list[FleetProc] = []
@@ -208,6 +241,8 @@ def run_config(base: Path, n: int, replicas: int, opts: Any,
         log(f"replicas={replicas}: scale {out['scale']}")
         out["terms"]["scaled"] = _term(cluster)
         # 5. kill -9 the leader under the fleet
+        out["gc"] = {str(k): gc_pauses(url[k]) for k in sorted(cluster.peers)}
+        log(f"replicas={replicas}: garbage collections until now {out['gc']}")
         leader = cluster.wait_leader(120)
         probe = _probe_worker(url[leader], tok["token"])
         survivors = [k for k in sorted(cluster.peers) if k != leader]
@@ -310,14 +345,31 @@ def _served_again(cluster: Any, survivors: list[int], url: dict[int, str],
     return {"report_served_s": done.get("report"), "poll_served_s": done.get("poll")}
 
 
+def _open_files_for(n: int) -> int:
+    """Raise this process's open-file limit (the servers and fleet processes inherit it)
+    toward what ``n`` parked polls on one server need; the limit reached."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, 2 * n + 10_000)
+    for limits in ((want, max(hard, want)), (min(want, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            return limits[0]
+        except (OSError, ValueError):
+            continue      # raising the hard limit needs CAP_SYS_RESOURCE
+    return soft
+
+
 def bench_replicas(opts: Any) -> BenchResult:
     r = BenchResult("replicas")
     n = opts.replica_fleet
+    r.figures["open_files"] = _open_files_for(n)
+    log(f"replicas: open-file limit {r.figures['open_files']:,}")
     r.figures["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
     tmp = tempfile.mkdtemp(prefix="raftdir-bench-r-")   # kept when a configuration failed
     if True:
         runs = {}
-        for reps in (2, 0):
+        for reps in (int(x) for x in getattr(opts, "replica_configs", "2,0").split(",")):
             log(f"replicas: {n:,} workers, 3 voters + {reps} replicas")
             partial: dict[str, Any] = {}
             try:
@@ -351,6 +403,10 @@ def bench_replicas(opts: Any) -> BenchResult:
             r.info(f"{tag}: {mem['role']} {k} RSS ({parked:,} parked)", mem["after"], "MB")
         r.info(f"{tag}: scale to {n:,}: p50", v["scale"]["p50_s"], "s")
         r.info(f"{tag}: scale to {n:,}: p99", v["scale"]["p99_s"], "s")
+        for k, by_gen in v.get("gc", {}).items():
+            for gen, g in by_gen.items():
+                r.info(f"{tag}: server {k}: generation {gen} collections (longest <= "
+                       f"{g['longest_le']} s, {g['seconds']} s in all)", g["count"], "")
         r.info(f"{tag}: kill -9 leader -> report served", v["failover"]["report_served_s"], "s")
         r.info(f"{tag}: kill -9 leader -> poll served", v["failover"]["poll_served_s"], "s")
         r.check(f"{tag}: workers marked down", v["failover"]["workers_down"], "", "<=", 0)

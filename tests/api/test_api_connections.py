@@ -196,3 +196,17 @@ async def test_a_refused_client_that_reset_the_connection_is_no_logged_error(cap
             writer.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+def test_the_connection_cap_follows_the_open_file_limit_and_says_so(monkeypatch, caplog):
+    import logging
+    import resource
+
+    from raftdir.api.server import connection_cap
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    with caplog.at_level(logging.WARNING, logger="raftdir.api"):
+        assert connection_cap(10_000) == 819
+        assert connection_cap(500) == 500
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "capped at 819" in warned[0] and "10000" in warned[0]
