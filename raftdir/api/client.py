@@ -15,6 +15,8 @@ Retry rules, per call:
   every server has failed once, a backoff round;
 - ``503 replica_behind`` (a lagging replica) with a server named: that server, at once,
   without making it the preferred one;
+- ``503 overloaded`` (a server at its connection cap, or keeping its last connections
+  for reports and writes, so refusing a poll): a backoff round, then the next server;
 - ``503`` (no leader yet), ``504`` (outcome unknown), ``502``, or ``421`` without a leader:
   a backoff round, then the same call again;
 - anything else is raised as its error class.
@@ -43,7 +45,7 @@ import aiohttp
 
 from ..codec import ENDPOINT, dumps_msgpack, from_dict, loads_json, loads_msgpack, to_dict
 from ..errors import (
-    NoLeader, RaftdirError, ReplicaBehind, TimeoutOutcomeUnknown, error_from_body,
+    NoLeader, Overloaded, RaftdirError, ReplicaBehind, TimeoutOutcomeUnknown, error_from_body,
 )
 from ..model import (
     ClusterContainerSummary, InternalScaleRequest, NodeServiceState, WorkerLease,
@@ -274,8 +276,8 @@ class RaftdirClient:
                 if rounds > self.retries:
                     raise err
                 await self._sleep(self.backoff_delay(rounds - 1))
-                if err.status == 421:  # no usable hint: ask another server
-                    target = self._next_server(target)
+                if err.status == 421 or isinstance(err, Overloaded):
+                    target = self._next_server(target)   # no usable hint, or no room
                 continue
             raise err
 

@@ -80,6 +80,7 @@ class ApiMetrics:
         self.parked = 0
         self.connections = 0            # open now (under start_api)
         self.connections_refused = 0    # over max_connections: answered 503
+        self.polls_shed = 0             # polls answered 503 to keep room for reports
         self.request_timeouts = 0       # heads and bodies that did not arrive in time
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -129,6 +130,10 @@ class _Counts(Collector):
         yield CounterMetricFamily("raftdir_api_connections_refused",
                                   "Connections answered 503 overloaded at the connection cap.",
                                   value=m.connections_refused)
+        yield CounterMetricFamily("raftdir_api_polls_shed",
+                                  "Polls answered 503 overloaded because the server keeps "
+                                  "its last connections for reports and writes.",
+                                  value=m.polls_shed)
         yield CounterMetricFamily("raftdir_api_request_timeouts",
                                   "Requests whose head or body did not arrive in time (408).",
                                   value=m.request_timeouts)

@@ -507,8 +507,9 @@ class _Api:
                 response = await handler(request)
             except RaftdirError as err:
                 response = _error_response(request, err)
-                if isinstance(err, RequestTimeout):
-                    response.force_close()   # the rest of a late body is not awaited
+                if isinstance(err, (RequestTimeout, Overloaded)):
+                    response.force_close()   # a late body is not awaited; a shed poll
+                                             # gives its connection back
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -582,6 +583,12 @@ class _Api:
                     # read to the leader (below), which can.
                     await self.cp.barrier()
                 if route.parks:
+                    conn = _Connection.of(request)
+                    if conn is not None and not conn.owner.room_for_a_poll():
+                        self.metrics.polls_shed += 1
+                        raise Overloaded(
+                            f"this server keeps its last {conn.owner.reserve} connections "
+                            "for reports and writes; poll another server")
                     result = await self._parked(route, call)
                 elif route.forward and request.method != "GET":
                     # A write runs to its end even if the client disconnects.
@@ -725,6 +732,9 @@ def _canned(error: RaftdirError) -> bytes:
 #: lost to a reset.
 _LINGER = 2.0
 
+#: One connection in this many is kept for requests other than polls (``reserve``).
+_POLL_RESERVE_SHARE = 20
+
 
 class _Connections:
     """The protocol factory ``start_api`` listens with: it wraps each of aiohttp's
@@ -741,6 +751,16 @@ class _Connections:
 
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
+
+    @property
+    def reserve(self) -> int:
+        """Connections kept for everything but polls (reports, registrations, admin
+        calls): a server whose every connection holds a parked poll could not hear the
+        reports that keep its workers' leases, and would mark live workers down."""
+        return self.max_connections // _POLL_RESERVE_SHARE
+
+    def room_for_a_poll(self) -> bool:
+        return self.metrics.connections <= self.max_connections - self.reserve
 
     def close(self) -> None:
         """Close the connections answered already (408, 503) and still lingering; the

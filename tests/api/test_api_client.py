@@ -365,3 +365,20 @@ async def test_a_lagging_replica_sends_the_poll_to_the_server_it_names():
                 assert [m for m, _ in leader_cp.calls if m == "poll"]   # answered there
                 assert c.preferred == replica.url     # a hint for a poll moves no writes
                 assert c.poll_server(nid) == leader.url   # polls stay there for a while
+
+
+async def test_an_overloaded_server_sends_the_call_to_the_next_server():
+    """503 overloaded (a server at its cap, or keeping its last connections for reports):
+    one backoff round, then the next server, not the same one again."""
+    from raftdir.errors import Overloaded
+
+    busy_cp, other_cp = FakeControlPlane(1), FakeControlPlane(2)
+    busy_cp.inject("poll", Overloaded("poll another server"), times=5)
+    async with serving(busy_cp) as busy, serving(other_cp) as other:
+        async with RaftdirClient([busy.url, other.url], clock=RecordingClock()) as c:
+            reg = await c.register(REG)                    # on the first server
+            other_cp.nodes[reg.node_id] = busy_cp.nodes[reg.node_id]
+            c._poll_detour = (busy.url, float("inf"))      # its polls start on `busy`
+            await c.poll(WorkerPollRequest(node_id=reg.node_id, max_wait_secs=0))
+            assert c.answered == other.url
+            assert [m for m, _ in busy_cp.calls].count("poll") == 1

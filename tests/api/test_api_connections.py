@@ -210,3 +210,49 @@ def test_the_connection_cap_follows_the_open_file_limit_and_says_so(monkeypatch,
         assert connection_cap(500) == 500
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "capped at 819" in warned[0] and "10000" in warned[0]
+
+
+async def test_a_server_keeps_its_last_connections_for_reports_and_sheds_polls():
+    """A server whose connections all held parked polls could not hear the reports that
+    keep its workers' leases (the 50,000-worker run: a leader at its cap marked live
+    workers down). One connection in 20 is kept for everything but polls: a poll past that
+    is answered 503 overloaded and its connection closed; a report still goes through."""
+    cp = FakeControlPlane()
+    async with serving(cp, max_connections=40) as api, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        reg = (await call(s, "POST", api.url + "/api/v1/workers/register",
+                          {"token": GOOD_TOKEN, "profile": PROFILE.to_dict()}))[1]
+        auth = {"Authorization": f"Bearer {reg['internal_token']}"}
+        held = [await asyncio.open_connection("127.0.0.1", api.port) for _ in range(37)]
+        try:
+            await wait_until(lambda: api.connections == 37, what="37 connections counted")
+            # the 38th connection: 38 <= 40 - 2, room for a poll (parks, answers at once)
+            st, out, _ = await call(s, "POST", api.url + "/api/v1/workers/poll",
+                                    {"node_id": reg["node_id"], "max_wait_secs": 0},
+                                    headers=auth)
+            assert st == 200, out
+            held.append(await asyncio.open_connection("127.0.0.1", api.port))
+            await wait_until(lambda: api.connections == 38, what="38 connections counted")
+            # the 39th: inside the reserve of 2
+            body = ('{"node_id": %d, "max_wait_secs": 0}' % reg["node_id"]).encode()
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+            writer.write(b"POST /api/v1/workers/poll HTTP/1.1\r\nHost: raftdir\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Authorization: " + auth["Authorization"].encode() + b"\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            answer = await _closed_within(reader, 5.0)   # answered, then closed
+            writer.close()
+            status, _, payload = parse_raw_response(answer)
+            assert status == 503 and b"overloaded" in payload, answer
+            assert b"poll another server" in payload
+            st, out, _ = await call(s, "POST", api.url + "/api/v1/workers/status",
+                                    {"node_id": reg["node_id"], "ts_ns": 1,
+                                     "resources": {"cpu_used": 0.1, "memory_used_bytes": 1,
+                                                   "gpu_used": 0}}, headers=auth)
+            assert st == 200, out
+        finally:
+            for _, writer in held:
+                writer.close()
+        metrics = (await call(s, "GET", api.url + "/metrics"))[1]
+        assert metric(metrics, "raftdir_api_polls_shed_total") == 1
+        assert metric(metrics, "raftdir_api_connections_refused_total") == 0
