@@ -203,7 +203,8 @@ def restore_backup(backup: Backup, data_dir: str | os.PathLike[str], *,
     rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = dict(backup.state, max_term=0)   # the new cluster's Raft terms start again
     if peers:
-        write_atomic(rdir / "raft.dump", raft_dump(state, [p.raft_addr for p in peers]))
+        write_atomic(rdir / "raft.dump", raft_dump(state, [p.raft_addr for p in peers
+                                                           if not p.replica]))
         written = "raft.dump"
     else:
         from .replication.local_journal import SNAPSHOT_FORMAT as LOCAL_FORMAT
@@ -246,6 +247,10 @@ def recover_single_peer(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{data_dir / 'cluster_mode.yaml'}: peers: single-node has no "
                           "majority to lose", field="peers")
     me = next(p for p in peers if p.id == mode.node_id)
+    if me.replica:
+        raise ConfigError(f"{data_dir / 'cluster_mode.yaml'}: peers: this server is a "
+                          "read-only replica (no vote, no Raft address): recover a voter, "
+                          "or restore a backup into a new one", field="peers")
     lost = sorted(p.id for p in peers if p.id != me.id)
     rdir = raft_dir(data_dir)
     config_path = data_dir / "cluster_mode.yaml"

@@ -57,6 +57,10 @@ DEBUG_ENV = "RAFTDIR_DEBUG"
 
 log = logging.getLogger("raftdir.cli")
 
+#: ``raftdir serve``'s garbage-collection thresholds: CPython's young generations, and a
+#: full collection at most every 1,000 middle ones instead of 10 (docs/design.md).
+SERVE_GC_THRESHOLD = "700,10,1000"
+
 
 # ============================================================================ errors
 
@@ -661,6 +665,28 @@ def _run_daemon(daemon: Any, what: str) -> None:
               help="PEM CA that signed the other servers' certificates, checked when this "
                    "server forwards a request to the leader or asks a peer (default: "
                    "--tls-ca, else the system's CAs).")
+@click.option("--replica-max-lag", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="A replica (peers entry with replica: true) refuses polls while it last "
+                   "held everything the leader had committed longer ago than this.")
+@click.option("--election-timeout", type=click.FloatRange(min=0.2, max=60.0), default=None,
+              metavar="SECONDS",
+              help="The minimum Raft election timeout (default 0.2; the maximum is three "
+                   "times it). Raise it (every server alike) where a loaded host pauses a "
+                   "server longer than that, e.g. garbage collections of a large fleet "
+                   "(docs/operations.md): failovers then take about this much longer.")
+@click.option("--gc-threshold", default=SERVE_GC_THRESHOLD, show_default=True,
+              metavar="GEN0[,GEN1[,GEN2]]",
+              callback=lambda ctx, param, value: _gc_threshold(value),
+              help="Python's garbage-collection thresholds for this server (gc."
+                   "set_threshold). CPython's 700,10,10 runs a full collection, which "
+                   "stops the server for up to seconds on a large fleet, every few "
+                   "seconds under load (docs/operations.md, Large fleets).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=10_000,
+              show_default=True, metavar="N",
+              help="At most N API connections at once; each parked poll holds one, so a "
+                   "server needs about (workers / servers) plus a few hundred. Lowered to "
+                   "80% of the open-file limit, which serve raises to its hard limit.")
 @click.option("--require-read-token", is_flag=True,
               help="Answer reads (listings, service state, /metrics) only with a token of "
                    "scope read or higher on a loopback address too (off loopback they always "
@@ -668,7 +694,9 @@ def _run_daemon(daemon: Any, what: str) -> None:
 @_log_level_option
 def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, tls_peer_ca: str | None,
-          require_read_token: bool, log_level: str) -> None:
+          replica_max_lag: float, election_timeout: float | None, max_connections: int,
+          gc_threshold: tuple[int, ...] | None, require_read_token: bool,
+          log_level: str) -> None:
     """Run a server from DIR/cluster_mode.yaml until SIGINT or SIGTERM.
 
     single-node, raft, static and worker-tier server configs are served here (a
@@ -690,11 +718,48 @@ def serve(data_dir: Path, api_host: str | None, api_port: int | None, tls_cert: 
     if isinstance(config, SingleNodeMode) and api_port is None:
         api_port = 3669
     tls = TlsFiles(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    tuning = None
+    if election_timeout is not None:
+        from .replication.tuning import RaftTuning
+        tuning = RaftTuning.with_election_timeout(election_timeout)
     daemon = Daemon(config, data_dir, options=DaemonOptions(
         api_host=api_host, api_port=api_port, tls=tls, tls_trust=tls_peer_ca,
-        require_read_token=require_read_token))
+        replica_max_lag=replica_max_lag, raft_tuning=tuning,
+        max_connections=max_connections, require_read_token=require_read_token))
     _setup_logging(log_level)
+    _raise_open_file_limit()
+    if gc_threshold:
+        import gc
+        gc.set_threshold(*gc_threshold)
     _run_daemon(daemon, "server")
+
+
+def _gc_threshold(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if not 1 <= len(parts) <= 3 or any(x < 1 for x in parts):
+        raise click.BadParameter(f"{value!r}: one to three positive integers, comma "
+                                 "separated (e.g. 50000,20,100)", param_hint="--gc-threshold")
+    return parts
+
+
+def _raise_open_file_limit() -> None:
+    """Raise this process's soft open-file limit to its hard limit, as Go programs do: a
+    server holds a socket per parked poll, and a 1,024 soft limit would cap it far below
+    what the host allows (``LimitNOFILE=`` sets both limits under systemd)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open-file limit raised from %d to %s", soft,
+                     "unlimited" if hard == resource.RLIM_INFINITY else hard)
+    except (ImportError, OSError, ValueError) as exc:
+        log.info("open-file limit left as it is: %s", exc)
 
 
 @cli.group(invoke_without_command=True)
@@ -886,12 +951,14 @@ def peers(ctx: click.Context, conn: Conn, as_json: bool, watch: bool, interval: 
           count: int) -> None:
     """List the Raft peers, asking every server given (not just one).
 
-    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate or unreachable),
-    TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's last applied)
-    and LAST CONTACT (when this command last got an answer from the peer). A peer that does
-    not answer is a row, not a failure: the exit status is 1 only when no peer answers.
-    Every peer is one row, named by its id when a peer that answered knows it (a dead peer
-    too); Raft members that the answers name but --server does not are listed as well.
+    Columns: ID, RAFT ADDR, API ADDR, ROLE (leader, follower, candidate, replica or
+    unreachable), TERM, COMMIT, APPLIED, LAG (the leader's commit index minus the peer's
+    last applied) and LAST CONTACT (when this command last got an answer from the peer). A
+    peer that does not answer is a row, not a failure: the exit status is 1 only when no
+    peer answers. Every peer is one row, named by its id when a peer that answered knows it
+    (a dead peer too); Raft members that the answers name but --server does not are listed
+    as well, and so are the read-only replicas (no vote, no Raft address) the leader hears
+    from, with what it knows of them (their applied index and lag).
 
     With a subcommand (add, remove), changes the membership instead.
     """
@@ -1171,12 +1238,15 @@ def _node_write(conn: Conn, op: str, node_id: int, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("node_id", metavar="ID", type=NodeId())
+@click.option("--undo", is_flag=True,
+              help="Undo the drain: the node takes new placement again (what moved away "
+                   "stays where it is).")
 @client_options(admin="operate")
 @json_option
-def drain(node_id: int, conn: Conn, as_json: bool) -> None:
-    """Drain node ID: no new placement on it, and its share moves away. Needs a token of
-    scope operate."""
-    _node_write(conn, "drain", node_id, as_json)
+def drain(node_id: int, undo: bool, conn: Conn, as_json: bool) -> None:
+    """Drain node ID: no new placement on it, and its share moves away; with --undo, make
+    it eligible again (Nomad's node eligibility). Needs a token of scope operate."""
+    _node_write(conn, "undrain" if undo else "drain", node_id, as_json)
 
 
 @cli.command()
@@ -1392,12 +1462,7 @@ def snapshot_restore(file: Path, data_dir: Path, force: bool, as_json: bool) -> 
     from the same file, then start them. Nodes, leases, services and token use counts
     come back as saved; workers keep their identities and reconnect."""
     from .backup import read_backup, restore_backup
-    try:
-        done = restore_backup(read_backup(file), data_dir, force=force)
-    except ConfigError as exc:
-        raise Unusable(exc.message) from None
-    except OSError as exc:
-        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    done = _offline(data_dir, lambda: restore_backup(read_backup(file), data_dir, force=force))
     if as_json:
         click.echo(_json_text(done))
         return
@@ -1452,12 +1517,7 @@ def recover(data_dir: Path, tls_ca: str | None, timeout: float, as_json: bool) -
             raise Failed(f"peer {peer.id} at {peer.api_addr} answers and knows a leader "
                          f"({health.get('leader') or 'itself'}): the cluster still has a "
                          "majority; do not recover (it would split the cluster)")
-    try:
-        done = recover_single_peer(data_dir)
-    except ConfigError as exc:
-        raise Unusable(exc.message) from None
-    except OSError as exc:
-        raise Failed(f"{data_dir}: {_reason(exc)}") from None
+    done = _offline(data_dir, lambda: recover_single_peer(data_dir))
     if as_json:
         click.echo(_json_text(done))
         return
@@ -1472,6 +1532,17 @@ def recover(data_dir: Path, tls_ca: str | None, timeout: float, as_json: bool) -
                    "change(s) made no-ops")
     click.echo(f"next: raftdir serve --data-dir {data_dir}; then `raftdir peers remove` "
                "each lost peer and `raftdir peers add` new ones")
+
+
+def _offline(data_dir: Path, work: Callable[[], Any]) -> Any:
+    """Run an offline change to a data dir: a file it refuses is exit 2 naming it, an I/O
+    failure exit 1."""
+    try:
+        return work()
+    except ConfigError as exc:
+        raise Unusable(exc.message) from None
+    except OSError as exc:
+        raise Failed(f"{data_dir}: {_reason(exc)}") from None
 
 
 def _ask_health(peers: list[Any], scheme: str, tls_ca: str | None, timeout: float

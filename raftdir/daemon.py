@@ -69,6 +69,8 @@ class DaemonOptions:
     raft_tuning: Any = None              # raftdir.replication.RaftTuning
     cluster_id: str | None = None
     advertise_addr: str | None = None    # a worker's own API address (its profile)
+    replica_max_lag: float = 5.0         # a replica refuses polls beyond this lag (s)
+    max_connections: int = 10_000        # API connections at once (a parked poll holds one)
     require_read_token: bool = False     # reads need a token on a loopback API too
     secret_check_interval: float = 1.0   # seconds between looks at the secret files
 
@@ -257,6 +259,7 @@ class Daemon:
         host, port = parse_addr(api_addr)
         self.api = await start_api(cp, self.options.api_host or host, port,
                                    ssl_context=self._ssl(), forward_ssl=self._client_ssl(),
+                                   max_connections=self.options.max_connections,
                                    require_read_token=self.options.require_read_token)
 
     async def _start_directory(self, mode: ClusterMode) -> None:
@@ -269,7 +272,8 @@ class Daemon:
             node_id=self.node_id or 1, data_dir=str(self.data_dir / "raft"),
             checkpoint_interval=o.checkpoint_interval, expiry_tick=o.expiry_tick,
             reconcile_interval=o.reconcile_interval, raft_tuning=o.raft_tuning,
-            api_scheme="https" if o.tls else "http", cluster_id=o.cluster_id)
+            api_scheme="https" if o.tls else "http", cluster_id=o.cluster_id,
+            replica_max_lag=o.replica_max_lag)
         if isinstance(mode, (RaftMode, WorkerTierMode)):
             settings = replace(settings, peers=tuple(mode.peers))
         if isinstance(mode, WorkerTierMode):
@@ -289,7 +293,8 @@ class Daemon:
         await self.server.start()
         if api_addr is not None:
             await self._start_api(self.server, api_addr)
-        self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
+        if not settings.is_replica:   # a replica is no node of the directory: no share
+            self._tasks.append(asyncio.ensure_future(self._watch_own_assignments()))
         if secrets is not None:
             self._tasks.append(asyncio.ensure_future(
                 self._watch_secrets(server.use_secrets, secrets, stamp)))

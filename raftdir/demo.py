@@ -72,20 +72,25 @@ def _port_free(addr: str) -> bool:
             return False
 
 
-def prepare_servers(base: Path, story: Story) -> LocalCluster:
+def prepare_servers(base: Path, story: Story, replicas: int = 0) -> LocalCluster:
     """Copy the example configs into ``base/peerN``; if any example port is taken, move
-    the whole cluster to ports the OS picks (and say so)."""
+    the whole cluster to ports the OS picks (and say so). ``replicas``: read-only replicas
+    (ids 4, 5, ..., API ports 7204, ...) added to every config's peers, in
+    ``base/replicaN``."""
     modes = [load_cluster_mode(EXAMPLES / f"peer{i}" / "cluster_mode.yaml") for i in (1, 2, 3)]
-    peers = modes[0].peers
-    if not all(_port_free(a) for p in peers for a in (p.raft_addr, p.api_addr)):
-        ports = free_ports(6)
-        peers = tuple(RaftPeer(id=p.id, raft_addr=f"127.0.0.1:{ports[2 * i]}",
-                               api_addr=f"127.0.0.1:{ports[2 * i + 1]}")
+    peers = modes[0].peers + tuple(RaftPeer(id=4 + j, api_addr=f"127.0.0.1:{7204 + j}",
+                                            replica=True) for j in range(replicas))
+    if not all(_port_free(a) for p in peers for a in (p.raft_addr, p.api_addr) if a):
+        ports = free_ports(2 * len(peers))
+        peers = tuple(replace(p, raft_addr=None if p.replica else f"127.0.0.1:{ports[2 * i]}",
+                              api_addr=f"127.0.0.1:{ports[2 * i + 1]}")
                       for i, p in enumerate(peers))
         story.say("example ports are busy; using ports the OS picked instead")
+    modes += [replace(modes[0], node_id=p.id) for p in peers if p.replica]
     dirs = []
     for mode in modes:
-        data_dir = base / f"peer{mode.node_id}"
+        replica = mode.node_id > 3
+        data_dir = base / f"{'replica' if replica else 'peer'}{mode.node_id}"
         data_dir.mkdir(parents=True, exist_ok=True)
         moved = replace(mode, peers=peers)
         (data_dir / "cluster_mode.yaml").write_text(dump_yaml(moved))
@@ -158,8 +163,10 @@ async def _story(cluster: LocalCluster, workers: Workers, story: Story, count: i
     from .api.client import RaftdirClient
 
     cluster.start()
-    story.say(f"started peers {', '.join(str(n) for n in sorted(cluster.peers))} "
-              f"(pids {', '.join(str(p.proc.pid) for _, p in sorted(cluster.peers.items()))})")
+    story.say(f"started peers {', '.join(str(n) for n in cluster.voters)}"
+              + (f" and read-only replicas {', '.join(map(str, cluster.replicas))}"
+                 if cluster.replicas else "")
+              + f" (pids {', '.join(str(p.proc.pid) for _, p in sorted(cluster.peers.items()))})")
     client = RaftdirClient(cluster.endpoints, admin_token=admin_token(cluster.secret),
                            timeout=2.0, retries=10, backoff=(0.05, 0.5))
     try:
@@ -183,6 +190,8 @@ async def _story(cluster: LocalCluster, workers: Workers, story: Story, count: i
         story.say(f"{count} workers registered: {', '.join(map(str, story.registered))}")
 
         await _scale_and_show(client, story, "web", 12)
+        if cluster.replicas:
+            await _show_polls(client, cluster, story)
 
         old = leader
         pid = cluster.peers[old].proc.pid
@@ -243,6 +252,21 @@ async def _scale_and_show(client: Any, story: Story, service: str, replicas: int
     story.say((proves or f"every worker runs its share of {service}") + f" ({per_node})")
 
 
+async def _show_polls(client: Any, cluster: LocalCluster, story: Story) -> None:
+    """Where the workers' polls wait: spread over the peers and the replicas."""
+    async def parked() -> dict[int, int] | None:
+        out = {}
+        for n, peer in sorted(cluster.peers.items()):
+            for line in (await client.metrics(peer.url)).splitlines():
+                if line.startswith("raftdir_api_parked_polls "):
+                    out[n] = int(float(line.split()[1]))
+        return out if sum(out.values()) >= len(story.registered) else None
+    where = await _until(story, "every worker to park a poll", parked, 10)
+    story.say("parked polls: " + ", ".join(
+        f"{'replica' if n in cluster.replicas else 'peer'} {n}: {k}"
+        for n, k in sorted(where.items())))
+
+
 async def _check_writes(client: Any, story: Story) -> None:
     """Every acknowledged write is in the directory, read through a barrier."""
     nodes = {n["node_id"]: n for n in await client.workers(consistent=True)}
@@ -277,13 +301,16 @@ def summary(story: Story, ok: bool) -> str:
     return "\n".join(lines)
 
 
-def run_demo(data_dir: Path | None = None, *, keep: bool = False, workers: int = 6) -> int:
+def run_demo(data_dir: Path | None = None, *, keep: bool = False, workers: int = 6,
+             replicas: int = 0) -> int:
     """Run the demo; returns the exit status (0 when every step held)."""
     base = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="raftdir-demo-"))
     story = Story()
-    click.echo(f"raftdir demo: three peers on 127.0.0.1 and {workers} workers "
-               f"(data in {base})")
-    cluster = prepare_servers(base, story)
+    click.echo(f"raftdir demo: three peers"
+               + (f", {replicas} read-only replica{'s' if replicas > 1 else ''}"
+                  if replicas else "")
+               + f" on 127.0.0.1 and {workers} workers (data in {base})")
+    cluster = prepare_servers(base, story, replicas)
     fleet = Workers(base)
     ok = False
 
@@ -347,9 +374,12 @@ def dashboard_url(cluster: LocalCluster) -> str:
                    "directory, removed after a successful run).")
 @click.option("--workers", type=click.IntRange(1, 50), default=6, show_default=True,
               help="How many worker agents to start.")
-def demo_command(keep: bool, data_dir: Path | None, workers: int) -> None:
+@click.option("--replicas", type=click.IntRange(0, 9), default=0, show_default=True,
+              help="Read-only replicas beside the three peers (no vote; the workers "
+                   "learn them from their acks and spread their polls over them).")
+def demo_command(keep: bool, data_dir: Path | None, workers: int, replicas: int) -> None:
     """Run the three-peer local demo: an election, registrations, a scale, kill -9 of
     the leader, a failover with no worker marked down, a second scale and the old leader
     catching up. Ends with a summary; exit 0 when no write was lost."""
-    sys.exit(run_demo(data_dir, keep=keep, workers=workers))
+    sys.exit(run_demo(data_dir, keep=keep, workers=workers, replicas=replicas))
 

@@ -24,6 +24,7 @@ Imports nothing from the rest of raftdir, so every layer can use it.
     ├── Reregister                    reregister             410
     ├── NotLeader                     not_leader             421   (leader)
     ├── NoLeader                      no_leader              503
+    │   └── ReplicaBehind             replica_behind         503   (leader: where to go)
     ├── Overloaded                    overloaded             503
     └── TimeoutOutcomeUnknown         timeout_outcome_unknown 504
 
@@ -55,6 +56,7 @@ __all__ = [
     "NotLeader",
     "NoLeader",
     "Overloaded",
+    "ReplicaBehind",
     "TimeoutOutcomeUnknown",
     "ERRORS_BY_CODE",
     "error_from_body",
@@ -203,6 +205,14 @@ class Overloaded(RaftdirError):
     """This server is at its connection limit: retry later or ask another server."""
 
     code = "overloaded"
+    status = 503
+
+
+class ReplicaBehind(NoLeader):
+    """A read-only replica that lags the leader by more than its limit refuses polls until
+    it caught up; ``leader`` names a server to ask instead (the leader, when known)."""
+
+    code = "replica_behind"
     status = 503
 
 

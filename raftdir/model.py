@@ -92,11 +92,23 @@ class WorkerTierRole(str, enum.Enum):
 
 @frozen
 class RaftPeer(Wire):
-    """A Raft peer's identity and reachability (§4)."""
+    """A Raft peer's identity and reachability (§4). raftdir's one extension: an entry with
+    ``replica: true`` is a read-only replica (PySyncObj's ``SyncObj(None, partners)``): it
+    receives the log and serves reads but never votes, so it has no ``raft_addr`` (it binds
+    nothing; it dials the voters). Every other entry needs one, as in ZLayer."""
 
     id: int = wire(U64)
-    raft_addr: str = wire(ADDR)
+    raft_addr: str | None = wire(ADDR, OPT)
     api_addr: str = wire(ADDR)
+    replica: bool = wire(BOOL, DEF_OMIT, False)
+
+    def check(self, path: str) -> None:
+        if self.replica and self.raft_addr is not None:
+            raise _fail(join_path(path, "raft_addr"),
+                        "a replica has no Raft address (it never votes, binds nothing and "
+                        "dials the voters); remove raft_addr or replica: true")
+        if not self.replica and self.raft_addr is None:
+            raise _fail(join_path(path, "raft_addr"), "required field missing")
 
 
 @frozen
@@ -171,6 +183,9 @@ def _check_peers(node_id: int | None, peers: tuple, addr_fields: tuple[str, ...]
                              "joins (host names are accepted)")
     if not any(p.id == node_id for p in peers):
         raise _fail("node_id", f"{node_id} is not the id of any entry in peers")
+    if not any(not getattr(p, "replica", False) for p in peers):
+        raise _fail("peers", "every entry is a replica; a cluster needs voters (entries "
+                             "with a raft_addr) for its replicas to follow")
     seen_ids: set[int] = set()
     seen_addrs: dict[tuple[str, int], str] = {}
     for i, peer in enumerate(peers):
@@ -180,6 +195,8 @@ def _check_peers(node_id: int | None, peers: tuple, addr_fields: tuple[str, ...]
         for name in addr_fields:
             path = f"peers[{i}].{name}"
             value = getattr(peer, name)
+            if value is None:   # a replica's raft_addr
+                continue
             host, port = parse_addr(value)
             if host in ("0.0.0.0", "::"):
                 raise _fail(path, f"{value!r} uses the unspecified host; other nodes must be "

@@ -17,12 +17,15 @@ import asyncio
 import hmac
 import hashlib
 import logging
+import math
 import random
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
 import msgpack
+from prometheus_client import CollectorRegistry, Histogram
 
 from .auth import (
     ADMIN_PRINCIPAL, Grant, access_token_matches, admin_token, check_admin_token,
@@ -39,8 +42,9 @@ from .core.directory import Directory
 from .core.result import Result
 from .errors import (
     ERRORS_BY_CODE, Conflict, Forbidden, NoLeader, NotLeader, PayloadTooLarge, RaftdirError,
-    Reregister, Unauthorized, UnknownNode, UnknownService,
+    ReplicaBehind, Reregister, Unauthorized, UnknownNode, UnknownService,
 )
+from .gcwatch import GcWatch
 from .leader.aggregation import service_view
 from .leader.leases import ExpiryPolicy, LeaseTable
 from .leader.services import LeaderServices
@@ -61,6 +65,10 @@ __all__ = ["ServerNode", "ServerSettings", "DirectoryServer", "GuardedDirectory"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PROPOSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+POLL_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 
 #: A poll never parks longer than this, whatever it asks (directory.md §6).
 MAX_POLL_WAIT_SECS = 60
@@ -119,12 +127,25 @@ class ServerSettings:
     self_api_addr: str | None = None     # single-node: this server's API address
     profile_os: str = "linux"
     profile_arch: str = "x86_64"
+    #: A read-only replica refuses polls while it last held everything the leader had
+    #: committed more than this many seconds ago (docs/config.md "Replicas").
+    replica_max_lag: float = 5.0
+
+    @property
+    def voters(self) -> tuple[RaftPeer, ...]:
+        """The peers that vote (every entry of ``peers`` but the replicas)."""
+        return tuple(p for p in self.peers if not p.replica)
+
+    @property
+    def is_replica(self) -> bool:
+        """This server's own entry in ``peers`` says ``replica: true``."""
+        return any(p.id == self.node_id and p.replica for p in self.peers)
 
     @property
     def server_nodes(self) -> list[ServerNode]:
-        if self.peers:
+        if self.peers:   # the voters: a replica is a copy of the directory, not a node in it
             return [ServerNode(p.id, p.api_addr, self.profile_os, self.profile_arch,
-                               p.raft_addr) for p in self.peers]
+                               p.raft_addr) for p in self.voters]
         addr = self.self_api_addr or "127.0.0.1:3669"
         return [ServerNode(self.node_id, addr, self.profile_os, self.profile_arch)]
 
@@ -189,6 +210,20 @@ class DirectoryServer:
         self.guard = GuardedDirectory(self.directory)
         self.raft = raft if raft is not None else self._make_raft()
         self.notifier = RevisionNotifier()
+        # histograms /metrics serves beside ``metrics()`` (raftdir.api.metrics)
+        self.metrics_registry = CollectorRegistry(auto_describe=True)
+        self._propose_seconds = Histogram(
+            "raftdir_propose_seconds", "From proposing a command to its result on this "
+            "peer (commit and apply), by command type.", ["command"],
+            buckets=PROPOSE_BUCKETS, registry=self.metrics_registry)
+        self._poll_wait_seconds = Histogram(
+            "raftdir_poll_wait_seconds", "How long a long-poll waited on this peer before "
+            "its answer, by outcome (changes, bookmark).", ["outcome"],
+            buckets=POLL_WAIT_BUCKETS, registry=self.metrics_registry)
+        # a pause is worth a warning where it can cost an election: not in single-node
+        self.gc_watch = GcWatch(self.metrics_registry, warn_over=(
+            (settings.raft_tuning or RaftTuning()).raft_min_timeout if settings.peers
+            else math.inf))
         self.leader: LeaderServices | None = None
         self._kept_leases: LeaseTable | None = None   # the last term's, when this peer led
         self.heartbeats = 0
@@ -199,8 +234,9 @@ class DirectoryServer:
         # the catch-up barriers of _authenticate: the one running, the one queued behind it
         self._catch_up_running: asyncio.Task[None] | None = None
         self._catch_up_queued: asyncio.Task[None] | None = None
-        self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.peers}
-        self._raft_ids = {p.raft_addr: p.id for p in settings.peers}
+        self.is_replica = settings.is_replica
+        self._raft_to_api = {p.raft_addr: p.api_addr for p in settings.voters}
+        self._raft_ids = {p.raft_addr: p.id for p in settings.voters}
         self.raft.add_apply_listener(self._on_apply)
         self.raft.add_leadership_listener(self._on_leadership)
 
@@ -213,10 +249,11 @@ class DirectoryServer:
         me = next(p for p in s.peers if p.id == s.node_id)
         if s.data_dir is None:
             raise ValueError("a raft server needs a data_dir")
-        return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.peers], s.data_dir,
+        return PySyncObjNode(me.raft_addr, [p.raft_addr for p in s.voters], s.data_dir,
                              self.guard, secret=self.secret,
                              accept=self.secrets.accepted[1:] if self.secrets else (),
-                             tuning=s.raft_tuning)
+                             tuning=s.raft_tuning,
+                             replica=(me.id, me.api_addr) if me.replica else None)
 
     # -- the cluster secret ---------------------------------------------------------------
     @property
@@ -254,9 +291,11 @@ class DirectoryServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.notifier = RevisionNotifier(self.directory.revision, self._loop)
+        self.gc_watch.install()
         await self._loop.run_in_executor(None, self.raft.start)
 
     async def stop(self) -> None:
+        self.gc_watch.uninstall()
         self._stopping = True
         async with self._leadership_lock:
             if self.leader is not None:
@@ -323,10 +362,12 @@ class DirectoryServer:
             raise PayloadTooLarge(f"{largest}: the {cmd.TYPE} command would be {len(data)} "
                                   f"bytes, over the {MAX_COMMAND_BYTES} a Raft entry may "
                                   "carry", field=largest)
+        started = time.monotonic()
         try:
             result = await self.raft.propose_async(data, self.settings.propose_timeout)
         except NotLeader as exc:
             raise NotLeader(exc.message, leader=self._endpoint_of_raft(exc.leader)) from None
+        self._propose_seconds.labels(cmd.TYPE).observe(time.monotonic() - started)
         if not result.ok:
             raise error_for(result)
         return result
@@ -367,9 +408,44 @@ class DirectoryServer:
         return self._endpoint_of_raft(self.raft.leader())
 
     def servers(self) -> list[str]:
-        if self.settings.peers:   # the configured peers, with membership changes since
-            return [self.settings.endpoint(a) for a in self._raft_to_api.values()]
+        """Every server a worker may use: the voters (as configured, with membership
+        changes since), then the read-only replicas this peer hears from (a leader hears
+        from every connected one; a replica whose connection closed drops out)."""
+        if self.settings.peers:
+            out = [self.settings.endpoint(a) for a in self._raft_to_api.values()]
+            for r in self.replicas():
+                url = self.settings.endpoint(r["api_addr"])
+                if url not in out:
+                    out.append(url)
+            return out
         return [self.settings.endpoint(n.api_addr) for n in self.settings.server_nodes]
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """The read-only replicas the Raft node heard from lately: ``{node_id, api_addr,
+        applied}`` (none on a single-node server)."""
+        fn = getattr(self.raft, "replicas", None)
+        return list(fn()) if fn is not None else []
+
+    def replica_lag(self) -> tuple[float, int | None] | None:
+        """On a replica: seconds since it last held everything the leader had committed,
+        and the entries it is behind (``PySyncObjNode.replica_lag``); None elsewhere."""
+        if not self.is_replica:
+            return None
+        return self.raft.replica_lag()  # type: ignore[attr-defined]
+
+    def _check_replica_current(self) -> None:
+        """A replica answers polls only while it is within ``replica_max_lag`` of the
+        leader; otherwise it sends the worker elsewhere (the leader, else a voter)."""
+        lag = self.replica_lag()
+        if lag is None or lag[0] <= self.settings.replica_max_lag:
+            return
+        hint = self.leader_endpoint() or next(
+            (self.settings.endpoint(a) for a in self._raft_to_api.values()), None)
+        behind = "never caught up since it started" if lag[0] == float("inf") else \
+            f"last held everything the leader committed {lag[0]:.1f} s ago"
+        raise ReplicaBehind(f"replica {self.node_id} {behind} (limit "
+                            f"{self.settings.replica_max_lag:g} s); poll another server",
+                            leader=hint)
 
     def _leading(self) -> LeaderServices:
         leader = self.leader
@@ -551,12 +627,23 @@ class DirectoryServer:
 
     async def poll(self, req: WorkerPollRequest, node_secret: str | None
                    ) -> WorkerPollResponse:
+        self._check_replica_current()
         await self._authenticate(req.node_id, node_secret)
         return await self.poll_local(req.node_id, req.last_revision,
                                      min(req.max_wait_secs, MAX_POLL_WAIT_SECS))
 
     async def poll_local(self, node_id: int, last_revision: int, max_wait: float
                          ) -> WorkerPollResponse:
+        """``_poll_local``, timed: how long polls wait here, by outcome (``changes``: events
+        or a full set; ``bookmark``: the wait ran out)."""
+        started = time.monotonic()
+        resp = await self._poll_local(node_id, last_revision, max_wait)
+        self._poll_wait_seconds.labels("changes" if resp.events or resp.full
+                                       else "bookmark").observe(time.monotonic() - started)
+        return resp
+
+    async def _poll_local(self, node_id: int, last_revision: int, max_wait: float
+                          ) -> WorkerPollResponse:
         """A poll answered from this peer's applied state, without authentication (the
         daemon reading its own node's assignments). Parks up to ``max_wait`` seconds; a
         timeout answers the bookmark, the current revision.
@@ -684,6 +771,9 @@ class DirectoryServer:
 
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         return await self._leading().drain(node_id, request_id)
+
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        return await self._leading().undrain(node_id, request_id)
 
     async def deregister(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         return await self._leading().evict(node_id, request_id)
@@ -903,6 +993,14 @@ class DirectoryServer:
         status["members"] = [{"id": self._raft_ids.get(r), "raft_addr": r,
                               "api_addr": self._raft_to_api.get(r)}
                              for r in sorted(set(self._raft_ids) | set(self._raft_to_api))]
+        status["replica"] = self.is_replica
+        status["replicas"] = [dict(r, api_addr=self.settings.endpoint(r["api_addr"]))
+                              for r in self.replicas()]
+        lag = self.replica_lag()
+        if lag is not None:
+            status["lag_secs"] = None if lag[0] == float("inf") else round(lag[0], 3)
+            status["lag_entries"] = lag[1]
+            status["behind"] = lag[0] > self.settings.replica_max_lag
         return status
 
     def digest(self) -> dict[str, Any]:
@@ -970,7 +1068,19 @@ class DirectoryServer:
             "raftdir_heartbeats_received_total": self.heartbeats,
             "raftdir_lease_expiries_total": self.leader.expired_total if self.leader else 0,
             "raftdir_parked_polls": self.notifier.waiting,
+            # read-only replicas this peer hears from (on the leader: every connected one)
+            "raftdir_replicas": len(self.replicas()),
+            **self._replica_metrics(),
         }
+
+    def _replica_metrics(self) -> dict[str, float]:
+        lag = self.replica_lag()
+        if lag is None:
+            return {}
+        return {"raftdir_replica": 1,
+                "raftdir_replica_lag_seconds": lag[0],
+                "raftdir_replica_lag_entries": -1 if lag[1] is None else lag[1],
+                "raftdir_replica_behind": 1 if lag[0] > self.settings.replica_max_lag else 0}
 
 
 @dataclass

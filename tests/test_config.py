@@ -244,7 +244,8 @@ def test_check_output_round_trips_to_the_same_config(tmp_path):
 
 
 def test_check_stops_at_the_first_invalid_file_with_exit_2(tmp_path):
-    bad = write(tmp_path, "bad.yaml", "mode: raft\nnode_id: 1\npeers:\n  - {id: 1}\n")
+    bad = write(tmp_path, "bad.yaml",
+                "mode: raft\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 10.0.0.1:1}\n")
     result = CliRunner().invoke(cli, ["config", "check", str(EXAMPLES / "raft.yaml"),
                                       str(bad), str(EXAMPLES / "static.yaml")])
     assert result.exit_code == 2
@@ -276,3 +277,48 @@ def test_every_command_has_help():
     for args in (["--help"], ["config", "--help"], ["config", "check", "--help"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+# ---------------------------------------------------------------------------- replicas
+
+REPLICA = ZLAYER_SERVER.replace("node_id: 1\n", "node_id: 4\n").replace(
+    "worker_grpc_addr", "  - {id: 4, api_addr: 10.0.0.4:3669, replica: true}\n"
+    "worker_grpc_addr")
+
+
+def test_a_replica_is_one_key_on_its_own_peers_entry(tmp_path):
+    mode = load_cluster_mode(write(tmp_path, "cluster_mode.yaml", REPLICA))
+    me = next(p for p in mode.peers if p.id == mode.node_id)
+    assert me.replica and me.raft_addr is None and me.api_addr == "10.0.0.4:3669"
+    assert [p.replica for p in mode.peers] == [False, False, False, True]
+    out = dump_yaml(mode)                    # written back with the key, without raft_addr
+    assert "replica: true" in out and out.count("raft_addr") == 3
+    assert load_cluster_mode(write(tmp_path, "again.yaml", out)) == mode
+    result = CliRunner().invoke(cli, ["config", "check", str(tmp_path / "cluster_mode.yaml")])
+    assert result.exit_code == 0 and "replica: true" in result.output
+
+
+def test_zlayer_files_still_load_with_no_replica(tmp_path):
+    mode = load_cluster_mode(write(tmp_path, "cluster_mode.yaml", ZLAYER_SERVER))
+    assert not any(p.replica for p in mode.peers)
+    assert "replica" not in dump_yaml(mode)
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("{id: 4, raft_addr: 10.0.0.4:9000, api_addr: 10.0.0.4:3669, replica: true}",
+     "peers[3].raft_addr: a replica has no Raft address"),
+    ("{id: 4, api_addr: 10.0.0.4:3669}", "peers[3].raft_addr: required field missing"),
+    ("{id: 4, api_addr: 10.0.0.4:3669, replica: yes}",
+     "peers[3].replica: expected a bool, got str"),
+    ("{id: 4, api_addr: 10.0.0.1:3669, replica: true}",
+     "peers[3].api_addr: '10.0.0.1:3669' is already used by peers[0].api_addr"),
+])
+def test_a_bad_replica_entry_is_refused_naming_the_field(tmp_path, entry, message):
+    text = REPLICA.replace("{id: 4, api_addr: 10.0.0.4:3669, replica: true}", entry)
+    assert message in load_error(write(tmp_path, "cluster_mode.yaml", text))
+
+
+def test_a_cluster_of_replicas_only_is_refused(tmp_path):
+    text = ("mode: raft\nnode_id: 1\npeers:\n"
+            "  - {id: 1, api_addr: 10.0.0.1:3669, replica: true}\n")
+    assert "peers: every entry is a replica" in load_error(write(tmp_path, "c.yaml", text))

@@ -13,9 +13,19 @@ Retry rules, per call:
   goes there at once (at most a few hops per call);
 - a connection error or client-side timeout: the next server in the list, at once; after
   every server has failed once, a backoff round;
+- ``503 replica_behind`` (a lagging replica) with a server named: that server, at once,
+  without making it the preferred one;
+- ``503 overloaded`` (a server at its connection cap, or keeping its last connections
+  for reports and writes, so refusing a poll): a backoff round, then the next server;
 - ``503`` (no leader yet), ``504`` (outcome unknown), ``502``, or ``421`` without a leader:
   a backoff round, then the same call again;
 - anything else is raised as its error class.
+
+Polls are spread over every server in the list (replicas included) and leave the
+preferred server (the leader, where reports go) alone: each worker's polls go to its home
+server, the one ``poll_home`` picks for its node id (rendezvous hashing: when a server
+joins or leaves the list, only the workers homed on it move). When another server had to
+answer instead, polls stay there for ``POLL_DETOUR_SECS`` before trying home again.
 
 After ``retries`` backoff rounds the last error is raised: ``Unreachable`` (a
 ``NoLeader``) when no server answered, ``TimeoutOutcomeUnknown`` when a write timed out,
@@ -25,7 +35,9 @@ otherwise the server's error.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import time
 import uuid
 from typing import Any, Callable
 
@@ -33,7 +45,7 @@ import aiohttp
 
 from ..codec import ENDPOINT, dumps_msgpack, from_dict, loads_json, loads_msgpack, to_dict
 from ..errors import (
-    NoLeader, RaftdirError, TimeoutOutcomeUnknown, error_from_body,
+    NoLeader, Overloaded, RaftdirError, ReplicaBehind, TimeoutOutcomeUnknown, error_from_body,
 )
 from ..model import (
     ClusterContainerSummary, InternalScaleRequest, NodeServiceState, WorkerLease,
@@ -41,10 +53,23 @@ from ..model import (
     WorkerStatusAck, WorkerStatusReport,
 )
 
-__all__ = ["RaftdirClient", "Unreachable", "normalize_endpoint"]
+__all__ = ["RaftdirClient", "Unreachable", "normalize_endpoint", "poll_home",
+           "POLL_DETOUR_SECS"]
 
 MSGPACK = "application/msgpack"
 _RETRY_STATUSES = frozenset({502, 503, 504})
+#: Seconds a worker keeps polling the server that answered when its home server did not.
+POLL_DETOUR_SECS = 30.0
+
+
+def poll_home(node_id: int, servers: list[str] | tuple[str, ...]) -> str:
+    """The server that node ``node_id`` sends its polls to: the highest
+    ``blake2b(node_id, server)`` (rendezvous hashing), so polls spread evenly over the
+    servers and a change of the list moves only the workers homed where it changed."""
+    if not servers:
+        raise ValueError("poll_home: no server")
+    return max(servers, key=lambda s: hashlib.blake2b(f"{node_id}|{s}".encode(),
+                                                      digest_size=8).digest())
 
 
 class Unreachable(NoLeader):
@@ -102,6 +127,7 @@ class RaftdirClient:
         self.clock = clock
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._poll_detour: tuple[str, float] | None = None   # (server, until monotonic)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def close(self) -> None:
@@ -163,9 +189,12 @@ class RaftdirClient:
                     server: str | None = None, timeout: float | None = None,
                     write: bool = False, text: bool = False, raw: bool = False,
                     query: dict[str, str] | None = None,
-                    request_id: str | None = None) -> Any:
+                    request_id: str | None = None, start: str | None = None,
+                    answered: list[str] | None = None) -> Any:
         """Send one logical request; ``server`` pins it to one server (one attempt, no
-        failover, no leader following)."""
+        failover, no leader following). ``start``: the server to try first instead of the
+        preferred one, which then stays as it is. ``answered``: the server that answered
+        is appended to it."""
         payload = dumps_msgpack(body) if body is not None else None
         headers = {"Accept": MSGPACK}
         if payload is not None:
@@ -178,7 +207,7 @@ class RaftdirClient:
             headers["Authorization"] = f"Bearer {token}"
         pinned = server is not None
         target = normalize_endpoint(server, default_scheme=self._scheme) if pinned \
-            else self.preferred
+            else start or self.preferred
         per_attempt = self.timeout if timeout is None else timeout
         failures: dict[str, BaseException] = {}
         unreachable_in_round: set[str] = set()
@@ -215,8 +244,10 @@ class RaftdirClient:
                 continue
             if 200 <= status < 300:
                 self.answered = target
-                if target != self.preferred and not pinned:
+                if target != self.preferred and not pinned and start is None:
                     self.preferred = target  # it answered: keep using it
+                if answered is not None:
+                    answered.append(target)
                 if text:
                     return data.decode("utf-8")
                 if raw:
@@ -225,6 +256,15 @@ class RaftdirClient:
             err = _error(status, ctype, data)
             if pinned:
                 raise err
+            if isinstance(err, ReplicaBehind) and err.leader \
+                    and hops <= len(self.servers) + 1:
+                hint = normalize_endpoint(err.leader, default_scheme=self._scheme)
+                if hint != target:   # a lagging replica: ask the server it names
+                    if hint not in self.servers:
+                        self.servers.append(hint)
+                    hops += 1
+                    target = hint
+                    continue
             if err.status == 421 and err.leader and hops <= len(self.servers) + 1:
                 leader = normalize_endpoint(err.leader, default_scheme=self._scheme)
                 if leader != target:
@@ -238,8 +278,8 @@ class RaftdirClient:
                 if rounds > self.retries:
                     raise err
                 await self._sleep(self.backoff_delay(rounds - 1))
-                if err.status == 421:  # no usable hint: ask another server
-                    target = self._next_server(target)
+                if err.status == 421 or isinstance(err, Overloaded):
+                    target = self._next_server(target)   # no usable hint, or no room
                 continue
             raise err
 
@@ -280,14 +320,32 @@ class RaftdirClient:
         self._adopt(servers=ack.servers, leader=ack.leader)
         return ack
 
+    def poll_server(self, node_id: int) -> str:
+        """Where the next poll of ``node_id`` goes: the server that answered its last poll
+        when its home server did not, for ``POLL_DETOUR_SECS``; else its home."""
+        detour = self._poll_detour
+        if detour is not None and detour[0] in self.servers \
+                and time.monotonic() < detour[1]:
+            return detour[0]
+        return poll_home(node_id, self.servers)
+
     async def poll(self, req: WorkerPollRequest) -> WorkerPollResponse:
-        """Long-poll; the per-attempt timeout is ``timeout`` plus the poll's own wait. A
-        poll from ahead of the cluster (``last_revision`` above its revision: not of its
-        history) is answered ``full`` and ``behind`` at the cluster's lower revision: apply
-        it as the complete set (``AssignmentSet.apply`` does), not as a stale answer."""
+        """Long-poll the worker's poll server (``poll_server``); the per-attempt timeout is
+        ``timeout`` plus the poll's own wait. A poll from ahead of the cluster
+        (``last_revision`` above its revision: not of its history) is answered ``full`` and
+        ``behind`` at the cluster's lower revision: apply it as the complete set
+        (``AssignmentSet.apply`` does), not as a stale answer."""
         wait = min(req.max_wait_secs, 60)
+        start = self.poll_server(req.node_id)
+        answered: list[str] = []
         data = await self._call("POST", "/api/v1/workers/poll", to_dict(req), auth="node",
-                                timeout=self.timeout + wait)
+                                timeout=self.timeout + wait, start=start,
+                                answered=answered)
+        if answered and answered[0] != poll_home(req.node_id, self.servers):
+            if answered[0] != start or self._poll_detour is None:
+                self._poll_detour = (answered[0], time.monotonic() + POLL_DETOUR_SECS)
+        elif answered:
+            self._poll_detour = None
         return from_dict(WorkerPollResponse, data)
 
     # -- admin --------------------------------------------------------------------------------
@@ -299,6 +357,10 @@ class RaftdirClient:
 
     async def drain(self, node_id: int) -> dict[str, Any]:
         return await self._call("POST", f"/api/v1/workers/{int(node_id)}/drain",
+                                auth="admin", write=True)
+
+    async def undrain(self, node_id: int) -> dict[str, Any]:
+        return await self._call("DELETE", f"/api/v1/workers/{int(node_id)}/drain",
                                 auth="admin", write=True)
 
     async def evict(self, node_id: int) -> dict[str, Any]:

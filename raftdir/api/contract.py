@@ -85,6 +85,10 @@ class ControlPlane(Protocol):
 
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]: ...
 
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        """Undo a drain: the node takes placement again (its worker gets ``undrain``)."""
+        ...
+
     async def deregister(self, node_id: int, request_id: str | None) -> dict[str, Any]: ...
 
     async def create_token(self, valid_for_secs: int, max_uses: int) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def _os_reason(err: OSError) -> str:
 
 def _role(status: dict[str, Any]) -> str:
     state = status.get("state")
-    if state in ("leader", "follower", "candidate"):
+    if state in ("leader", "follower", "candidate", "replica"):
         return state
     return "leader" if status.get("is_leader") else "follower"
 
@@ -132,16 +132,33 @@ async def peer_rows(client: Any, seen: dict[str, float]) -> list[dict[str, Any]]
     for answer in sorted(answers.values(), key=lambda a: _role(a) != "leader"):
         for addr, connected in (answer.get("partners") or {}).items():
             views.setdefault(addr, bool(connected))
+    # the leader the answers name (a follower asked alone still knows who leads)
+    named = {a.get("leader") for a in answers.values() if a.get("leader")}
     for addr, connected in sorted(views.items()):
         if addr not in known:
             member = members.get(addr, {})
+            role = ("leader" if addr in named else "follower") if connected \
+                else "unreachable"
             rows.append({"id": member.get("id"), "raft_addr": addr,
-                         "api_addr": member.get("api_addr"),
-                         "role": "follower" if connected else "unreachable", "term": None,
+                         "api_addr": member.get("api_addr"), "role": role, "term": None,
                          "commit": None, "applied": None, "lag": None,
                          "last_contact_secs": None, "leader": None, "rtt_ms": None,
                          "asked": False, "error": None if connected else
                          "not connected to the peers that answered", "status": None})
+    # Read-only replicas the leader hears from that were not asked: what it knows of them.
+    asked = {r["api_addr"] for r in rows}
+    for answer in (a for a in answers.values() if _role(a) == "leader"):
+        for rep in answer.get("replicas") or ():
+            api = _hostport(str(rep.get("api_addr", "")))
+            if api in asked:
+                continue
+            applied = rep.get("applied")
+            rows.append({"id": rep.get("node_id"), "raft_addr": None, "api_addr": api,
+                         "role": "replica", "term": None, "commit": None,
+                         "applied": applied, "lag": None if leader_commit is None or
+                         applied is None else max(0, leader_commit - applied),
+                         "last_contact_secs": None, "leader": None, "rtt_ms": None,
+                         "asked": False, "error": None, "status": None})
     rows.sort(key=lambda r: (r["id"] is None, r["id"] or 0, r["api_addr"] or "",
                              r["raft_addr"] or ""))
     return rows

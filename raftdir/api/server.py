@@ -21,10 +21,8 @@ server keeps serving.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import inspect
 import logging
-import math
 import re
 import ssl
 import time
@@ -43,8 +41,8 @@ from ..codec import (
 )
 from ..errors import (
     BadRequest, Conflict, Forbidden, NodeNotReady, NoLeader, NotLeader, Overloaded,
-    PayloadTooLarge, RaftdirError, RequestTimeout, TimeoutOutcomeUnknown, TokenExhausted,
-    TokenInvalid, Unauthorized, UnknownNode, UnknownService, UnknownToken,
+    PayloadTooLarge, RaftdirError, ReplicaBehind, RequestTimeout, TimeoutOutcomeUnknown,
+    TokenExhausted, TokenInvalid, Unauthorized, UnknownNode, UnknownService, UnknownToken,
 )
 from ..limits import (
     check_request, check_service_name, check_token, check_token_name, parse_node_id,
@@ -56,6 +54,7 @@ from ..model import (
 from ..tasks import finish_even_if_cancelled
 from .contract import ControlPlane
 from .dashboard import add_dashboard
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ApiMetrics
 from .zlayer import ZLAYER_TOKEN_HEADER, with_zlayer_form, zlayer_forms
 
 __all__ = [
@@ -77,8 +76,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _FORWARD_HEADERS = ("Authorization", ZLAYER_TOKEN_HEADER, REQUEST_ID_HEADER, "Content-Type",
                     "Accept")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0)
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -207,9 +204,11 @@ ROUTES: tuple[Route, ...] = (
     Route("poll", "POST", "/api/v1/workers/poll",
           lambda cp, c: cp.poll(c.body, c.secret),
           body=WorkerPollRequest, auth="node", parks=True,
-          errors=(Unauthorized, NotLeader, NoLeader, TimeoutOutcomeUnknown),
+          errors=(Unauthorized, NotLeader, NoLeader, ReplicaBehind, TimeoutOutcomeUnknown),
           summary="Long-poll the worker's assignment events (WorkerPollRequest -> "
-                  "WorkerPollResponse). Answered by any server; never forwarded."),
+                  "WorkerPollResponse). Answered by any server; never forwarded. A "
+                  "replica behind the leader answers 503 replica_behind naming another "
+                  "server in `leader`."),
     Route("status", "POST", "/api/v1/workers/status",
           lambda cp, c: cp.report(c.body, c.secret),
           body=WorkerStatusReport, auth="node", forward=True,
@@ -257,6 +256,11 @@ ROUTES: tuple[Route, ...] = (
           auth="operate", forward=True,
           errors=_ADMIN_ERRORS + (BadRequest, UnknownNode, Conflict) + _WRITE_ERRORS,
           summary="Drain a node: no new placement; its share moves away."),
+    Route("undrain", "DELETE", "/api/v1/workers/{id}/drain",
+          lambda cp, c: cp.undrain(c.params["id"], c.request_id),
+          auth="operate", forward=True,
+          errors=_ADMIN_ERRORS + (BadRequest, UnknownNode) + _WRITE_ERRORS,
+          summary="Undo a drain: the node takes placement again."),
     Route("deregister", "DELETE", "/api/v1/workers/{id}",
           lambda cp, c: cp.deregister(c.params["id"], c.request_id),
           auth="operate", forward=True,
@@ -521,116 +525,8 @@ def _admin_token(request: web.Request) -> str | None:
 
 # ---------------------------------------------------------------------------- metrics
 
-class _ApiMetrics:
-    """Request counts by route, method and status; latency histograms by route; parked
-    polls. Touched only from the event loop."""
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
-        self.parked = 0
-        self.forwarded: dict[tuple[str, str], int] = {}
-        self.connections = 0            # open now (under start_api)
-        self.connections_refused = 0    # over max_connections: answered 503
-        self.request_timeouts = 0       # heads and bodies that did not arrive in time
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get(route)
-        if hist is None:
-            hist = self.latency[route] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
-        i = bisect.bisect_left(_LATENCY_BUCKETS, seconds)  # its own bucket; cumulated later
-        if i < len(_LATENCY_BUCKETS):
-            hist[i] += 1
-        hist[-2] += seconds
-        hist[-1] += 1
-
-    def forward(self, route: str, outcome: str) -> None:
-        key = (route, outcome)
-        self.forwarded[key] = self.forwarded.get(key, 0) + 1
-
-
-_METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
-
-
-def _metric_name(name: str) -> str:
-    name = _METRIC_NAME_BAD.sub("_", name)
-    if not name or name[0].isdigit():
-        name = "_" + name
-    return name if name.startswith("raftdir_") else f"raftdir_{name}"
-
-
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _render_metrics(cp_metrics: dict[str, float], m: _ApiMetrics) -> str:
-    lines: list[str] = []
-    for raw_name, value in sorted(cp_metrics.items()):
-        name = _metric_name(raw_name)
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {_number(value)}")
-    lines.append("# HELP raftdir_api_requests_total HTTP requests answered, by route, method "
-                 "and status code.")
-    lines.append("# TYPE raftdir_api_requests_total counter")
-    for (route, method, status), count in sorted(m.requests.items()):
-        lines.append(f'raftdir_api_requests_total{{route="{_label(route)}",'
-                     f'method="{method}",code="{status}"}} {count}')
-    lines.append("# HELP raftdir_api_request_duration_seconds Time to answer a request, "
-                 "by route.")
-    lines.append("# TYPE raftdir_api_request_duration_seconds histogram")
-    for route, hist in sorted(m.latency.items()):
-        lab = _label(route)
-        cumulative = 0
-        for i, bound in enumerate(_LATENCY_BUCKETS):
-            cumulative += int(hist[i])
-            lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
-                         f'le="{bound}"}} {cumulative}')
-        lines.append(f'raftdir_api_request_duration_seconds_bucket{{route="{lab}",'
-                     f'le="+Inf"}} {int(hist[-1])}')
-        lines.append(f'raftdir_api_request_duration_seconds_sum{{route="{lab}"}} '
-                     f'{_number(hist[-2])}')
-        lines.append(f'raftdir_api_request_duration_seconds_count{{route="{lab}"}} '
-                     f'{int(hist[-1])}')
-    lines.append("# HELP raftdir_api_forwarded_total Writes a follower proxied to the leader, "
-                 "by route and outcome.")
-    lines.append("# TYPE raftdir_api_forwarded_total counter")
-    for (route, outcome), count in sorted(m.forwarded.items()):
-        lines.append(f'raftdir_api_forwarded_total{{route="{_label(route)}",'
-                     f'outcome="{outcome}"}} {count}')
-    lines.append("# HELP raftdir_api_parked_polls Long-polls waiting inside this server now.")
-    lines.append("# TYPE raftdir_api_parked_polls gauge")
-    lines.append(f"raftdir_api_parked_polls {m.parked}")
-    for name, kind, value, text in (
-            ("raftdir_api_connections", "gauge", m.connections, "HTTP connections open now."),
-            ("raftdir_api_connections_refused_total", "counter", m.connections_refused,
-             "Connections answered 503 overloaded at the connection cap."),
-            ("raftdir_api_request_timeouts_total", "counter", m.request_timeouts,
-             "Requests whose head or body did not arrive in time (408).")):
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f"{name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- the app
-
 _CP = web.AppKey("raftdir_cp", object)
-_METRICS = web.AppKey("raftdir_metrics", _ApiMetrics)
+_METRICS = web.AppKey("raftdir_metrics", ApiMetrics)
 _STATE = web.AppKey("raftdir_state", dict)
 
 
@@ -679,8 +575,9 @@ class _Api:
                 response = await handler(request)
             except RaftdirError as err:
                 response = _error_response(request, err)
-                if isinstance(err, RequestTimeout):
-                    response.force_close()   # the rest of a late body is not awaited
+                if isinstance(err, (RequestTimeout, Overloaded)):
+                    response.force_close()   # a late body is not awaited; a shed poll
+                                             # gives its connection back
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise
@@ -757,6 +654,12 @@ class _Api:
                     # read to the leader (below), which can.
                     await self.cp.barrier()
                 if route.parks:
+                    conn = _Connection.of(request)
+                    if conn is not None and not conn.owner.room_for_a_poll():
+                        self.metrics.polls_shed += 1
+                        raise Overloaded(
+                            f"this server keeps its last {conn.owner.reserve} connections "
+                            "for reports and writes; poll another server")
                     result = await self._parked(route, call)
                 elif route.forward and request.method != "GET":
                     # A write runs to its end even if the client disconnects.
@@ -854,15 +757,9 @@ class _Api:
     async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
         if not self.open_reads:
             await self.authorize(request, "read")
-        try:
-            cp_metrics = dict(self.cp.metrics())
-        except Exception:  # noqa: BLE001 - the API's own metrics are still worth serving
-            log.exception("ControlPlane.metrics() failed")
-            cp_metrics = {"metrics_errors_total": 1}
-        text = _render_metrics(cp_metrics, self.metrics)
-        return web.Response(text=text, content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"},
-                            charset="utf-8")
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE,
+                                     "X-Content-Type-Options": "nosniff"})
 
 
 def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
@@ -888,7 +785,8 @@ def make_app(cp: ControlPlane, *, max_body: int = 1 << 20, forward: bool = True,
     """
     app = web.Application(client_max_size=max_body)
     app[_CP] = cp
-    app[_METRICS] = _ApiMetrics()
+    app[_METRICS] = ApiMetrics()
+    app[_METRICS].attach(cp.metrics, lambda: getattr(cp, "metrics_registry", None))
     api = _Api(app, cp, max_body=max_body, forward=forward, forward_ssl=forward_ssl,
                forward_timeout=forward_timeout, clock=clock, body_timeout=body_timeout,
                open_reads=open_reads)
@@ -926,13 +824,16 @@ def _canned(error: RaftdirError) -> bytes:
 #: lost to a reset.
 _LINGER = 2.0
 
+#: One connection in this many is kept for requests other than polls (``reserve``).
+_POLL_RESERVE_SHARE = 20
+
 
 class _Connections:
     """The protocol factory ``start_api`` listens with: it wraps each of aiohttp's
     connections in a ``_Connection`` that counts it against ``max_connections`` and times
     out a request head that does not arrive in ``header_timeout`` seconds."""
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: _ApiMetrics, *,
+    def __init__(self, factory: Callable[[], asyncio.Protocol], metrics: ApiMetrics, *,
                  max_connections: int, header_timeout: float) -> None:
         self.factory = factory
         self.metrics = metrics
@@ -942,6 +843,16 @@ class _Connections:
 
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
+
+    @property
+    def reserve(self) -> int:
+        """Connections kept for everything but polls (reports, registrations, admin
+        calls): a server whose every connection holds a parked poll could not hear the
+        reports that keep its workers' leases, and would mark live workers down."""
+        return self.max_connections // _POLL_RESERVE_SHARE
+
+    def room_for_a_poll(self) -> bool:
+        return self.metrics.connections <= self.max_connections - self.reserve
 
     def close(self) -> None:
         """Close the connections answered already (408, 503) and still lingering; the
@@ -1051,7 +962,11 @@ class _Connection(asyncio.Protocol):
         self.inner = None             # aiohttp hears of the connection again when it closes
         transport.write(_canned(error))
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:           # the client reset it meanwhile (ENOTCONN): it is gone
+                transport.abort()
+                return
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(_LINGER, self.abort)
         else:
@@ -1105,15 +1020,19 @@ _FD_SHARE = 0.8
 
 def connection_cap(max_connections: int) -> int:
     """``max_connections``, lowered to 80% of the process's open-file limit when that is
-    smaller (past it, ``accept`` would fail instead of answering 503)."""
+    smaller (past it, ``accept`` would fail instead of answering 503), with a warning."""
     try:
         import resource
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):
         return max_connections
-    if soft == resource.RLIM_INFINITY:
+    if soft == resource.RLIM_INFINITY or int(soft * _FD_SHARE) >= max_connections:
         return max_connections
-    return max(1, min(max_connections, int(soft * _FD_SHARE)))
+    cap = max(1, int(soft * _FD_SHARE))
+    log.warning("API connections capped at %d (80%% of the open-file limit, %d) instead of "
+                "%d: raise the limit (LimitNOFILE=, ulimit -n) where this server holds "
+                "more parked polls", cap, soft, max_connections)
+    return cap
 
 
 @dataclass

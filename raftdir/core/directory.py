@@ -341,6 +341,7 @@ class Directory:
                                          "indices in groups")
         placed: dict[tuple[str, int], int] = {}
         new: dict[int, tuple] = {}
+        members_of = {role: frozenset(ix) for role, ix in groups.items()}   # once, not per node
         for node_id in sorted(cmd.placement):
             share_map = cmd.placement[node_id]
             share = []
@@ -351,7 +352,7 @@ class Directory:
                 if role not in groups:
                     raise _Refuse("bad_request", f'placement[{node_id}]["{role}"]: role is not '
                                                  "in groups")
-                members = set(groups[role])
+                members = members_of[role]
                 for index in indices:
                     if index not in members:
                         raise _Refuse("bad_request", f'placement[{node_id}]["{role}"]: index '
@@ -550,6 +551,41 @@ class Directory:
         """The stored hash of a node's secret (to check a request against), or None."""
         rec = self.state.nodes.get(node_id)
         return None if rec is None else rec.secret_hash
+
+    def lease_row(self, node_id: int) -> tuple[int, str, int, int, int] | None:
+        """``(node_id, state, ttl_secs, grace_secs, renewed_ms)`` of a worker, or None:
+        what a new leader arms a deadline from, without building the node's profile."""
+        rec = self.state.nodes.get(node_id)
+        if rec is None or rec.kind != WORKER:
+            return None
+        return rec.node_id, rec.state, rec.ttl_secs, rec.grace_secs, rec.renewed_ms
+
+    def placement_row(self, node_id: int) -> tuple[int, str, str, dict[str, str]] | None:
+        """``(node_id, kind, os, labels)`` of a ready node, or None: what placement needs
+        (``labels`` is the record's own map: read it, never change it)."""
+        rec = self.state.nodes.get(node_id)
+        if rec is None or rec.state != READY:
+            return None
+        return rec.node_id, rec.kind, rec.os, rec.labels
+
+    def misplaced_services(self, exclude: frozenset[int] = frozenset(),
+                           rule_for: Callable[[Any], Callable[[str, dict], bool] | None]
+                           | None = None) -> list[str]:
+        """The services with a share on a node that is not ready (down, draining, gone),
+        in ``exclude``, or (with ``rule_for``) that the service's placement rule no longer
+        admits: ``rule_for(spec)`` gives a service's ``admits(os, labels)``, or None when
+        it has no constraint. One pass over the placements, nothing copied."""
+        nodes = self.state.nodes
+        out = []
+        for name, svc in sorted(self.state.services.items()):
+            admits = rule_for(unpack_spec(svc.spec)) if rule_for is not None else None
+            for nid in svc.placement:
+                rec = nodes.get(nid)
+                if nid in exclude or rec is None or rec.state != READY or (
+                        admits is not None and not admits(rec.os, dict(rec.labels))):
+                    out.append(name)
+                    break
+        return out
 
     def renewals(self) -> dict[int, int]:
         """node id -> checkpointed renewal time (ms), for a new leader arming deadlines."""

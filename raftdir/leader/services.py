@@ -15,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..core.commands import (
-    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, RegisterNode, RenewCheckpoint,
-    SetPlacement,
+    Barrier, Bootstrap, Compact, Deregister, Drain, MarkDown, RegisterNode,
+    RenewCheckpoint, SetPlacement, Undrain,
 )
 from ..errors import BadRequest, Conflict, NoLeader, NotLeader, RaftdirError, UnknownNode
 from ..model import InternalScaleRequest, ScaleAssignment
 from .leases import LeaseTable
-from .placement import Candidate, Constraints, constraints_from_spec, eligible, place
+from .placement import Candidate, constraints_from_spec, eligible, place
 from ..tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,8 +129,13 @@ class LeaderServices:
         deadlines stand. Otherwise every worker gets the longest TTL it may hold plus its
         grace from now."""
         server = self.server
-        workers = [n for n in server.read(lambda d: d.nodes(kind="worker"))
-                   if n["state"] != "down"]
+        # read in chunks: the apply lock is never held for the whole fleet (the tick
+        # thread applies under it, and sends no heartbeat while it waits)
+        ids = server.read(lambda d: d.node_ids(kind="worker"))
+        workers = [{"node_id": r[0], "ttl_secs": r[2], "grace_secs": r[3],
+                    "renewed_ms": r[4]}
+                   for r in server.read_each(ids, lambda d, n: d.lease_row(n))
+                   if r is not None and r[1] != "down"]
         if kept is not None:
             alive = {n["node_id"] for n in workers}
             kept.entries = {n: e for n, e in kept.entries.items() if n in alive}
@@ -193,8 +198,11 @@ class LeaderServices:
     # -- placement -------------------------------------------------------------------
     def _candidates(self, exclude: frozenset[int] = frozenset()) -> list[Candidate]:
         kinds = self.server.settings.placement_kinds
-        return [_candidate(n) for n in self.server.read(lambda d: d.nodes(state="ready"))
-                if n["kind"] in kinds and n["node_id"] not in exclude]
+        server = self.server   # in chunks: the apply lock is never held for the whole fleet
+        ids = server.read(lambda d: d.node_ids(state="ready"))
+        return [Candidate(r[0], r[2], dict(r[3]))
+                for r in server.read_each(ids, lambda d, n: d.placement_row(n))
+                if r is not None and r[1] in kinds and r[0] not in exclude]
 
     async def place_service(self, service: str, groups: tuple[ScaleAssignment, ...],
                             spec: dict | None, *, request_id: str | None = None,
@@ -263,20 +271,8 @@ class LeaderServices:
         draining, gone), in ``exclude``, or no longer meeting the service's placement
         constraints (its profile changed). Returns the services moved."""
         def misplaced(d: Any) -> list[tuple[str, dict]]:
-            ready = {n for n in d.node_ids(state="ready")} - exclude
-            out = []
-            for name in d.services():
-                svc = d.service(name)
-                try:
-                    rule = constraints_from_spec(svc["spec"])
-                except BadRequest:   # a spec placed by a direct order, never checked
-                    rule = Constraints()
-                constrained = bool(rule.os or rule.labels)
-                if any(n not in ready
-                       or (constrained and not rule.admits(_candidate(d.node(n))))
-                       for n in svc["placement"]):
-                    out.append((name, svc))
-            return out
+            return [(name, d.service(name))
+                    for name in d.misplaced_services(exclude, _placement_rule)]
         moved = []
         for name, svc in self.server.read(misplaced):
             groups = tuple(ScaleAssignment(role=r, indices=tuple(i))
@@ -311,6 +307,13 @@ class LeaderServices:
         moved = await self.reconcile()
         return dict(result.value, moved=moved)
 
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        """Undo a drain (Nomad's node eligibility): new placement may use the node again;
+        nothing already placed elsewhere moves back."""
+        self._worker(node_id)
+        result = await self.server.propose(Undrain(request_id=request_id, node_id=node_id))
+        return dict(result.value)
+
     async def evict(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         self._worker(node_id)
         moved = await self.reconcile(exclude=frozenset({node_id}))
@@ -323,6 +326,14 @@ class LeaderServices:
         return dict(result.value, moved=moved)
 
 
-def _candidate(node: dict[str, Any]) -> Candidate:
-    """A directory node (``Directory.node``) as placement sees it."""
-    return Candidate(node["node_id"], node["profile"]["os"], node["profile"].get("labels", {}))
+def _placement_rule(spec: Any) -> Callable[[str, dict], bool] | None:
+    """A service's placement rule as ``admits(os, labels)``, or None when its spec has no
+    constraint (``Directory.misplaced_services``). A spec placed by a direct order and
+    never checked counts as unconstrained."""
+    try:
+        rule = constraints_from_spec(spec)
+    except BadRequest:
+        return None
+    if not (rule.os or rule.labels):
+        return None
+    return lambda os_name, labels: rule.admits(Candidate(0, os_name, labels))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import secrets as _secrets
 import signal
@@ -72,7 +73,9 @@ from raftdir.replication.base import (
 )
 from raftdir.replication import durable_journal
 from raftdir.replication.raft_rules import RaftRules
-from raftdir.replication.secret import check_raft_security, fingerprint, raft_password
+from raftdir.replication.secret import (
+    SECRET_FILE, check_raft_security, fingerprint, is_loopback_address, raft_password,
+)
 from raftdir.replication.tuning import RaftTuning
 
 __all__ = ["PySyncObjNode", "RaftTuning", "SNAPSHOT_FORMAT", "JOURNAL_FILE", "DUMP_FILE",
@@ -431,10 +434,10 @@ class RaftKeys:
 
 
 class _RaftdirSyncObj(RaftRules):
-    def __init__(self, owner: "PySyncObjNode", self_addr: str, partners: list[str],
-                 conf: SyncObjConf) -> None:
+    def __init__(self, owner: "PySyncObjNode", self_addr: str | None, partners: list[str],
+                 conf: SyncObjConf, replica: tuple[int, str] | None = None) -> None:
         self._raftdir_owner = owner
-        super().__init__(self_addr, partners, conf)
+        super().__init__(self_addr, partners, conf, replica=replica)
 
     def _raftdir_use_encryptor(self, encryptor: Any) -> None:
         """On the tick thread: encrypt and read Raft traffic with ``encryptor`` from now on,
@@ -484,17 +487,36 @@ class PySyncObjNode:
     it keys the Raft password; without it ``self_addr`` must be loopback. ``accept``: more
     secrets whose traffic it reads during a roll (``use_secrets`` changes them later).
 
+    ``self_addr`` None makes a read-only replica (PySyncObj's ``SyncObj(None, partners)``):
+    it dials every partner, receives the log and applies it, never votes and never counts
+    toward a commit or the leader lease; it binds no port. ``replica``: its ``(node id,
+    API address)``, which the leader learns from its answers (``replicas()``).
+
     The constructor does no I/O; ``start()`` binds the port and starts PySyncObj's tick
     thread, ``stop()`` ends it."""
 
-    def __init__(self, self_addr: str, partners: list[str] | tuple[str, ...], data_dir: str,
-                 state_machine: StateMachine, *, secret: str | None = None,
-                 accept: tuple[str, ...] = (), tuning: RaftTuning | None = None) -> None:
-        _check_addr(self_addr, "raft_addr")
+    def __init__(self, self_addr: str | None, partners: list[str] | tuple[str, ...],
+                 data_dir: str, state_machine: StateMachine, *, secret: str | None = None,
+                 accept: tuple[str, ...] = (), tuning: RaftTuning | None = None,
+                 replica: tuple[int, str] | None = None) -> None:
         for p in partners:
             _check_addr(p, "raft_peers")
-        check_raft_security(self_addr, secret)
+        if self_addr is None:
+            if not partners:
+                raise ConfigError("peers: a replica needs voters to follow", field="peers")
+            for p in partners:   # a replica dials them: what they send is unpickled here
+                if not secret and not is_loopback_address(p):
+                    raise ConfigError(
+                        f"peers: a replica dials {p}, which is not a loopback address, and "
+                        "no cluster secret is configured; PySyncObj would unpickle "
+                        f"whatever it reads there. Copy {SECRET_FILE} into the data dir",
+                        field="peers")
+        else:
+            _check_addr(self_addr, "raft_addr")
+            check_raft_security(self_addr, secret)
+        self._replica = replica if self_addr is None else None
         self._self_addr = self_addr
+        self._name = self_addr or (f"replica {replica[0]}" if replica else "replica")
         self._partners = [p for p in partners if p != self_addr]
         self._data_dir = str(data_dir)
         self._sm = state_machine
@@ -522,8 +544,13 @@ class PySyncObjNode:
         self.internal_errors = 0   # entries whose apply raised (bugs), since start
 
     @property
-    def address(self) -> str:
+    def address(self) -> str | None:
+        """This peer's Raft address; None for a read-only replica."""
         return self._self_addr
+
+    @property
+    def is_replica(self) -> bool:
+        return self._self_addr is None
 
     @property
     def state_machine(self) -> StateMachine:
@@ -575,7 +602,8 @@ class PySyncObjNode:
             durable_journal.uninstall(journal_path)
         if self._secret and self._accept:   # started during a roll: the first tick
             self._use_keys((self._secret,) + self._accept)  # takes them up, before any I/O
-        so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf)
+        so = _RaftdirSyncObj(self, self._self_addr, self._partners, conf,
+                             replica=self._replica)
         if self._secret and not self._accept and so.encryptor is not None:
             self._keys.seed(self._secret, so.encryptor)
         journal = getattr(so, "_SyncObj__raftLog", None)
@@ -586,15 +614,17 @@ class PySyncObjNode:
         if hasattr(so, "_SyncObj__mainThread"):
             so._SyncObj__mainThread = threading.main_thread()
         try:
-            so.waitBinded()
+            if self._self_addr is not None:   # a replica binds nothing (and PySyncObj's
+                so.waitBinded()               # wait would never end for it)
         except SyncObjException:
             so.destroy()
             self._join(so, 2.0)
             raise ConfigError(f"raft_addr: cannot bind {self._self_addr} after "
                               f"{self._tuning.max_bind_retries} attempts", field="raft_addr")
         self._so = so
-        logger.info("raft peer %s started (partners %s, data %s, password %s)",
-                    self._self_addr, self._partners, self._data_dir,
+        logger.info("raft %s started (partners %s, data %s, password %s)",
+                    f"peer {self._self_addr}" if self._self_addr else
+                    "read-only replica", self._partners, self._data_dir,
                     "set" if self._secret else "none (loopback)")
 
     def use_secrets(self, secrets: tuple[str, ...] | list[str]) -> None:
@@ -641,7 +671,7 @@ class PySyncObjNode:
     def _started(self) -> _RaftdirSyncObj:
         so = self._so
         if so is None:
-            raise NoLeader(f"raft peer {self._self_addr} is not running")
+            raise NoLeader(f"raft peer {self._name} is not running")
         if threading.current_thread() is getattr(so, "_SyncObj__thread", None):
             raise RuntimeError("blocking raft call from the tick thread (a listener?) "
                                "would deadlock")
@@ -692,8 +722,11 @@ class PySyncObjNode:
         swallows the exception) and it learns the outcome from ``_snapshot_progress``."""
         del filename  # ours is per writer, so an abandoned child can never race a new one
         last, prev, cluster = data
+        # A read-only replica's cluster is its partners plus None (PySyncObj adds its
+        # selfNode): None is no address, and would come back as a peer named "None".
         raft = {"last": _entry_out(last), "prev": _entry_out(prev),
-                "cluster": sorted(str(getattr(n, "id", n)) for n in cluster)}
+                "cluster": sorted(str(getattr(n, "id", n)) for n in cluster
+                                  if n is not None)}
         with self._snapshot_lock:
             generation = self._snapshot_generation
         if not hasattr(os, "fork"):
@@ -838,7 +871,7 @@ class PySyncObjNode:
                 self._reported_leader = is_leader
             so = self._so
             term = int(getattr(so, "raftCurrentTerm", 0)) if so is not None else 0
-            logger.info("raft peer %s %s leadership (term %d)", self._self_addr,
+            logger.info("raft peer %s %s leadership (term %d)", self._name,
                         "gained" if is_leader else "lost", term)
             call_listeners(self._leadership_listeners, is_leader, term)
         except Exception:  # noqa: BLE001 - finding 3
@@ -850,8 +883,8 @@ class PySyncObjNode:
             return
         leader = self.leader()
         if leader is None:
-            raise NoLeader(f"raft peer {self._self_addr} knows no leader (election?)")
-        raise NotLeader(f"raft peer {self._self_addr} does not lead; the leader is {leader}",
+            raise NoLeader(f"raft peer {self._name} knows no leader (election?)")
+        raise NotLeader(f"raft peer {self._name} does not lead; the leader is {leader}",
                         leader=leader)
 
     def _outcome(self, res: Any, err: Any, what: str) -> Result:
@@ -1121,7 +1154,8 @@ class PySyncObjNode:
         base.update({
             "leader": self.leader(),
             "is_leader": raw["state"] == _LEADER_STATE,
-            "state": _STATE_NAMES.get(raw["state"], str(raw["state"])),
+            "state": "replica" if self.is_replica else
+                     _STATE_NAMES.get(raw["state"], str(raw["state"])),
             "term": raw["raft_term"],
             "commit_index": raw["commit_idx"],
             "last_applied": raw["last_applied"],
@@ -1132,6 +1166,26 @@ class PySyncObjNode:
             "has_quorum": bool(raw["has_quorum"]),
         })
         return base
+
+    # replicas --------------------------------------------------------------------------
+    def replicas(self) -> list[dict[str, Any]]:
+        """The read-only replicas that answered this peer lately (a leader hears from
+        each at every append): ``{node_id, api_addr, applied}``, by node id."""
+        so = self._so
+        if so is None:
+            return []
+        max_age = max(2.0, 4 * self._tuning.raft_max_timeout)
+        return [{"node_id": r.node_id, "api_addr": r.api_addr, "applied": r.applied}
+                for r in so.replicas(max_age)]
+
+    def replica_lag(self) -> tuple[float, int | None]:
+        """A replica's lag: seconds since it last held everything a leader had committed
+        (``inf`` until it first caught up), and the entries it is behind the leader's
+        commit index it last heard of (None before it heard one)."""
+        so = self._so
+        if so is None:
+            return math.inf, None
+        return so.replica_lag()
 
     # listeners -------------------------------------------------------------------------
     def add_leadership_listener(self, cb: LeadershipListener) -> None:

@@ -43,9 +43,25 @@ What PySyncObj does, and what ``RaftRules`` does instead:
   never sends chunked entries (``build_conf`` raises ``appendEntriesBatchSizeBytes``
   above any entry it makes).
 
+- **Long applies.** PySyncObj's tick applies committed entries, then sends appends, and
+  counts election timeouts in wall time: one entry that takes a second to apply (a scale
+  over 50,000 workers) silenced the leader for that second and made the followers, which
+  then stalled on the same entry, elect. Here a leader announces large committed entries
+  before applying them, and a peer whose tick ran longer than ``raftMinTimeout`` listens
+  for that long again before it may start an election.
+- **Read-only replicas** (``SyncObj(None, partners)``, PySyncObj's own read-only node).
+  PySyncObj already keeps them out of votes, commits and ``leaderFallbackTimeout``; here
+  they are kept out of the lease too (only voters' echoes count) and never pre-vote. Two
+  additions: a replica's answers carry ``rd_replica`` = ``[node id, API address, last
+  applied]``, because PySyncObj knows a read-only node only by a connection counter, so
+  the leader can name its replicas (``replicas()``: the server list it gives workers, and
+  ``raftdir peers``); and a replica tracks ``caught_up_at()``, when it last held
+  everything a leader had committed (``replica_lag()``), which decides whether it may
+  answer polls.
+
 Threads: everything here runs on PySyncObj's tick thread, except ``has_lease``,
-``lease_clock`` and ``unleased_seconds``, which any thread may call (they read one tuple
-the tick thread replaces whole).
+``lease_clock``, ``unleased_seconds``, ``replicas`` and ``replica_lag``, which any thread
+may call (they read values the tick thread replaces whole).
 
 Must not import: anything of raftdir (a leaf under the adapter); it reaches into
 PySyncObj's private attributes, which ``setup.cfg`` pins (pysyncobj < 0.4).
@@ -53,21 +69,28 @@ PySyncObj's private attributes, which ``setup.cfg`` pins (pysyncobj < 0.4).
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from pysyncobj.syncobj import SyncObj
 from pysyncobj.transport import TCPTransport
 
-__all__ = ["RaftRules", "PRE_VOTE", "PRE_VOTE_RESPONSE", "STALE_TERM"]
+__all__ = ["RaftRules", "PRE_VOTE", "PRE_VOTE_RESPONSE", "STALE_TERM", "REPLICA_KEY",
+           "ReplicaSeen"]
 
 logger = logging.getLogger(__name__)
 
 PRE_VOTE = "rd_pre_vote"
 PRE_VOTE_RESPONSE = "rd_pre_vote_response"
 STALE_TERM = "rd_stale_term"
+#: Committed entries at least this large (bytes) are announced before the leader applies
+#: them (``_SyncObj__applyLogEntries``).
+LARGE_APPLY_BYTES = 64 * 1024
+REPLICA_KEY = "rd_replica"   # on a replica's next_node_idx: [node id, API address, applied]
+_MAX_REPLICA_ADDR = 300
 
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2   # pysyncobj.syncobj._RAFT_STATE
 
@@ -85,14 +108,32 @@ class _StampingTransport(TCPTransport):
         return TCPTransport.send(self, node, message)
 
 
+class ReplicaSeen(NamedTuple):
+    """What a leader last heard from one replica (``at``: this module's monotonic clock)."""
+
+    node_id: int
+    api_addr: str
+    applied: int
+    at: float
+
+
 class RaftRules(SyncObj):
     """A ``SyncObj`` with raftdir's vote, lease and truncation rules; subclass it as you
-    would ``SyncObj``."""
+    would ``SyncObj``. ``replica``: ``(node id, API address)`` of a read-only node
+    (``selfNode`` None), sent to the leader with its answers."""
 
     def __init__(self, selfNode: Any, otherNodes: Any, conf: Any,  # noqa: N803
-                 **kwargs: Any) -> None:
+                 replica: tuple[int, str] | None = None, **kwargs: Any) -> None:
         # Everything the tick thread reads exists before SyncObj.__init__ starts it.
+        self._rd_identity = (list(replica) if replica is not None and selfNode is None
+                             else None)
+        self._rd_replicas: dict[Any, ReplicaSeen] = {}   # leader: replaced whole
+        self._rd_caught_up_at = -math.inf   # replica: last held all a leader committed
+        # replica: (leader commit index, when an append told it), oldest first
+        self._rd_commits: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=1024)
         self._rd_min_timeout = float(conf.raftMinTimeout)
+        self._rd_tick_started = _monotonic()
         self._rd_leader_contact = -math.inf   # when a leader's append_entries last came
         self._rd_pre_vote: tuple[int, set[Any]] | None = None   # (term, who granted)
         self._rd_pre_vote_won = False
@@ -118,6 +159,8 @@ class RaftRules(SyncObj):
                 self._rd_leading_since = now
         elif kind == "next_node_idx" and self._rd_echo is not None:
             message["rd_echo"] = self._rd_echo
+            if self._rd_identity is not None:
+                message[REPLICA_KEY] = self._rd_identity + [self._SyncObj__raftLastApplied]
         elif kind == "request_vote" and self._rd_transfer_vote:
             message["rd_transfer"] = True
         elif kind == "timeout_now":
@@ -143,6 +186,57 @@ class RaftRules(SyncObj):
         now = _monotonic()
         leased, tick_at, until = self._rd_lease
         return now - (leased + max(0.0, min(now, until) - tick_at))
+
+    # -- replicas (any thread) ---------------------------------------------------------
+    def replicas(self, max_age: float) -> list[ReplicaSeen]:
+        """The read-only nodes connected to this peer that answered it within
+        ``max_age`` seconds (a leader hears from each at every append), by node id."""
+        now = _monotonic()
+        return sorted((r for r in self._rd_replicas.values() if now - r.at <= max_age),
+                      key=lambda r: (r.node_id, r.api_addr))
+
+    def replica_lag(self) -> tuple[float, int | None]:
+        """A read-only node's lag: seconds since it last held everything a leader had
+        committed (``inf`` before it ever did), and entries between the leader's commit
+        index it last heard of and its last applied (None before it heard one)."""
+        commit = self._SyncObj__leaderCommitIndex
+        entries = None if commit is None else max(0, commit - self._SyncObj__raftLastApplied)
+        return _monotonic() - self._rd_caught_up_at, entries
+
+    def _rd_note_replica(self, node: Any, seen: Any) -> None:
+        if self.selfNode is None or node in self._SyncObj__otherNodes \
+                or not isinstance(seen, (list, tuple)) or len(seen) != 3:
+            return
+        node_id, api, applied = seen
+        if not (isinstance(node_id, int) and isinstance(api, str)
+                and isinstance(applied, int) and 0 < len(api) <= _MAX_REPLICA_ADDR):
+            return
+        table = dict(self._rd_replicas)
+        table[node] = ReplicaSeen(node_id, api, applied, _monotonic())
+        self._rd_replicas = table
+
+    def _rd_after_tick(self) -> None:
+        if self._rd_replicas:   # forget replicas whose connection closed
+            connected = self._SyncObj__readonlyNodes
+            if any(n not in connected for n in self._rd_replicas):
+                self._rd_replicas = {n: r for n, r in self._rd_replicas.items()
+                                     if n in connected}
+        seen = self._rd_commits
+        applied = self._SyncObj__raftLastApplied
+        while seen and seen[0][0] <= applied:   # held all that was committed at that time
+            self._rd_caught_up_at = max(self._rd_caught_up_at, seen.popleft()[1])
+
+    def _rd_note_commit(self) -> None:
+        """A replica: the leader's commit index as of this append, to learn when it holds
+        all of it (one pair per commit index; a repeat only moves its time)."""
+        commit = self._SyncObj__leaderCommitIndex
+        if commit is None:
+            return
+        seen = self._rd_commits
+        if seen and seen[-1][0] == commit:
+            seen[-1] = (commit, self._rd_leader_contact)
+        else:
+            seen.append((commit, self._rd_leader_contact))
 
     def _rd_lease_until(self) -> float:
         if self._SyncObj__raftState != _LEADER \
@@ -172,12 +266,40 @@ class RaftRules(SyncObj):
         transfer, self._rd_transfer = self._rd_transfer, None
         if transfer is not None:
             self.transferLeadership(transfer[0], transfer[1])
+        self._rd_after_stall()
         self._rd_before_election()
         super()._onTick(timeToWait)
         if self._SyncObj__raftCurrentTerm != term:   # an election started (or a new term)
             self._rd_pre_vote, self._rd_pre_vote_won = None, False
         self._rd_transfer_vote = False
         self._rd_account_lease()
+        self._rd_after_tick()
+
+    def _rd_after_stall(self) -> None:
+        """A peer whose last tick ran longer than ``raftMinTimeout`` (a long apply, a
+        pause) did not listen meanwhile: the silence was its own, and the leader's
+        heartbeats may have been stalled by the same entry. It listens for another
+        ``raftMinTimeout`` before an election of its own can start (PySyncObj counts
+        election timeouts in wall time; etcd counts ticks, so a stalled peer counts
+        none)."""
+        now = _monotonic()
+        started, self._rd_tick_started = self._rd_tick_started, now
+        if now - started > self._rd_min_timeout and self.selfNode is not None \
+                and self._SyncObj__raftState != _LEADER:
+            self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline,
+                                                      now + self._rd_min_timeout)
+
+    def _SyncObj__applyLogEntries(self) -> Any:  # noqa: N802 - PySyncObj's
+        """A leader about to apply large committed entries (a scale over tens of thousands
+        of workers takes about a second to apply) first sends its appends, so the
+        followers hear from it, and learn the commit index, before it stops ticking for
+        that long; the followers then apply alongside it instead of electing."""
+        if self._SyncObj__raftState == _LEADER:
+            pending = self._SyncObj__raftCommitIndex - self._SyncObj__raftLastApplied
+            if pending > 0 and sum(len(e[0]) for e in self._SyncObj__getEntries(
+                    self._SyncObj__raftLastApplied + 1, pending)) >= LARGE_APPLY_BYTES:
+                self._SyncObj__sendAppendEntries()
+        return SyncObj._SyncObj__applyLogEntries(self)
 
     def _rd_before_election(self) -> None:
         """Turn the election PySyncObj is about to start into a pre-vote round, unless a
@@ -240,6 +362,8 @@ class RaftRules(SyncObj):
         else:
             if kind == "next_node_idx" and "rd_echo" in message:
                 self._rd_note_echo(node, message["rd_echo"])
+            if kind == "next_node_idx" and REPLICA_KEY in message:
+                self._rd_note_replica(node, message[REPLICA_KEY])
             SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     def _rd_note_echo(self, node: Any, echo: Any) -> None:
@@ -319,6 +443,8 @@ class RaftRules(SyncObj):
                 SyncObj._SyncObj__onMessageReceived(self, node, message)
         finally:
             self._rd_echo = None
+        if self.selfNode is None:
+            self._rd_note_commit()
 
     def _rd_append(self, node: Any, message: dict) -> None:
         """PySyncObj's regular ``append_entries`` branch with Raft's truncation and

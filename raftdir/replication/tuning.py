@@ -49,6 +49,15 @@ class RaftTuning:
         self.validate()
 
     @classmethod
+    def with_election_timeout(cls, minimum: float) -> "RaftTuning":
+        """The defaults with the election timeout between ``minimum`` and three times it
+        (heartbeats stay every 0.05 s at most, so the leader's lease stays fresh)."""
+        return cls(raft_min_timeout=minimum, raft_max_timeout=3 * minimum,
+                   append_entries_period=min(cls.append_entries_period, minimum / 4),
+                   auto_tick_period=min(cls.auto_tick_period, minimum / 4),
+                   connection_timeout=max(cls.connection_timeout, 3 * minimum))
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], prefix: str = "raft") -> "RaftTuning":
         """Build from a config mapping; unknown keys are refused, by name."""
         if not isinstance(data, Mapping):

@@ -140,7 +140,7 @@ def map_of_size(size: int, char: str = "é") -> dict[str, str]:
 class Peer:
     node_id: int
     data_dir: Path
-    raft_addr: str
+    raft_addr: str | None     # None: a read-only replica
     api_addr: str
     proc: subprocess.Popen | None = None
 
@@ -163,13 +163,18 @@ class LocalCluster:
     extra_args: list[str] = field(default_factory=list)
     peers: dict[int, Peer] = field(default_factory=dict)
 
-    def prepare(self, heartbeat: dict[str, int] | None = None) -> "LocalCluster":
-        """Write every peer's config and the shared ``cluster.secret``."""
+    def prepare(self, heartbeat: dict[str, int] | None = None,
+                replicas: int = 0) -> "LocalCluster":
+        """Write every peer's config and the shared ``cluster.secret``. ``replicas``:
+        read-only replicas besides the ``size`` voters (ids ``size + 1``, ...); every
+        config lists them all."""
         self.base_dir = Path(self.base_dir)
-        ports = free_ports(2 * self.size, restartable=True)
+        ports = free_ports(2 * self.size + replicas, restartable=True)
         raft_peers = tuple(RaftPeer(id=i + 1, raft_addr=f"127.0.0.1:{ports[2 * i]}",
                                     api_addr=f"127.0.0.1:{ports[2 * i + 1]}")
-                           for i in range(self.size))
+                           for i in range(self.size)) + tuple(
+            RaftPeer(id=self.size + j + 1, api_addr=f"127.0.0.1:{ports[2 * self.size + j]}",
+                     replica=True) for j in range(replicas))
         secret = None
         for peer in raft_peers:
             data_dir = self.base_dir / f"peer{peer.id}"
@@ -214,6 +219,14 @@ class LocalCluster:
     @property
     def endpoints(self) -> list[str]:
         return [p.url for _, p in sorted(self.peers.items())]
+
+    @property
+    def voters(self) -> list[int]:
+        return sorted(n for n, p in self.peers.items() if p.raft_addr is not None)
+
+    @property
+    def replicas(self) -> list[int]:
+        return sorted(n for n, p in self.peers.items() if p.raft_addr is None)
 
     def start(self, node_id: int | None = None) -> None:
         for peer in ([self.peers[node_id]] if node_id is not None else self.peers.values()):

@@ -1,7 +1,9 @@
 """``scripts/bench [NAME ...] [--json FILE]``: run raftdir's benchmarks and print a table.
 
 Names: ``adapter`` (A, issue 3), ``state`` (B), ``restart`` (C), ``fleet`` (D, issue 4),
-``elections`` (E, issue 8).
+``elections`` (E, issue 8); ``replicas`` (issue 10: 50,000 workers, 3 voters + 2
+replicas and + 0) and ``pollcost`` (issue 10: the memory of a parked poll, asyncio against
+uvloop) are not in the default set: run them by name.
 Every process started is killed by PID at the end; every loop is bounded in count and time.
 """
 
@@ -20,7 +22,8 @@ from . import common
 
 from .common import BenchResult, log, machine, print_table
 
-NAMES = ("adapter", "state", "restart", "fleet", "elections")
+NAMES = ("adapter", "state", "restart", "fleet", "elections", "replicas", "pollcost")
+DEFAULT = ("adapter", "state", "restart", "fleet", "elections")
 
 
 def main() -> int:
@@ -50,10 +53,29 @@ def main() -> int:
     ap.add_argument("--failover-idle", type=float, default=11.0,
                     help="fleet: seconds the cluster idles before each kill (default 11, "
                          "more than PySyncObj's connectionTimeout of 10 s)")
+    ap.add_argument("--replica-fleet", type=int, default=50_000,
+                    help="replicas: simulated workers (default 50000)")
+    ap.add_argument("--steady-seconds", type=float, default=60.0,
+                    help="replicas: seconds of steady state measured (default 60)")
+    ap.add_argument("--bound", type=float, default=600.0,
+                    help="replicas: bound on the registration storm (default 600 s)")
+    ap.add_argument("--pollcost-workers", type=int, default=5_000,
+                    help="pollcost: parked polls (default 5000)")
+    ap.add_argument("--pollcost-seconds", type=float, default=5.0,
+                    help="pollcost: seconds of status reports per loop (default 5)")
+    ap.add_argument("--election-timeout", type=float, default=None, metavar="SECONDS",
+                    help="replicas: the servers' `raftdir serve --election-timeout` "
+                         "(default: theirs, 0.2)")
+    ap.add_argument("--gc-threshold", default=None, metavar="GEN0[,GEN1[,GEN2]]",
+                    help="replicas: the servers' `raftdir serve --gc-threshold`")
+    ap.add_argument("--replica-configs", default="2,0", metavar="N[,N...]",
+                    help="replicas: the replica counts to run, in order (default 2,0)")
+    ap.add_argument("--fleet-uvloop", action="store_true",
+                    help="replicas: run the fleet processes on uvloop")
     ap.add_argument("--code", choices=("head", "tree"), default="head",
                     help="benchmark the committed HEAD (a copy; default) or the work tree")
     opts = ap.parse_args()
-    names = list(opts.names or NAMES)
+    names = list(opts.names or DEFAULT)
     for n in names:
         if n not in NAMES:
             ap.error(f"unknown benchmark {n!r}; choose from {', '.join(NAMES)}")
@@ -76,6 +98,12 @@ def main() -> int:
     if "elections" in names:
         from . import elections
         funcs["elections"] = elections.bench_elections
+    if "replicas" in names:
+        from . import replicas
+        funcs["replicas"] = replicas.bench_replicas
+    if "pollcost" in names:
+        from . import pollcost
+        funcs["pollcost"] = pollcost.bench_pollcost
     info = machine()
     info["raftdir_code"] = commit
     log(f"machine: {info}")

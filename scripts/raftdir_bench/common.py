@@ -290,3 +290,63 @@ class PeerCluster:
     def kill_all(self) -> None:
         for p in self.peers:
             p.kill()
+
+
+# ---------------------------------------------------------------------------- children
+
+class JsonChild:
+    """A child process (``python -m MODULE ARGS``, by PID) that answers JSON lines on
+    stdout to JSON lines on stdin; its first line is its greeting (``hello``)."""
+
+    def __init__(self, module: str, args: list[str], what: str,
+                 stderr: Any = subprocess.DEVNULL) -> None:
+        self.what = what
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=stderr, env=child_env(), start_new_session=True,
+            text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.hello = self.wait(120.0)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait(self, timeout: float = 60.0) -> Any:
+        line = self.lines.get(timeout=timeout)
+        if line is None:
+            raise RuntimeError(f"{self.what} died")
+        return json.loads(line)
+
+    def ask(self, op: str, timeout: float = 60.0, **kw: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+async def msgpack_post(session: Any, url: str, body: Any, *, auth: str | None = None,
+                       write: bool = False, timeout: float = 10.0,
+                       request_id: str | None = None) -> tuple[int, Any]:
+    """One msgpack POST with the headers ``RaftdirClient`` sends: ``(status, body)``."""
+    import uuid
+
+    import aiohttp
+    from raftdir.codec import dumps_msgpack, loads_msgpack
+    headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
+    if auth:
+        headers["Authorization"] = f"Bearer {auth}"
+    if write or request_id:
+        headers["X-Request-Id"] = request_id or uuid.uuid4().hex
+    async with session.post(url, data=dumps_msgpack(body), headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        data = await resp.read()
+        return resp.status, (loads_msgpack(data) if data else None)

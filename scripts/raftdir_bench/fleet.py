@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from .common import BenchResult, PeerCluster, child_env, cpu_seconds, log, pct, rss_mb
+from .common import (
+    BenchResult, PeerCluster, child_env, cpu_seconds, log, msgpack_post, pct, rss_mb,
+)
 
 MSGPACK = "application/msgpack"
 
@@ -82,16 +83,8 @@ class Fleet:
 
     async def post(self, base: str, path: str, body: Any, *, auth: str | None = None,
                    write: bool = False, timeout: float = 10.0) -> tuple[int, Any]:
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
-        if auth:
-            headers["Authorization"] = f"Bearer {auth}"
-        if write:
-            headers["X-Request-Id"] = uuid.uuid4().hex
-        async with self.session.post(base + path, data=self.dumps(body), headers=headers,
-                                     timeout=self.aiohttp.ClientTimeout(total=timeout)
-                                     ) as resp:
-            data = await resp.read()
-            return resp.status, (self.loads(data) if data else None)
+        return await msgpack_post(self.session, base + path, body, auth=auth, write=write,
+                                  timeout=timeout)
 
     async def get_text(self, base: str, path: str) -> str:
         async with self.session.get(base + path,

@@ -20,7 +20,8 @@ from raftdir.errors import (
 )
 from raftdir.model import (
     ClusterContainerSummary, InternalScaleRequest, NodeServiceState, ScaleAssignment,
-    SetEvent, DrainEvent, WorkerLease, WorkerPollRequest, WorkerPollResponse, WorkerProfile,
+    SetEvent, DrainEvent, UndrainEvent, WorkerLease, WorkerPollRequest, WorkerPollResponse,
+    WorkerProfile,
     WorkerRegisterRequest, WorkerRegisterResponse, WorkerStatusAck, WorkerStatusReport,
 )
 
@@ -196,6 +197,21 @@ class FakeControlPlane:
         self.services[req.service] = out
         await self.advance(list(out), req.service)
         return out
+
+    async def undrain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
+        self._enter("undrain", request_id)
+        self._write()
+        if node_id not in self.nodes:
+            raise UnknownNode(f"no node {node_id}")
+        was = self.nodes[node_id]["state"] == "draining"
+        if was:
+            self.nodes[node_id]["state"] = "ready"
+            self.revision += 1
+            self.events[node_id].append(UndrainEvent(revision=self.revision))
+            async with self.cond:
+                self.cond.notify_all()
+        return {"node_id": node_id, "state": self.nodes[node_id]["state"],
+                "events_for": [node_id] if was else []}
 
     async def drain(self, node_id: int, request_id: str | None) -> dict[str, Any]:
         self._enter("drain", request_id)
@@ -416,3 +432,17 @@ def parse_raw_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, body
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a ``/metrics`` answer, read with prometheus-client's own
+    parser (so the test also checks the exposition parses); the sum over the samples whose
+    labels include ``labels``; 0 when there is none."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -311,3 +311,74 @@ async def test_a_write_whose_connection_drops_ends_as_outcome_unknown_not_unreac
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- polls spread over the servers (issue 10) ------------------------------------------------
+
+def test_poll_home_spreads_evenly_and_moves_only_the_workers_of_a_changed_server():
+    from raftdir.api.client import poll_home
+    servers = [f"http://10.0.0.{i}:3669" for i in range(1, 6)]
+    ids = range(1_000_000, 1_010_000)
+    home = {n: poll_home(n, servers) for n in ids}
+    counts = [list(home.values()).count(s) for s in servers]
+    assert min(counts) > 1_800 and max(counts) < 2_200          # 2,000 each, give or take
+    gone = servers[3]
+    after = {n: poll_home(n, [s for s in servers if s != gone]) for n in ids}
+    moved = [n for n in ids if after[n] != home[n]]
+    assert moved and all(home[n] == gone for n in moved)        # only the dead one's workers
+    assert poll_home(5, list(reversed(servers))) == poll_home(5, servers)   # order-free
+
+
+async def test_polls_go_home_and_leave_the_preferred_server_alone():
+    from raftdir.api.client import poll_home
+    cps = [FakeControlPlane(i) for i in (1, 2, 3)]
+    async with serving(cps[0]) as a, serving(cps[1]) as b, serving(cps[2]) as c3:
+        urls = [a.url, b.url, c3.url]
+        for cp in cps:
+            for n in range(1_000_000, 1_000_030):
+                cp.add_node(n, f"secret-{n}")
+        async with RaftdirClient(urls) as c:
+            for n in range(1_000_000, 1_000_030):
+                c.node_secret = f"secret-{n}"
+                await c.poll(WorkerPollRequest(node_id=n, max_wait_secs=0))
+            assert c.preferred == a.url                        # reports still go there
+            for i, cp in enumerate(cps):
+                polled = {arg for m, arg in cp.calls if m == "poll"}
+                assert polled == {n for n in range(1_000_000, 1_000_030)
+                                  if poll_home(n, urls) == urls[i]}
+                assert polled                                  # every server got some
+
+
+async def test_a_lagging_replica_sends_the_poll_to_the_server_it_names():
+    from raftdir.errors import ReplicaBehind
+    leader_cp = FakeControlPlane(1)
+    async with serving(leader_cp) as leader:
+        replica_cp = FakeControlPlane(4, leader=False, leader_url=leader.url)
+        async with serving(replica_cp) as replica:
+            nid, secret = leader_cp.add_node()
+            replica_cp.add_node(nid, secret)
+            replica_cp.inject("poll", ReplicaBehind("behind", leader=leader.url), times=50)
+            async with RaftdirClient([replica.url], node_secret=secret) as c:
+                resp = await c.poll(WorkerPollRequest(node_id=nid, max_wait_secs=0))
+                assert resp.full
+                assert len([m for m, _ in replica_cp.calls if m == "poll"]) == 1
+                assert [m for m, _ in leader_cp.calls if m == "poll"]   # answered there
+                assert c.preferred == replica.url     # a hint for a poll moves no writes
+                assert c.poll_server(nid) == leader.url   # polls stay there for a while
+
+
+async def test_an_overloaded_server_sends_the_call_to_the_next_server():
+    """503 overloaded (a server at its cap, or keeping its last connections for reports):
+    one backoff round, then the next server, not the same one again."""
+    from raftdir.errors import Overloaded
+
+    busy_cp, other_cp = FakeControlPlane(1), FakeControlPlane(2)
+    busy_cp.inject("poll", Overloaded("poll another server"), times=5)
+    async with serving(busy_cp) as busy, serving(other_cp) as other:
+        async with RaftdirClient([busy.url, other.url], clock=RecordingClock()) as c:
+            reg = await c.register(REG)                    # on the first server
+            other_cp.nodes[reg.node_id] = busy_cp.nodes[reg.node_id]
+            c._poll_detour = (busy.url, float("inf"))      # its polls start on `busy`
+            await c.poll(WorkerPollRequest(node_id=reg.node_id, max_wait_secs=0))
+            assert c.answered == other.url
+            assert [m for m, _ in busy_cp.calls].count("poll") == 1

@@ -9,7 +9,7 @@ import time
 
 import aiohttp
 
-from fakes import JSON, MSGPACK, FakeControlPlane, call, serving, wait_until
+from fakes import JSON, MSGPACK, FakeControlPlane, call, metric, serving, wait_until
 from raftdir.codec import dumps_msgpack, loads_msgpack
 
 POLL = "/api/v1/workers/poll"
@@ -55,9 +55,9 @@ async def test_a_client_disconnect_cancels_the_parked_poll_and_the_gauge_goes_ba
                          what="the disconnected polls to be cancelled")
         async with aiohttp.ClientSession() as s:
             metrics = (await call(s, "GET", api.url + "/metrics"))[1]
-            assert "raftdir_api_parked_polls 0" in metrics
-            assert re.search(r'route="/api/v1/workers/poll",method="POST",code="499"\} 3',
-                             metrics), metrics
+            assert metric(metrics, "raftdir_api_parked_polls") == 0
+            assert metric(metrics, "raftdir_api_requests_total",
+                          route="/api/v1/workers/poll", method="POST", code="499") == 3
             # still serving
             st, _, _ = await call(s, "POST", api.url + POLL, {"node_id": nid,
                                                               "max_wait_secs": 0},
@@ -102,29 +102,11 @@ async def test_a_poll_with_nothing_new_returns_a_bookmark_at_its_deadline():
         assert (st, out) == (200, {"revision": 1})
 
 
-_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*"'
-                     r'(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")*)?\})? '
-                     r'(-?[0-9.e+-]+|NaN|[+-]Inf)$')
-_TYPE = re.compile(r"^# TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary)$")
-
-
-def check_prometheus_text(text: str) -> dict[str, str]:
-    """Every line is a comment, a TYPE line or a sample; returns the TYPE of each family."""
-    assert text.endswith("\n")
-    types: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE"):
-            assert _TYPE.match(line), line
-            _, _, name, kind = line.split(" ")
-            assert name not in types, f"family {name} declared twice"
-            types[name] = kind
-        elif line.startswith("# HELP"):
-            continue
-        else:
-            assert _SAMPLE.match(line), line
-            family = re.sub(r"(_bucket|_sum|_count)$", "", line.split("{")[0].split(" ")[0])
-            assert family in types or line.split("{")[0].split(" ")[0] in types, line
-    return types
+def families(text: str) -> dict[str, str]:
+    """The metric families of a ``/metrics`` answer and their types, read by
+    prometheus-client's own parser (it refuses text that is not valid exposition)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
 
 
 async def test_metrics_are_valid_prometheus_text_with_the_request_counters():
@@ -139,19 +121,26 @@ async def test_metrics_are_valid_prometheus_text_with_the_request_counters():
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain")
             text = await resp.text()
-    types = check_prometheus_text(text)
-    assert types["raftdir_api_requests_total"] == "counter"
+    types = families(text)
+    assert types["raftdir_api_requests"] == "counter"
     assert types["raftdir_api_request_duration_seconds"] == "histogram"
     assert types["raftdir_api_parked_polls"] == "gauge"
     assert types["raftdir_term"] == "gauge"
-    assert types["raftdir_heartbeats_received_total"] == "counter"
-    assert 'raftdir_api_requests_total{route="/health",method="GET",code="200"} 3' in text
-    assert 'raftdir_api_requests_total{route="/api/v1/workers/poll",method="POST",' \
-           'code="401"} 1' in text
-    assert 'raftdir_api_requests_total{route="unmatched",method="GET",code="404"} 1' in text
-    assert 'raftdir_api_request_duration_seconds_count{route="/health"} 3' in text
-    assert 'raftdir_api_request_duration_seconds_bucket{route="/health",le="+Inf"} 3' in text
-    assert "raftdir_live_workers 0" in text
+    assert types["raftdir_heartbeats_received"] == "counter"
+    # prometheus-client's own collectors: the process and the Python runtime
+    for family in ("process_resident_memory_bytes", "process_cpu_seconds",
+                   "python_info", "python_gc_collections"):
+        assert family in types, family
+    assert metric(text, "raftdir_api_requests_total", route="/health", method="GET",
+                  code="200") == 3
+    assert metric(text, "raftdir_api_requests_total", route="/api/v1/workers/poll",
+                  method="POST", code="401") == 1
+    assert metric(text, "raftdir_api_requests_total", route="unmatched", method="GET",
+                  code="404") == 1
+    assert metric(text, "raftdir_api_request_duration_seconds_count", route="/health") == 3
+    assert metric(text, "raftdir_api_request_duration_seconds_bucket", route="/health",
+                  le="+Inf") == 3
+    assert metric(text, "raftdir_live_workers") == 0
 
 
 async def test_metrics_survive_a_failing_control_plane():
@@ -163,8 +152,8 @@ async def test_metrics_survive_a_failing_control_plane():
     cp.metrics = broken
     async with serving(cp) as api, aiohttp.ClientSession() as s:
         st, text, ctype = await call(s, "GET", api.url + "/metrics", accept=JSON)
-        assert st == 200 and "raftdir_metrics_errors_total 1" in text
-        check_prometheus_text(text)
+        assert st == 200 and metric(text, "raftdir_metrics_errors_total") == 1
+        assert "raftdir_api_requests" in families(text)
 
 
 async def test_latency_buckets_are_cumulative():
@@ -173,6 +162,9 @@ async def test_latency_buckets_are_cumulative():
         for _ in range(4):
             await call(s, "GET", api.url + "/health")
         text = (await call(s, "GET", api.url + "/metrics"))[1]
-    counts = [int(m) for m in re.findall(
-        r'raftdir_api_request_duration_seconds_bucket\{route="/health",le="[^"]+"\} (\d+)', text)]
+    from prometheus_client.parser import text_string_to_metric_families
+    (family,) = [f for f in text_string_to_metric_families(text)
+                 if f.name == "raftdir_api_request_duration_seconds"]
+    counts = [s.value for s in family.samples if s.name.endswith("_bucket")
+              and s.labels["route"] == "/health"]
     assert counts == sorted(counts) and counts[-1] == 4

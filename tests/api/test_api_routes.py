@@ -25,6 +25,7 @@ CP_METHOD = {
     "distribute_scale": "scale",   # the fake distributes through its scale()
     "service_state": "service_state", "service_containers": "service_containers",
     "peers": "peer_status", "workers": "workers", "leases": "leases", "drain": "drain",
+    "undrain": "undrain",
     "deregister": "deregister", "create_token": "create_token", "health": None,
     "add_peer": "add_peer", "remove_peer": "remove_peer",
 }
@@ -60,6 +61,7 @@ def valid_request(route_name: str, cp: FakeControlPlane, base: str):
         "workers": ("GET", "/api/v1/cluster/workers", None, {}),
         "leases": ("GET", "/api/v1/cluster/leases", None, {}),
         "drain": ("POST", f"/api/v1/workers/{nid}/drain", None, admin()),
+        "undrain": ("DELETE", f"/api/v1/workers/{nid}/drain", None, admin()),
         "deregister": ("DELETE", f"/api/v1/workers/{nid}", None, admin()),
         "create_token": ("POST", "/api/v1/cluster/tokens",
                          {"valid_for_secs": 3600, "max_uses": 2}, admin()),

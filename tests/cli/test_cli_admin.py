@@ -151,6 +151,10 @@ def test_drain_and_evict_with_the_token_file(live, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"node_id={a}" in result.stdout and "state=draining" in result.stdout
     assert live.node(a)["draining"]
+    result = run_cli("drain", "--undo", str(a), "-s", live.url, "--token-file", token_file)
+    assert result.exit_code == 0, result.output
+    assert f"node_id={a}" in result.stdout and "state=ready" in result.stdout
+    assert not live.node(a)["draining"] and live.node(a)["state"] == "ready"
 
     result = run_cli("evict", str(b), "-s", live.url, "--token-file", token_file, "--json")
     assert result.exit_code == 0, result.output

@@ -18,6 +18,16 @@ from raftdir.replication.secret import load_secret
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_gc_thresholds():
+    """``serve`` sets this process's GC thresholds before it runs the server; a test that
+    stops it there must not leave them set for the rest of the run."""
+    import gc
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
 # ---------------------------------------------------------------------------- secret create
 
 def test_secret_create_writes_0600_and_refuses_to_overwrite(tmp_path):
@@ -80,7 +90,7 @@ def test_token_admin_without_a_usable_secret_is_exit_2(tmp_path):
 
 def test_serve_with_a_bad_config_is_exit_2_naming_file_and_field(tmp_path):
     config = tmp_path / "cluster_mode.yaml"
-    config.write_text("mode: raft\nnode_id: 1\npeers:\n  - {id: 1}\n")
+    config.write_text("mode: raft\nnode_id: 1\npeers:\n  - {id: 1, api_addr: 10.0.0.1:1}\n")
     result = run_cli("serve", "--data-dir", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {config}: peers[0].raft_addr: ")
@@ -171,3 +181,68 @@ def test_version():
 
 def test_the_examples_dir_is_where_the_harness_says():
     assert (EXAMPLES / "worker-tier-worker.yaml").is_file(), Path(EXAMPLES)
+
+
+def test_serve_election_timeout_and_max_connections_reach_the_daemon(tmp_path, monkeypatch):
+    import raftdir.cli as cli_module
+
+    started = []
+    monkeypatch.setattr(cli_module, "_run_daemon", lambda daemon, what: started.append(daemon))
+    monkeypatch.setattr(cli_module, "_raise_open_file_limit", lambda: None)
+    shutil.copy(EXAMPLES / "raft.yaml", tmp_path / "cluster_mode.yaml")
+    result = run_cli("serve", "--data-dir", tmp_path, "--election-timeout", "1.5",
+                     "--max-connections", "30000")
+    assert result.exit_code == 0, result.output
+    tuning = started[0].options.raft_tuning
+    assert (tuning.raft_min_timeout, tuning.raft_max_timeout) == (1.5, 4.5)
+    assert started[0].options.max_connections == 30_000
+
+    started.clear()
+    assert run_cli("serve", "--data-dir", tmp_path).exit_code == 0
+    assert started[0].options.raft_tuning is None  # the defaults
+    assert started[0].options.max_connections == 10_000
+
+    for option, value in (("--election-timeout", "0.1"), ("--max-connections", "0")):
+        result = run_cli("serve", "--data-dir", tmp_path, option, value)
+        assert result.exit_code == 2 and option in result.stderr
+
+
+def test_serve_raises_the_soft_open_file_limit_to_the_hard_one(monkeypatch):
+    import resource
+
+    import raftdir.cli as cli_module
+
+    calls = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 65536))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, limits: calls.append(limits))
+    cli_module._raise_open_file_limit()
+    assert calls == [(65536, 65536)]
+
+    calls.clear()
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (65536, 65536))
+    cli_module._raise_open_file_limit()
+    assert calls == []
+
+
+@pytest.mark.parametrize("value", ["0", "a,b", "1,2,3,4", "", "-5"])
+def test_serve_gc_threshold_is_checked_naming_the_option(tmp_path, value):
+    result = run_cli("serve", "--data-dir", tmp_path, "--gc-threshold", value)
+    assert result.exit_code == 2 and "--gc-threshold" in result.stderr, result.output
+
+
+def test_serve_gc_threshold_is_set_before_the_server_runs(tmp_path, monkeypatch):
+    import gc
+
+    import raftdir.cli as cli_module
+
+    seen = []
+    monkeypatch.setattr(cli_module, "_run_daemon",
+                        lambda daemon, what: seen.append(gc.get_threshold()))
+    monkeypatch.setattr(cli_module, "_raise_open_file_limit", lambda: None)
+    before = gc.get_threshold()
+    assert run_cli("serve", "--data-dir", tmp_path).exit_code == 0
+    gc.set_threshold(*before)
+    result = run_cli("serve", "--data-dir", tmp_path, "--gc-threshold", "50000,20")
+    assert result.exit_code == 0, result.output
+    # the default: full collections 100 times rarer than CPython's (docs/design.md)
+    assert seen == [(700, 10, 1000), (50000, 20, before[2])]

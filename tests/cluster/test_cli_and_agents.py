@@ -85,3 +85,14 @@ def test_agent_keeps_its_identity_and_fails_over(cluster, env, tmp_path):
         cluster.start(old)
     finally:
         stop_process(proc)
+
+
+def test_peers_asked_of_one_follower_names_the_leader_as_leader(cluster, env):
+    leader = cluster.wait_settled(30)
+    follower = next(n for n in cluster.peers if n != leader)
+    out = raftdir("peers", "--json", "--server", cluster.peers[follower].url,
+                  env={"RAFTDIR_SERVER": ""})
+    assert out.returncode == 0, out.stderr
+    roles = {r["raft_addr"]: r["role"] for r in json.loads(out.stdout)}
+    assert roles[cluster.peers[leader].raft_addr] == "leader", roles
+    assert roles[cluster.peers[follower].raft_addr] == "follower", roles

@@ -313,3 +313,133 @@ def test_a_single_voter_always_holds_its_lease(tmp_path, monkeypatch):
     so._SyncObj__onBecomeLeader()
     so._rd_account_lease()
     assert so.has_lease() and so._rd_lease[2] == math.inf
+
+
+# -- read-only replicas ---------------------------------------------------------------------
+
+def connect_replica(peer):
+    """A read-only node connects to the peer (PySyncObj names it by a counter)."""
+    from pysyncobj.node import Node
+    node = Node("0")
+    peer.so._SyncObj__onReadonlyNodeConnected(node)
+    return node
+
+
+def replica_answer(ts: float, seen=(4, "127.0.0.1:7204", 9)) -> dict:
+    return {"type": "next_node_idx", "next_node_idx": 10, "reset": False, "success": True,
+            "rd_echo": ts, "rd_replica": list(seen)}
+
+
+def test_a_replica_never_counts_toward_the_lease_and_is_named_by_its_answers(peer):
+    sent_at = lead(peer)
+    replica = connect_replica(peer)
+    for _ in range(3):                             # however often it answers
+        peer.receive(replica, replica_answer(sent_at))
+    peer.so._rd_account_lease()
+    assert not peer.so.has_lease()                 # only voters' echoes make a lease
+    assert [(r.node_id, r.api_addr, r.applied) for r in peer.so.replicas(1.0)] == \
+        [(4, "127.0.0.1:7204", 9)]
+    peer.clock.now += 2.0                          # it stopped answering
+    assert peer.so.replicas(1.0) == []
+    peer.receive(replica, replica_answer(sent_at))
+    peer.so._SyncObj__onReadonlyNodeDisconnected(replica)
+    peer.so._rd_after_tick()                       # its connection closed: forgotten
+    assert peer.so.replicas(10.0) == []
+
+
+def test_a_malformed_replica_identity_is_ignored(peer):
+    sent_at = lead(peer)
+    replica = connect_replica(peer)
+    for seen in ((4, 5, 9), ("4", "a:1", 9), (4, "x" * 301, 9), (4, "a:1")):
+        peer.receive(replica, replica_answer(sent_at, seen))
+    peer.receive(peer.b, replica_answer(sent_at))  # a voter is never a replica
+    assert peer.so.replicas(10.0) == []
+
+
+@pytest.fixture
+def replica(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(raft_rules, "_monotonic", clock)
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(TCPTransport, "send", lambda transport, node, message:
+                        sent.append((str(node), message)) or True)
+    b, c = (f"127.0.0.1:{p}" for p in free_ports(2))
+    conf = SyncObjConf(autoTick=False, journalFile=str(tmp_path / "raft.journal"),
+                       fullDumpFile=str(tmp_path / "raft.dump"), raftMinTimeout=MIN_TIMEOUT,
+                       raftMaxTimeout=0.6, appendEntriesPeriod=0.05,
+                       appendEntriesUseBatch=False, dynamicMembershipChange=True)
+    so = RaftRules(None, [b, c], conf, replica=(4, "127.0.0.1:7204"))
+    so.clock, so.sent = clock, sent
+    so.leader = {str(n): n for n in so.otherNodes}[b]
+    yield so
+    so._SyncObj__raftLog._destroy()
+
+
+def test_a_replica_sends_its_identity_and_never_asks_for_votes(replica):
+    replica._SyncObj__connectedNodes.update(replica.otherNodes)
+    replica._SyncObj__onMessageReceived(replica.leader, append(1, (1, 0), [(2, 1)], 2))
+    answers = [m for _, m in replica.sent if m["type"] == "next_node_idx"]
+    assert answers[-1]["rd_replica"] == [4, "127.0.0.1:7204", 1] and "rd_echo" in answers[-1]
+    replica.clock.now += 5.0                       # long past any election timeout
+    replica._rd_before_election()
+    replica._SyncObj__onMessageReceived(replica.leader, {
+        "type": "request_vote", "term": 9, "last_log_index": 99, "last_log_term": 9})
+    assert not [m for _, m in replica.sent if m["type"] in (PRE_VOTE, "request_vote",
+                                                            "response_vote")]
+    assert replica.raftCurrentTerm == 1
+
+
+def test_a_replica_is_caught_up_as_of_the_last_append_whose_commit_it_applied(replica):
+    assert replica.replica_lag() == (math.inf, None)   # never caught up yet
+    replica._SyncObj__onMessageReceived(replica.leader, append(1, (1, 0), [(2, 1)], 2))
+    replica._rd_after_tick()                           # entry 2 not applied yet
+    assert replica.replica_lag() == (math.inf, 1)
+    # a steady stream: each append commits one more entry than this replica applied
+    for idx in range(3, 8):
+        replica._SyncObj__raftLastApplied = idx - 1    # the previous commit is applied
+        replica.clock.now += 0.05
+        replica._SyncObj__onMessageReceived(replica.leader,
+                                            append(1, (idx - 1, 1), [(idx, 1)], idx))
+        replica._rd_after_tick()
+        # it held every commit but the newest: caught up as of the previous append
+        assert replica.replica_lag()[0] == pytest.approx(0.05)
+        assert replica.replica_lag()[1] == 1
+    replica.clock.now += 3.0                           # no leader since
+    assert replica.replica_lag()[0] == pytest.approx(3.05)
+
+
+# -- long applies ---------------------------------------------------------------------------
+
+def test_a_peer_that_stalled_listens_again_before_it_may_elect(peer):
+    peer.so._SyncObj__connectedNodes.update({peer.b, peer.c})
+    peer.so._rd_after_stall()
+    peer.so._SyncObj__raftElectionDeadline = peer.clock.now + 0.3
+    peer.clock.now += 1.0                          # a tick that took a second
+    peer.so._rd_after_stall()
+    assert peer.so._SyncObj__raftElectionDeadline == pytest.approx(peer.clock.now
+                                                                   + MIN_TIMEOUT)
+    peer.so._rd_before_election()
+    assert not peer.of_type(PRE_VOTE)              # not in this tick
+    for _ in range(5):                             # still silent after listening: elect
+        peer.clock.now += 0.05                     # (ticks of 50 ms)
+        peer.so._rd_after_stall()
+        peer.so._rd_before_election()
+    assert peer.of_type(PRE_VOTE)
+
+
+def test_a_leader_announces_a_large_commit_before_applying_it(peer):
+    lead(peer)
+    so = peer.so
+    idx = so._SyncObj__getCurrentLogIndex()
+    for size in (100, raft_rules.LARGE_APPLY_BYTES):
+        idx += 1
+        so._SyncObj__raftLog.add(b"\x00" + b"x" * size, idx, 1)
+        so._SyncObj__raftCommitIndex = idx
+        so._SyncObj__raftLastApplied = idx - 1
+        peer.sent.clear()
+        monkey = []
+        so._SyncObj__doApplyCommand = lambda command: monkey.append(
+            len(peer.of_type("append_entries")))
+        so._SyncObj__applyLogEntries()
+        # appends went out before the apply only for the large entry
+        assert monkey == [0 if size == 100 else 2], (size, monkey)

@@ -57,3 +57,19 @@ def test_from_dict_refuses_unknown_keys():
     assert info.value.field == "raft.raft_min_timout"
     with pytest.raises(ConfigError):
         RaftTuning.from_dict([1])
+
+
+@pytest.mark.parametrize("minimum", [0.2, 1.5, 60.0])
+def test_with_election_timeout_keeps_heartbeats_frequent_and_the_rules(minimum):
+    t = RaftTuning.with_election_timeout(minimum)  # validated on construction
+    assert (t.raft_min_timeout, t.raft_max_timeout) == (minimum, 3 * minimum)
+    assert t.append_entries_period == min(0.05, minimum / 4)
+    assert t.auto_tick_period <= t.append_entries_period
+    assert t.connection_timeout >= t.raft_max_timeout
+    assert t.journal_sync is True
+
+
+def test_with_election_timeout_refuses_what_no_heartbeat_period_fits():
+    with pytest.raises(ConfigError) as err:
+        RaftTuning.with_election_timeout(0)
+    assert err.value.field.startswith("raft.")

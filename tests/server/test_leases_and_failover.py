@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from raftdir import (
-    InternalScaleRequest, TokenExhausted, TokenInvalid, Unauthorized,
+    BadRequest, InternalScaleRequest, TokenExhausted, TokenInvalid, Unauthorized,
     WorkerPollRequest, WorkerRegisterRequest,
 )
 from raftdir.auth import issue_join_token
@@ -190,6 +190,29 @@ async def test_drain_moves_the_share_and_sends_a_drain_event():
         reply = await h.server.poll(WorkerPollRequest(node_id=a.node_id, last_revision=1,
                                                       max_wait_secs=0), a.internal_token)
         assert [e.TAG for e in reply.events] == ["drain", "delete"]   # drain, then moved
+    finally:
+        await h.server.stop()
+
+
+@run
+async def test_an_undone_drain_makes_the_node_eligible_and_tells_its_worker():
+    h = await harness()
+    try:
+        a, b = await h.register(2)
+        await h.server.scale(InternalScaleRequest.legacy("web", 2), None)
+        await h.server.drain(a.node_id, None)
+        drained_at = h.server.read(lambda d: d.revision)
+        answer = await h.server.undrain(a.node_id, "undo-1")
+        assert (answer["state"], answer["events_for"]) == ("ready", [a.node_id])
+        reply = await h.server.poll(WorkerPollRequest(node_id=a.node_id,
+                                                      last_revision=drained_at,
+                                                      max_wait_secs=0), a.internal_token)
+        assert [e.TAG for e in reply.events] == ["undrain"]
+        # eligible again: a new scale places replicas on it
+        await h.server.scale(InternalScaleRequest.legacy("web", 4), None)
+        assert a.node_id in h.server.read(lambda d: d.placement("web"))
+        with pytest.raises(BadRequest):                  # a server node is not drained
+            await h.server.undrain(1, None)
     finally:
         await h.server.stop()
 
