@@ -95,6 +95,18 @@ def test_the_largest_registration_and_scale_fit_in_a_command():
     assert len(encode_command(scale)) <= MAX_COMMAND_BYTES
 
 
+def test_one_replica_on_each_of_50000_workers_fits_in_a_command():
+    # the 50,000-worker benchmark's scale (issue 10) was refused 413 at 1 MiB: a node's
+    # share costs ~20 bytes (its id, the role, the index), and every index is in the
+    # groups again
+    n = 50_000
+    fan = SetPlacement(request_id="r" * 128, ts_ms=2**64 - 1, service="s" * 63,
+                       replicas=n, groups={"default": tuple(range(n))},
+                       spec=sized_map(MAX_SPEC_BYTES),
+                       placement={2**63 + k: {"default": (k,)} for k in range(n)})
+    assert len(encode_command(fan)) <= MAX_COMMAND_BYTES
+
+
 def test_pysyncobj_carries_the_largest_command_in_one_message():
     import pysyncobj.pickle as pysyncobj_pickle
     from raftdir.replication.pysyncobj_node import APPEND_ENTRIES_BATCH_BYTES
