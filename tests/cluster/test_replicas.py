@@ -14,7 +14,7 @@ from raftdir import InternalScaleRequest, WorkerPollRequest
 from raftdir.api.client import RaftdirClient
 from raftdir.auth import admin_token
 from raftdir.codec import to_dict
-from raftdir.errors import ReplicaBehind
+from raftdir.errors import Forbidden, ReplicaBehind, Unauthorized
 from raftdir.testing import LocalCluster, SimFleet, async_wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -24,7 +24,10 @@ MAX_LAG = 1.0
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path, extra_args=["--replica-max-lag", str(MAX_LAG)]).prepare(
+    # reads closed on loopback too: the replica checks access tokens (a catch-up barrier
+    # through the leader before it trusts its own state)
+    c = LocalCluster(tmp_path, extra_args=["--replica-max-lag", str(MAX_LAG),
+                                           "--require-read-token"]).prepare(
         heartbeat={"heartbeat_min_ttl": 4, "heartbeat_grace": 6}, replicas=1)
     c.start()
     try:
@@ -89,6 +92,9 @@ async def _scenario(cluster: LocalCluster) -> None:
         reads = await admin.workers(consistent=True)      # a barrier through the leader
         assert len([n for n in reads if n["kind"] == "worker"]) == 24
 
+        # access tokens on the replica: created and revoked through it, refused at once
+        await _access_tokens_on(replica, admin)
+
         # kill -9 the replica: no term moves, the leader drops it from the server list
         cluster.kill(rid)
         await async_wait_until(lambda: _names_replica(admin, leader_url, None), 10,
@@ -124,6 +130,25 @@ async def _scenario(cluster: LocalCluster) -> None:
         if fleet is not None:
             await fleet.stop()
         await admin.close()
+
+
+async def _access_tokens_on(replica: str, admin: RaftdirClient) -> None:
+    made = await admin.create_access_token("read", 600, name="replica-read")
+    reader = RaftdirClient([replica], admin_token=made["token"], timeout=3.0, retries=0)
+    anonymous = RaftdirClient([replica], timeout=3.0, retries=0)
+    try:
+        assert len(await reader.workers(server=replica)) >= 24
+        with pytest.raises(Unauthorized):
+            await anonymous.workers(server=replica)
+        with pytest.raises(Forbidden):      # a read token does not scale
+            await reader.scale(InternalScaleRequest.legacy("web", 1))
+        await admin.revoke_access_token(made["token_id"])
+        with pytest.raises(Unauthorized) as info:     # from the revocation's commit on
+            await reader.workers(server=replica)
+        assert "revoked" in info.value.message
+    finally:
+        await reader.close()
+        await anonymous.close()
 
 
 def admin_on(servers: list[str], admin: RaftdirClient) -> RaftdirClient:
