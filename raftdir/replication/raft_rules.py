@@ -49,6 +49,13 @@ What PySyncObj does, and what ``RaftRules`` does instead:
   then stalled on the same entry, elect. Here a leader announces large committed entries
   before applying them, and a peer whose tick ran longer than ``raftMinTimeout`` listens
   for that long again before it may start an election.
+- **Stepping down restarts the election timer** (etcd's ``becomeFollower`` resets it).
+  PySyncObj's leader that loses its quorum (``leaderFallbackTimeout``) or meets a higher
+  term becomes a follower without touching the election deadline it last set as a
+  follower, long past, so it stood for election at its next tick: after a pause of two of
+  three peers the old leader and the third peer elected at once, three terms for one
+  fault (found by the seeded nemesis run). Here any change into the follower state gives
+  a fresh randomized election timeout.
 - **Read-only replicas** (``SyncObj(None, partners)``, PySyncObj's own read-only node).
   PySyncObj already keeps them out of votes, commits and ``leaderFallbackTimeout``; here
   they are kept out of the lease too (only voters' echoes count) and never pre-vote. Two
@@ -288,6 +295,17 @@ class RaftRules(SyncObj):
                 and self._SyncObj__raftState != _LEADER:
             self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline,
                                                       now + self._rd_min_timeout)
+
+    def _SyncObj__setState(self, newState: int) -> None:  # noqa: N802, N803 - PySyncObj's
+        """A peer that becomes a follower (a leader that lost its quorum or met a higher
+        term, a candidate that lost) waits a whole randomized election timeout before it
+        may stand for election, as etcd's ``becomeFollower`` does."""
+        old = self._SyncObj__raftState
+        super()._SyncObj__setState(newState)
+        if newState == _FOLLOWER and old != _FOLLOWER and self.selfNode is not None:
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline,
+                _monotonic() + self._SyncObj__generateRaftTimeout())
 
     def _SyncObj__applyLogEntries(self) -> Any:  # noqa: N802 - PySyncObj's
         """A leader about to apply large committed entries (a scale over tens of thousands

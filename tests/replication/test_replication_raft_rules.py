@@ -16,7 +16,9 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.transport import TCPTransport
 
 from raftdir.replication import raft_rules
-from raftdir.replication.raft_rules import PRE_VOTE, PRE_VOTE_RESPONSE, STALE_TERM, RaftRules
+from raftdir.replication.raft_rules import (
+    _FOLLOWER, PRE_VOTE, PRE_VOTE_RESPONSE, STALE_TERM, RaftRules,
+)
 from replication_harness import free_ports
 
 MIN_TIMEOUT = 0.2
@@ -424,6 +426,27 @@ def test_a_peer_that_stalled_listens_again_before_it_may_elect(peer):
         peer.clock.now += 0.05                     # (ticks of 50 ms)
         peer.so._rd_after_stall()
         peer.so._rd_before_election()
+    assert peer.of_type(PRE_VOTE)
+
+
+@pytest.mark.parametrize("how", ["lost its quorum", "met a higher term"])
+def test_a_leader_that_steps_down_waits_an_election_timeout_before_it_elects(peer, how):
+    # the seeded nemesis run: two of three peers paused for 7 s, then resumed; the old
+    # leader stepped down at once and, its election deadline long past, elected at its
+    # next tick against the third peer's election: three terms for one fault
+    lead(peer)
+    peer.so._SyncObj__raftElectionDeadline = peer.clock.now - 7.0   # set as a follower
+    peer.clock.now += 7.0
+    if how == "lost its quorum":      # what PySyncObj's leaderFallbackTimeout check does
+        peer.so._SyncObj__setState(_FOLLOWER)
+    else:                             # a vote request of a higher term, with a shorter log
+        peer.receive(peer.c, vote_request(5, (0, 0)))
+    assert peer.so._SyncObj__raftState == _FOLLOWER and peer.term >= 1
+    assert peer.so._SyncObj__raftElectionDeadline >= peer.clock.now + MIN_TIMEOUT
+    peer.so._rd_before_election()
+    assert not peer.of_type(PRE_VOTE)
+    peer.clock.now += 0.7                                  # past the longest timeout
+    peer.so._rd_before_election()
     assert peer.of_type(PRE_VOTE)
 
 
