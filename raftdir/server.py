@@ -727,15 +727,20 @@ class DirectoryServer:
         missing, unknown, wrong, revoked or expired token, ``Forbidden`` (403) for a valid
         one of a lower scope.
 
-        A revocation is refused on every server as soon as it is committed: a server
-        accepts an access token from its applied state only when that state holds every
-        committed write (a ready leader with its lease); otherwise, a follower or a leader
-        unsure of its lease, it first commits a barrier that started after the request
-        arrived (one barrier shared by the requests that arrive together, as for node
-        secrets) and checks again, so a revocation committed before the request is
-        applied here before the token is accepted. A token this state does not know
-        (created through the leader a moment ago) gets the same catch-up before it is
-        refused. The admin token needs no state."""
+        For ``operate`` and ``admin`` a revocation is refused on every server as soon as
+        it is committed: a server accepts such a token from its applied state only when
+        that state holds every committed write (a ready leader with its lease); otherwise,
+        a follower or a leader unsure of its lease, it first commits a barrier that started
+        after the request arrived (one barrier shared by the requests that arrive together,
+        as for node secrets) and checks again, so a revocation committed before the
+        request is applied here before the token is accepted. Those routes write through
+        the leader anyway, so the barrier costs them no availability. A ``read`` is
+        checked against the applied state as it is (etcd's serializable reads do the
+        same): reads, ``/metrics`` and the dashboard keep working on a follower while the
+        leader fails over, and a revocation holds there from the moment it is applied
+        there. A token this state does not know (created through the leader a moment ago)
+        gets the catch-up before it is refused, whatever the scope. The admin token needs
+        no state."""
         try:
             grant = self.check_token(token)
         except _NotProven:
@@ -744,7 +749,8 @@ class DirectoryServer:
             await self._catch_up()
             grant = self.check_token(token)
         else:
-            if grant.token_id is not None and not self._state_is_current():
+            if grant.token_id is not None and scope != "read" and \
+                    not self._state_is_current():
                 await self._catch_up()
                 grant = self.check_token(token)
         if not scope_allows(grant.scope, scope):

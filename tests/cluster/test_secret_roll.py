@@ -111,7 +111,9 @@ def test_the_secret_rolls_one_server_at_a_time_with_workers_reporting(tmp_path, 
                     "accepts": [fingerprint(s) for s in accepts]}
             wait_until(lambda: status_of(node_id)["secrets"] == want, 10,
                        f"peer {node_id} to take {phase}")
-            assert status_of(node_id)["raft_keys"] == want["accepts"]
+            # the Raft keys follow at the tick thread's next tick
+            wait_until(lambda: status_of(node_id)["raft_keys"] == want["accepts"], 5,
+                       f"peer {node_id}'s Raft traffic to use the keys of {phase}")
 
         committed_everywhere(old_admin)
 
