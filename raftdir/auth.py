@@ -45,8 +45,9 @@ from .errors import TokenInvalid, Unauthorized
 __all__ = [
     "derive_key", "JoinToken", "issue_join_token", "verify_join_token", "peek_join_token",
     "new_node_secret", "hash_node_secret", "node_secret_matches", "admin_token",
-    "check_admin_token", "is_admin_token", "matches_any", "bearer_token", "is_loopback_host", "SCOPES", "scope_allows",
-    "Grant", "ADMIN_PRINCIPAL", "issue_access_token", "parse_access_token",
+    "check_admin_token", "is_admin_token", "matches_any", "bearer_token", "presented_token",
+    "is_loopback_host", "SCOPES", "scope_allows",
+    "Grant", "ADMIN_PRINCIPAL", "issue_access_token", "ACCESS_SEED_RE", "parse_access_token",
     "hash_access_token", "access_token_matches",
 ]
 
@@ -227,11 +228,21 @@ def is_loopback_host(host: str) -> bool:
 
 
 def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    """The token of an ``Authorization: Bearer <token>`` header, or None; ``Unauthorized``
+    for one that is not ASCII text (``presented_token``)."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    return presented_token(value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def presented_token(value: str | None) -> str | None:
+    """A token as a request presents it: every token and secret raftdir issues is ASCII,
+    so anything else (aiohttp hands non-UTF-8 header bytes over as surrogates, which
+    cannot be encoded for a compare) is refused as ``Unauthorized``, not a 500."""
+    if value is not None and not value.isascii():
+        raise Unauthorized("the token presented is not ASCII text; raftdir's tokens are")
+    return value
 
 
 # ---------------------------------------------------------------------------- access tokens
@@ -261,17 +272,23 @@ class Grant:
     token_id: str | None = None
 
 
-def issue_access_token(key_secret: str | None = None, request_id: str | None = None
-                       ) -> tuple[str, str]:
-    """A new access token and its id. With a request id (and a secret to key it), both are
-    derived from it, so a retried creation (the same request id) makes the same token and
-    the command that keeps its hash is the same request; otherwise they are random."""
-    if key_secret and request_id:
-        key = derive_key(key_secret, "access-token")
-        token_id = hmac.new(key, b"id\x00" + request_id.encode("utf-8"),
-                            hashlib.sha256).hexdigest()[:16]
-        raw = hmac.new(key, b"secret\x00" + request_id.encode("utf-8"),
-                       hashlib.sha256).digest()
+#: A client's seed of an access token: 22-86 characters of base64url, at least 128 random
+#: bits (``RaftdirClient.create_access_token`` sends 256, ``secrets.token_urlsafe(32)``).
+ACCESS_SEED_RE = re.compile(r"[A-Za-z0-9_-]{22,86}\Z")
+
+
+def issue_access_token(seed: str | None = None) -> tuple[str, str]:
+    """A new access token and its id: random, or derived from ``seed``, the client's
+    random seed for this one token, so that a retried creation
+    (the same seed) makes the same token and the command that keeps its hash is the same
+    request. The seed is as secret as the token (it travels in the request as the token
+    does in the answer); nothing else goes in, neither the request id (which a client may
+    choose and reuse: a revoked token would come back) nor the cluster secret (a retry
+    across a roll of the secret makes the same token)."""
+    if seed:
+        token_id = hashlib.sha256(b"raftdir/v1/access-token-id\x00" + seed.encode("ascii")
+                                  ).hexdigest()[:16]
+        raw = hashlib.sha256(b"raftdir/v1/access-token\x00" + seed.encode("ascii")).digest()
     else:
         token_id, raw = secrets.token_hex(8), secrets.token_bytes(32)
     return f"{_ACCESS_PREFIX}.{token_id}.{_b64(raw)}", token_id

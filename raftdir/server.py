@@ -798,22 +798,30 @@ class DirectoryServer:
 
     # -- access tokens (``raftdir token create --scope | list | revoke``) ------------------
     async def create_access_token(self, scope: str, valid_for_secs: int, name: str,
-                                  creator: str, request_id: str | None) -> dict[str, Any]:
+                                  creator: str, request_id: str | None, *,
+                                  seed: str | None = None) -> dict[str, Any]:
         """Leader only: a new access token, returned once with its metadata; the directory
-        keeps only its hash. With a request id, the token derives from it (a retry of the
-        same request gets the same token back)."""
+        keeps only its hash. With the client's ``seed`` the token derives from it (a retry
+        of the same creation, which sends the same seed and request id, gets the same token
+        back); without, it is random. Its expiry counts from the directory's time if that
+        is ahead of this leader's clock (an earlier leader's clock ran ahead)."""
         check_token(valid_for_secs, 0)
         self._leading()
-        token, token_id = issue_access_token(
-            self.secrets.stable if self.secrets is not None else None, request_id)
+        token, token_id = issue_access_token(seed)
+        now = max(self.clock.wall_ms(), self.read(lambda d: d.now_ms))
         result = await self.propose(CreateAccessToken(
             request_id=request_id, token_id=token_id, name=name, scope=scope,
             token_hash=hash_access_token(token),
-            expires_ms=self.clock.wall_ms() + valid_for_secs * 1000, creator=creator))
+            expires_ms=now + valid_for_secs * 1000, creator=creator))
         value = {k: v for k, v in result.value.items() if k != "dropped"}
         log.info("access token %s%s created: scope %s, by %s", token_id,
                  f" ({name})" if name else "", scope, creator)
-        return dict(value, token=token, state="active")
+        # the record as it stands now: a retry answered from the first result may find it
+        # revoked or expired since
+        current = next((r for r in self.access_tokens() if r["token_id"] == token_id),
+                       None)
+        state = current["state"] if current is not None else "active"
+        return dict(value, token=token, state=state)
 
     def access_tokens(self) -> list[dict[str, Any]]:
         """Every access token kept (never a token or its hash), with its ``state``:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import secrets
 import time
 import uuid
 from typing import Any, Callable
@@ -376,9 +377,12 @@ class RaftdirClient:
                                   ) -> dict[str, Any]:
         """A new access token (admin): ``{token, token_id, name, scope, created_ms,
         expires_ms, creator, revoked_ms, state}``; the token is in no other answer."""
+        # one fresh seed per token, the same in every retry of this call (the same
+        # X-Request-Id): a retry after a lost answer gets the same token back
         return await self._call("POST", "/api/v1/cluster/access-tokens",
                                 {"scope": scope, "valid_for_secs": valid_for_secs,
-                                 "name": name}, auth="admin", write=True)
+                                 "name": name, "seed": secrets.token_urlsafe(32)},
+                                auth="admin", write=True)
 
     async def access_tokens(self, *, server: str | None = None, consistent: bool = False
                             ) -> list[dict[str, Any]]:

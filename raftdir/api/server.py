@@ -34,7 +34,10 @@ import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ..auth import ADMIN_PRINCIPAL, SCOPES, Grant, bearer_token, is_loopback_host
+from ..auth import (
+    ACCESS_SEED_RE, ADMIN_PRINCIPAL, SCOPES, Grant, bearer_token, is_loopback_host,
+    presented_token,
+)
 from ..codec import (
     ADDR, STR, U32, U64, Presence, Wire, dumps_json, dumps_msgpack, from_dict, loads_json,
     loads_msgpack, to_dict, wire,
@@ -96,12 +99,15 @@ class CreateTokenRequest(Wire):
 @dataclass(frozen=True, kw_only=True)
 class CreateAccessTokenRequest(Wire):
     """Body of ``POST /api/v1/cluster/access-tokens``: the scope (``read``, ``operate`` or
-    ``admin``), how long the token is valid (at most ``MAX_TOKEN_VALID_SECS``) and an
-    optional name (1-64 of ``A-Z a-z 0-9 . _ @ : -``)."""
+    ``admin``), how long the token is valid (at most ``MAX_TOKEN_VALID_SECS``), an
+    optional name (1-64 of ``A-Z a-z 0-9 . _ @ : -``) and an optional ``seed`` (22-86 of
+    base64url: the client's fresh random seed of this token, the same in every retry, so
+    a retry makes the same token; without it the token is random)."""
 
     scope: str = wire(STR, Presence.REQUIRED)
     valid_for_secs: int = wire(U64, Presence.REQUIRED)
     name: str = wire(STR, Presence.DEFAULT, "")
+    seed: str | None = wire(STR, Presence.OPTIONAL_OMITTED)
 
     def check(self, path: str) -> None:
         if self.scope not in SCOPES:
@@ -109,6 +115,9 @@ class CreateAccessTokenRequest(Wire):
                              field="scope")
         check_token(self.valid_for_secs, 0)
         check_token_name(self.name)
+        if self.seed is not None and not ACCESS_SEED_RE.match(self.seed):
+            raise BadRequest("seed: expected 22-86 characters of A-Z a-z 0-9 _ - (at "
+                             "least 128 random bits)", field="seed")
 
 
 def _plain(value: Any) -> Any:
@@ -372,7 +381,8 @@ ACCESS_TOKEN_ROUTES: tuple[Route, ...] = (
     Route("create_access_token", "POST", "/api/v1/cluster/access-tokens",
           lambda cp, c: _directory_method("create_access_token")(cp, c)(
               c.body.scope, c.body.valid_for_secs, c.body.name,
-              c.grant.principal if c.grant is not None else ADMIN_PRINCIPAL, c.request_id),
+              c.grant.principal if c.grant is not None else ADMIN_PRINCIPAL, c.request_id,
+              seed=c.body.seed),
           body=CreateAccessTokenRequest, auth="admin", forward=True,
           errors=_ADMIN_ERRORS + (BadRequest, Conflict) + _WRITE_ERRORS,
           summary="Issue a scoped access token; the answer is the only place it appears."),
@@ -514,7 +524,7 @@ def _flag(request: web.Request, name: str) -> bool:
 
 def _node_secret(request: web.Request) -> str | None:
     return (bearer_token(request.headers.get("Authorization"))
-            or request.headers.get(ZLAYER_TOKEN_HEADER) or None)
+            or presented_token(request.headers.get(ZLAYER_TOKEN_HEADER) or None))
 
 
 def _admin_token(request: web.Request) -> str | None:
