@@ -248,7 +248,7 @@ class StaticCluster:
 
     async def _post(self, addr: str, path: str, req: InternalScaleRequest) -> Any:
         assert self._session is not None
-        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        headers = self._auth_headers()
         async with self._session.post(f"{self.scheme}://{addr}{path}", json=to_dict(req),
                                       headers=headers, ssl=self.ssl) as resp:
             body = await resp.json(content_type=None)
@@ -295,6 +295,10 @@ class StaticCluster:
             if asyncio.iscoroutine(result):
                 await result
 
+    def _auth_headers(self) -> dict[str, str]:
+        """What this peer's requests to the others carry: its admin token, if it has one."""
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+
     def local_state(self, service: str) -> NodeServiceState:
         if self.local_view is None:
             return NodeServiceState(node_id=self.node_id, running=0, healthy=True,
@@ -308,8 +312,9 @@ class StaticCluster:
             assert self._session is not None
             url = (f"{self.scheme}://{self.peers[pid].api_addr}/api/v1/internal/services/"
                    f"{service}/state")
-            try:
-                async with self._session.get(url, ssl=self.ssl) as resp:
+            try:   # the route needs scope read off loopback: our admin token
+                async with self._session.get(url, ssl=self.ssl,
+                                             headers=self._auth_headers()) as resp:
                     if resp.status != 200:
                         return None
                     body = await resp.json(content_type=None)
@@ -349,6 +354,11 @@ class StaticControlPlane:
 
     def is_leader(self) -> bool:
         return self.cluster.is_leader()
+
+    def own_token(self) -> str | None:
+        """What this peer sends when it asks the others (its dashboard collector): the
+        admin token of its own secret."""
+        return self.cluster.admin_token
 
     def leader_endpoint(self) -> str | None:
         addr = self.cluster.leader_addr()
@@ -401,8 +411,8 @@ class StaticControlPlane:
     def __getattr__(self, name: str) -> Any:
         async def unsupported(*args: Any, **kwargs: Any) -> Any:
             raise BadRequest(f"{name} is not available in static mode (no directory)")
-        if name in ("register", "report", "poll", "drain", "deregister", "create_token",
-                    "barrier"):
+        if name in ("register", "report", "poll", "drain", "undrain", "deregister",
+                    "create_token", "barrier"):
             return unsupported
         if name in ("workers", "leases"):
             def unsupported_sync(*args: Any, **kwargs: Any) -> Any:

@@ -315,6 +315,8 @@ class Daemon:
         return ctx
 
     async def _start_static(self, mode: StaticMode) -> None:
+        from .auth import is_loopback_host
+        from .replication.secret import SECRET_FILE
         secrets, stamp = self._secrets()
         self.static = StaticCluster(mode, clock=self.clock, scheme="https" if self.options.tls
                                     else "http", ssl=self._client_ssl(),
@@ -322,8 +324,16 @@ class Daemon:
         self.static.leadership_listeners.append(
             lambda is_leader, term: self._fire(self._leadership_cbs, is_leader, term))
         self._cluster = self.static
-        cp = StaticControlPlane(self.static, secrets)
         me = next(p for p in mode.peers if p.id == mode.node_id)
+        host = self.options.api_host or parse_addr(me.api_addr)[0]
+        if secrets is None and not is_loopback_host(host):
+            # without a secret a static peer takes every call: only on loopback
+            raise ConfigError(
+                f"peers: node {me.id}'s API would listen on {host}, which is not a loopback "
+                f"address, and no cluster secret is configured: anyone reaching it could "
+                f"send scale orders. Create {SECRET_FILE} in the data dir (the same file on "
+                "every peer)", field="peers")
+        cp = StaticControlPlane(self.static, secrets)
         await self._start_api(cp, me.api_addr)
         await self.static.start()
         if secrets is not None:

@@ -123,6 +123,60 @@ def test_static_mode_elects_the_lowest_reachable_id_and_moves_on(tmp_path):
     asyncio.run(body())
 
 
+def test_a_static_peer_others_could_reach_needs_a_cluster_secret(tmp_path):
+    # without a secret a static peer takes every call: only on loopback
+    daemon = Daemon(StaticMode(node_id=1, peers=(StaticPeer(id=1, api_addr="10.9.8.7:7000"),)),
+                    tmp_path)
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(daemon.start())
+    assert info.value.field == "peers" and "10.9.8.7" in info.value.message
+    assert "cluster.secret" in info.value.message
+
+
+@pytest.mark.timeout(60)
+def test_static_peers_with_a_secret_read_each_other_and_refuse_what_they_lack(tmp_path):
+    # reads closed: a peer's service_states asks the others with its admin token (without
+    # it, every other peer was silently left out); undrain is a 400, not a 500
+    import aiohttp
+    from raftdir.auth import admin_token
+    from raftdir.daemon import DaemonOptions
+    secret = "ab" * 32
+    ports = free_ports(2)
+    peers = tuple(StaticPeer(id=i + 1, api_addr=f"127.0.0.1:{p}") for i, p in enumerate(ports))
+    for i in (1, 2):
+        (tmp_path / f"s{i}").mkdir()
+        f = tmp_path / f"s{i}" / "cluster.secret"
+        f.write_text(secret + "\n")
+        f.chmod(0o600)
+
+    async def body() -> None:
+        daemons = [Daemon(StaticMode(node_id=i, peers=peers, heartbeat_interval=1,
+                                     failure_threshold=2), tmp_path / f"s{i}",
+                          options=DaemonOptions(require_read_token=True)) for i in (1, 2)]
+        try:
+            for d in daemons:
+                await d.start()
+            await async_wait_until(lambda: all(
+                n.state == "ready" for d in daemons for n in d.cluster.list_nodes()),
+                10, "each peer to see the other")
+            states = await daemons[0].cluster.service_states("web")
+            assert [s.node_id for s in states] == [1, 2]
+            async with aiohttp.ClientSession() as s:
+                url = f"http://{peers[1].api_addr}/api/v1/internal/services/web/state"
+                async with s.get(url) as resp:
+                    assert resp.status == 401     # nobody else reads without a token
+                async with s.delete(f"http://{peers[0].api_addr}/api/v1/workers/5/drain",
+                                    headers={"Authorization":
+                                             f"Bearer {admin_token(secret)}"}) as resp:
+                    assert resp.status == 400
+                    assert "static mode" in (await resp.json())["message"]
+        finally:
+            for d in daemons:
+                await d.stop()
+
+    asyncio.run(body())
+
+
 def test_the_embedding_example_runs(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "embed_daemon.py"),
                           str(tmp_path), "--seconds", "0.5"],
