@@ -204,7 +204,7 @@ class Duration(click.ParamType):
 
     name = "duration"
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    _PART = re.compile(r"(\d+)([smhd])")
+    _PART = re.compile(r"([0-9]+)([smhd])")
 
     def __init__(self, maximum: int | None = None) -> None:
         self.maximum = maximum
@@ -213,7 +213,7 @@ class Duration(click.ParamType):
         if isinstance(value, int):
             return value
         text = str(value).strip().lower()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             secs = int(text)
         elif text and self._PART.sub("", text) == "":
             secs = sum(int(n) * self._UNITS[u] for n, u in self._PART.findall(text))
@@ -335,6 +335,9 @@ class Conn:
             except OSError as exc:
                 raise Unusable(f"--token-file: {self.token_file}: "
                                f"{(exc.strerror or str(exc)).lower()}") from None
+            except UnicodeDecodeError:
+                raise Unusable(f"--token-file: {self.token_file}: not a token (the file "
+                               "is not UTF-8 text)") from None
             if not token:
                 raise Unusable(f"--token-file: {self.token_file}: the file is empty")
             return token

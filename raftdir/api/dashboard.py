@@ -512,8 +512,8 @@ def add_dashboard(app: web.Application, cp: ControlPlane, *, ssl: Any = None,
         return resp
 
     async def events(request: web.Request) -> web.StreamResponse:
-        token = bearer_token(request.headers.get("Authorization"))
         try:
+            token = bearer_token(request.headers.get("Authorization"))
             await may_read_dashboard(cp, token)
         except RaftdirError as err:
             return _error(request, err)

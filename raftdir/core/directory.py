@@ -128,8 +128,9 @@ class Directory:
             seen = hs.request_ids.get(rid)
             if seen is not None:
                 if seen[0] is not None and seen[0] != fingerprint:  # None: format-1 entry
-                    return Result.refused("conflict", f"request_id: {rid!r} was already "
-                                          "used for another command", hs.revision)
+                    # not the id itself: a request id may derive a credential
+                    return Result.refused("conflict", "request_id: this request id was "
+                                          "already used for another command", hs.revision)
                 return seen[1]
         term = getattr(cmd, "term", None)
         if cmd.LEADER and term < hs.max_term:

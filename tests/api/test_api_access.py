@@ -6,6 +6,7 @@ yet; tokens never in an answer but the one that creates them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -225,8 +226,9 @@ async def test_access_tokens_through_the_api():
         tokens = await make_tokens(pair)
         # made through the follower with a scoped admin token: forwarded, and its creator
         # is that token
-        st, made, _ = await call(s, "POST", pair.url("follower") + ACCESS,
-                                 {"scope": "read", "valid_for_secs": 600, "name": "grafana"},
+        seed = "g" * 43
+        grafana = {"scope": "read", "valid_for_secs": 600, "name": "grafana", "seed": seed}
+        st, made, _ = await call(s, "POST", pair.url("follower") + ACCESS, grafana,
                                  headers={**bearer(tokens["admin"]), "X-Request-Id": "mk-1"})
         assert st == 200, made
         assert made["token"].startswith(f"rdt1.{made['token_id']}.")
@@ -235,9 +237,8 @@ async def test_access_tokens_through_the_api():
         assert made["creator"] == f"token {admin_id} (t-admin)"
         now = pair.leader.clock.wall_ms()
         assert made["created_ms"] == now and made["expires_ms"] == now + 600_000
-        # a retry of the same request gets the same token, not a second one
-        st, again, _ = await call(s, "POST", pair.url("leader") + ACCESS,
-                                  {"scope": "read", "valid_for_secs": 600, "name": "grafana"},
+        # a retry of the same request (the same seed) gets the same token, not a second one
+        st, again, _ = await call(s, "POST", pair.url("leader") + ACCESS, grafana,
                                   headers={**bearer(tokens["admin"]), "X-Request-Id": "mk-1"})
         assert st == 200 and again == made
         for via in ("leader", "follower"):
@@ -252,11 +253,31 @@ async def test_access_tokens_through_the_api():
             for token in list(tokens.values()) + [made["token"]]:
                 assert token not in text
             assert "hash" not in text
+        # a request id reused for another token (no seed: a random one) is refused, and a
+        # retry answered after a revocation says so: a revoked token never comes back
+        st, out, _ = await call(s, "POST", pair.url("leader") + ACCESS,
+                                {"scope": "read", "valid_for_secs": 600, "name": "grafana"},
+                                headers={**bearer(tokens["admin"]), "X-Request-Id": "mk-1"})
+        assert (st, out["code"]) == (409, "conflict") and "mk-1" not in out["message"], out
+        ci = dict(grafana, name="ci", seed="h" * 43)
+        ci_h = {**bearer(tokens["admin"]), "X-Request-Id": "mk-2"}
+        st, first, _ = await call(s, "POST", pair.url("leader") + ACCESS, ci, headers=ci_h)
+        assert st == 200 and first["state"] == "active"
+        await pair.leader.revoke_access_token(first["token_id"], None)
+        st, again, _ = await call(s, "POST", pair.url("leader") + ACCESS, ci, headers=ci_h)
+        assert st == 200 and (again["token_id"], again["state"]) == (first["token_id"],
+                                                                     "revoked"), again
+        st, out = await ask(s, "GET", pair.url("leader") + "/api/v1/cluster/workers",
+                            first["token"])
+        assert st == 401 and "revoked" in out["message"]
         # bad input: 400 naming the field
         for body, field in (({"scope": "root", "valid_for_secs": 60}, "scope"),
                             ({"scope": "read", "valid_for_secs": 0}, "valid_for_secs"),
                             ({"scope": "read", "valid_for_secs": 60, "name": "a b"}, "name"),
                             ({"scope": "read", "valid_for_secs": 60, "nmae": "x"}, "nmae"),
+                            ({"scope": "read", "valid_for_secs": 60, "seed": "short"}, "seed"),
+                            ({"scope": "read", "valid_for_secs": 60, "seed": "a/" * 20},
+                             "seed"),
                             ({"valid_for_secs": 60}, "scope")):
             st, out, _ = await call(s, "POST", pair.url("follower") + ACCESS, body,
                                     headers=ADMIN_H)
@@ -276,3 +297,20 @@ async def test_access_tokens_through_the_api():
                                     pair.url("follower") + f"{ACCESS}/{made['token_id']}",
                                     headers=ADMIN_H)
             assert st == 200 and out["revoked"] is first
+
+
+async def test_a_token_that_is_not_ascii_is_401_not_a_500():
+    # aiohttp hands header bytes that are not UTF-8 over as surrogates, which a compare
+    # cannot encode: that was a 500 and a logged traceback
+    async with real_pair(api={"require_read_token": True}) as pair:
+        host, port = pair.url("follower").split("//")[1].split(":")
+        for header in (b"Authorization: Bearer t\xff\xfe", b"X-ZLayer-Internal-Token: t\xff"):
+            for path in (b"/api/v1/cluster/workers", b"/ui/session"):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + header
+                             + b"\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                status = (await reader.readline()).split()[1]
+                writer.close()
+                if path.startswith(b"/api") or header.startswith(b"Authorization"):
+                    assert status == b"401", (header, path, status)

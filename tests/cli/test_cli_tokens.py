@@ -107,12 +107,21 @@ def test_the_token_file_carries_any_token(closed, tmp_path):
     (["token", "create", "--viewer", "--scope", "admin"], "--viewer is --scope read"),
     (["token", "create", "--scope", "read", "--valid-for", "366d"], "more than the maximum"),
     (["token", "revoke", "nothex"], "'nothex' is not an access token id"),
+    (["token", "create", "--scope", "read", "--valid-for", "\u00b2"], "--valid-for"),
     (["token", "revoke"], "Missing argument 'ID'"),
 ])
 def test_bad_usage_is_exit_2(closed, args, phrase):
     result = run_cli(*args, "-s", closed.url, env={"RAFTDIR_TOKEN": ADMIN})
     assert result.exit_code == 2, result.output
     assert phrase in result.stderr
+
+
+def test_a_token_file_that_is_not_text_is_exit_2_naming_it(closed, tmp_path):
+    bad = tmp_path / "token"
+    bad.write_bytes(b"\xff\xfe\x00")
+    result = run_cli("token", "list", "-s", closed.url, "--token-file", str(bad))
+    assert result.exit_code == 2, result.output
+    assert "--token-file" in result.stderr and "not UTF-8" in result.stderr
 
 
 # ---------------------------------------------------------------------------- secret roll
