@@ -279,9 +279,8 @@ ACCESS_SEED_RE = re.compile(r"[A-Za-z0-9_-]{22,86}\Z")
 
 def issue_access_token(seed: str | None = None) -> tuple[str, str]:
     """A new access token and its id: random, or derived from ``seed``, the client's
-    random seed for this one token, so that a retried creation
-    (the same seed) makes the same token and the command that keeps its hash is the same
-    request. The seed is as secret as the token (it travels in the request as the token
+    random seed for this one token, so that a retried creation (the same seed) makes the
+    same token and the command that keeps its hash is the same request. The seed is as secret as the token (it travels in the request as the token
     does in the answer); nothing else goes in, neither the request id (which a client may
     choose and reuse: a revoked token would come back) nor the cluster secret (a retry
     across a roll of the secret makes the same token)."""
