@@ -27,9 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..api.client import normalize_endpoint
 from .history import Recorder
-from .http import DEFINITE_REFUSALS, Http
+from .http import DEFINITE_REFUSALS, Http, Retry
 from .workers import DEAD, LIVE, Fleet
 
 __all__ = ["Admin", "SERVICES"]
@@ -58,12 +57,6 @@ class Admin:
     def __post_init__(self) -> None:
         self.preferred = self.preferred or self.servers[0]
 
-    def _next(self, server: str) -> str:
-        try:
-            return self.servers[(self.servers.index(server) + 1) % len(self.servers)]
-        except ValueError:
-            return self.servers[0]
-
     async def call(self, op: str, method: str, path: str, body: Any = None, *,
                    deadline: float = 20.0, timeout: float = 5.0, **fields: Any
                    ) -> tuple[dict[str, Any], Any]:
@@ -72,7 +65,7 @@ class Admin:
         rid = uuid.uuid4().hex
         t0, w0 = self.rec.now()
         server = self.preferred
-        delay, hops = 0.1, 0
+        retry = Retry(lambda: self.servers)
         tried: list[list[Any]] = []
         maybe_applied = False
         end = time.monotonic() + deadline
@@ -97,13 +90,7 @@ class Admin:
                                       outcome="unknown" if maybe_applied else "failed",
                                       server=server, tries=tried, msg=ans.message[:200],
                                       **fields), None
-            if ans.err == "not_leader" and ans.leader and hops < 3:
-                server, hops = normalize_endpoint(ans.leader), hops + 1
-                continue
-            hops = 0
-            server = self._next(server)
-            await asyncio.sleep(delay)
-            delay = min(0.5, delay * 2)
+            server = await retry.after(server, ans)
 
     # -- operations ------------------------------------------------------------------
     async def create_token(self, max_uses: int, valid_for_secs: int = 86400

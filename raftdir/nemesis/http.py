@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import aiohttp
 
+from ..api.client import normalize_endpoint
 from ..codec import dumps_msgpack, loads_json, loads_msgpack
 from ..errors import RaftdirError, error_from_body
 
-__all__ = ["Http", "Answer", "NO_ANSWER", "DEFINITE_REFUSALS"]
+__all__ = ["Http", "Answer", "Retry", "NO_ANSWER", "DEFINITE_REFUSALS"]
 
 MSGPACK = "application/msgpack"
 #: Error codes that mean no answer came (the write may or may not have been applied,
@@ -46,6 +47,38 @@ class Answer:
     err: str | None = None
     leader: str | None = None     # the 421 hint, when there was one
     message: str = ""
+
+
+class Retry:
+    """Where the next try of one call goes, and when: the leader a ``not_leader`` answer
+    names, at once (at most 3 such hops in a row); otherwise the next of ``servers()``
+    after a backoff that starts at ``first`` and doubles up to ``cap``."""
+
+    def __init__(self, servers: Callable[[], Sequence[str]], first: float = 0.1,
+                 cap: float = 0.5) -> None:
+        self.servers, self.first, self.cap = servers, first, cap
+        self.reset()
+
+    def reset(self) -> None:
+        """After a success: the next failure starts the backoff again."""
+        self.delay, self.hops = self.first, 0
+
+    async def after(self, server: str, ans: Answer) -> str:
+        if ans.err == "not_leader" and ans.leader and self.hops < 3:
+            self.hops += 1
+            return normalize_endpoint(ans.leader)
+        return await self.elsewhere(server)
+
+    async def elsewhere(self, server: str) -> str:
+        """The next server, after the backoff (no leader hint is followed)."""
+        self.hops = 0
+        servers = list(self.servers())
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.cap, self.delay * 2)
+        try:
+            return servers[(servers.index(server) + 1) % len(servers)]
+        except ValueError:
+            return servers[0]
 
 
 class Http:

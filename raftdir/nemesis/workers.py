@@ -39,7 +39,7 @@ from ..model import (
 )
 from ..tasks import cancel_and_wait
 from .history import Recorder
-from .http import Http
+from .http import Http, Retry
 
 __all__ = ["Worker", "Fleet", "FleetSettings", "event_record", "NEW", "LIVE", "DEAD",
            "RETIRED"]
@@ -103,12 +103,8 @@ class Worker:
         self.polls = 0
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _next(self, server: str) -> str:
-        servers = list(self.settings.servers)
-        try:
-            return servers[(servers.index(server) + 1) % len(servers)]
-        except ValueError:
-            return servers[0]
+    def _retry(self) -> Retry:
+        return Retry(lambda: self.settings.servers, _BACKOFF_FIRST, _BACKOFF_CAP)
 
     # -- registration --------------------------------------------------------------------
     async def register(self, token: str, token_id: str) -> bool:
@@ -120,8 +116,7 @@ class Worker:
                                 os="linux", arch="x86_64", labels={"sim": "nemesis"})
         body = to_dict(WorkerRegisterRequest(token=token, profile=profile))
         server = self.report_to
-        delay = _BACKOFF_FIRST
-        hops = 0
+        retry = self._retry()
         deadline = time.monotonic() + self.settings.register_deadline
         while time.monotonic() < deadline:
             t0, w0 = self.rec.now()
@@ -140,13 +135,7 @@ class Worker:
                            msg=ans.message[:160], token_id=token_id, rid=tag, server=server)
             if ans.err in ("token_exhausted", "token_invalid", "bad_request", "conflict"):
                 return False
-            if ans.err == "not_leader" and ans.leader and hops < 3:
-                server, hops = normalize_endpoint(ans.leader), hops + 1
-                continue
-            hops = 0
-            server = self._next(server)
-            await asyncio.sleep(delay)
-            delay = min(_BACKOFF_CAP, delay * 2)
+            server = await retry.after(server, ans)
         return False
 
     # -- running -------------------------------------------------------------------------
@@ -177,8 +166,7 @@ class Worker:
 
     async def _report_loop(self) -> None:
         server = self.report_to
-        delay = _BACKOFF_FIRST
-        hops = 0
+        retry = self._retry()
         while True:
             body = to_dict(WorkerStatusReport(
                 node_id=self.node_id, ts_ns=time.time_ns(),
@@ -204,7 +192,7 @@ class Worker:
                 if ack.leader:
                     server = normalize_endpoint(ack.leader)
                 self.report_to = server
-                delay, hops = _BACKOFF_FIRST, 0
+                retry.reset()
                 await asyncio.sleep(max(0.0, sent + report_interval(self.ttl)
                                         - time.monotonic()))
                 continue
@@ -214,17 +202,11 @@ class Worker:
             if ans.err in REFUSED_IDENTITY:
                 self._retire(f"report: {ans.err}")
                 return
-            if ans.err == "not_leader" and ans.leader and hops < 3:
-                server, hops = normalize_endpoint(ans.leader), hops + 1
-                continue
-            hops = 0
-            server = self._next(server)
-            await asyncio.sleep(delay)
-            delay = min(_BACKOFF_CAP, delay * 2)
+            server = await retry.after(server, ans)
 
     async def _poll_loop(self) -> None:
         server = self.poll_to
-        delay = _BACKOFF_FIRST
+        retry = self._retry()
         wait = self.settings.poll_wait
         while True:
             last = self.assignments.revision
@@ -242,16 +224,14 @@ class Worker:
                                events=[event_record(e) for e in resp.events],
                                held=self.assignments.revision)
                 self.poll_to = server
-                delay = _BACKOFF_FIRST
+                retry.reset()
                 continue
             self.rec.write("poll", self.who, t0, w0, ok=False, err=ans.err, node=self.node_id,
                            server=server, last=last, msg=ans.message[:160])
             if ans.err in REFUSED_IDENTITY:
                 self._retire(f"poll: {ans.err}")
                 return
-            server = self._next(server)
-            await asyncio.sleep(delay)
-            delay = min(_BACKOFF_CAP, delay * 2)
+            server = await retry.elsewhere(server)
 
 
 @dataclass

@@ -40,8 +40,8 @@ from ..model import (
 from ..replication.secret import create_secret, load_secret
 from ..tasks import cancel_and_wait
 
-__all__ = ["free_ports", "wait_until", "async_wait_until", "map_of_size", "LocalCluster",
-           "SimWorker", "SimFleet"]
+__all__ = ["free_ports", "wait_until", "async_wait_until", "map_of_size", "stop_process",
+           "LocalCluster", "SimWorker", "SimFleet"]
 
 
 def free_ports(n: int, host: str = "127.0.0.1", *, restartable: bool = False) -> list[int]:
@@ -149,6 +149,18 @@ class Peer:
         return f"http://{self.api_addr}"
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to one process by its PID, if it still runs, and reap it (SIGKILL after
+    10 s)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 @dataclass
 class LocalCluster:
     """``size`` server processes (``raftdir serve``) on 127.0.0.1. ``mode``: ``worker-tier``
@@ -248,14 +260,8 @@ class LocalCluster:
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one peer's process (by PID) and reap it."""
         proc = self.peers[node_id].proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if proc is not None:
+            stop_process(proc, sig)
 
     def alive(self, node_id: int) -> bool:
         proc = self.peers[node_id].proc

@@ -1,21 +1,18 @@
-"""Run ``async def`` tests of this directory with ``asyncio.run`` and a hard deadline."""
+"""Every async test of this directory has a hard deadline (tests/conftest.py runs it)."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
+from pathlib import Path
 
 import pytest
 
 #: No agent test may take longer than this (real seconds).
 TEST_DEADLINE = 20.0
 
+_HERE = Path(__file__).parent
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function):
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    args = {name: pyfuncitem.funcargs[name]
-            for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**args), TEST_DEADLINE))
-    return True
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.async_deadline(TEST_DEADLINE))

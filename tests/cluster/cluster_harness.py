@@ -5,7 +5,6 @@ PID with ``stop_process``)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from typing import Iterator
 
 from raftdir.config import dump_yaml
 from raftdir.model import WorkerTierMode, WorkerTierRole
-from raftdir.testing import LocalCluster
+from raftdir.testing import LocalCluster, stop_process  # noqa: F401 (tests import it here)
 
 
 @contextmanager
@@ -58,17 +57,6 @@ def start_worker(cluster: LocalCluster, data_dir: Path, token: str, *,
             start_new_session=True)
     finally:
         log.close()
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Send ``sig`` to one process by its PID and reap it (SIGKILL after 10 s)."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def http(base: str, method: str, path: str, token: str | None = None,

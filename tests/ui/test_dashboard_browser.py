@@ -31,7 +31,7 @@ import browser as browser_tools
 from raftdir.auth import admin_token
 from raftdir.config import dump_yaml
 from raftdir.model import WorkerTierMode, WorkerTierRole
-from raftdir.testing import LocalCluster, wait_until
+from raftdir.testing import LocalCluster, stop_process, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -50,16 +50,6 @@ def raftdir(*args: str, env: dict[str, str]) -> str:
                          text=True, timeout=60, env=dict(os.environ, **env))
     assert out.returncode == 0, out.stderr
     return out.stdout
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
