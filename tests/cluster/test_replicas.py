@@ -70,6 +70,10 @@ async def _scenario(cluster: LocalCluster) -> None:
             lambda: _names_replica(admin, leader_url, rid), 10, "the leader to name it")
         status = await admin.peers(server=replica)
         assert status["state"] == "replica" and status["self"] is None
+        # named by the leader is not yet caught up: it may still be applying what it got
+        # (a full-suite run saw it behind at this point); it catches up within the bound
+        status = await async_wait_until(lambda: _caught_up(admin, replica), 10,
+                                        "the replica to hold what the leader committed")
         assert status["behind"] is False and status["lag_entries"] == 0
         assert await metric(admin, replica, "raftdir_replica") == 1
         assert await metric(admin, leader_url, "raftdir_replicas") == 1
@@ -164,6 +168,11 @@ def admin_on(servers: list[str], admin: RaftdirClient) -> RaftdirClient:
     admin.servers = list(servers)
     admin.preferred = servers[0]
     return admin
+
+
+async def _caught_up(admin: RaftdirClient, replica: str) -> dict | None:
+    status = await admin.peers(server=replica)
+    return status if status["behind"] is False and status["lag_entries"] == 0 else None
 
 
 async def _names_replica(admin: RaftdirClient, leader_url: str, rid: int | None) -> bool:
