@@ -49,6 +49,11 @@ What PySyncObj does, and what ``RaftRules`` does instead:
   then stalled on the same entry, elect. Here a leader announces large committed entries
   before applying them, and a peer whose tick ran longer than ``raftMinTimeout`` listens
   for that long again before it may start an election.
+- **Simultaneous pre-votes.** Two peers whose timers fire together (the leader killed,
+  both followers out of its lease) both won their pre-votes and split the real vote: a
+  second term for one election (the seeded nemesis run: `kill_leader`, term +2). A peer
+  that grants a pre-vote while its own round for that term runs gives its round up when
+  the other peer's address is lower; the lower one goes on, so one election follows.
 - **Stepping down restarts the election timer** (etcd's ``becomeFollower`` resets it).
   PySyncObj's leader that loses its quorum (``leaderFallbackTimeout``) or meets a higher
   term becomes a follower without touching the election deadline it last set as a
@@ -409,6 +414,13 @@ class RaftRules(SyncObj):
             # ours starts: two peers that time out together would otherwise both win
             # pre-votes and split the real vote (a second term for one election).
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            pending = self._rd_pre_vote
+            if pending is not None and message["term"] >= pending[0] \
+                    and str(node.id) < str(self.selfNode.id):
+                # Our own round runs too (we timed out together): the lower address goes
+                # on, the other gives its round up, so one real election follows, not two
+                # that split the vote.
+                self._rd_pre_vote, self._rd_pre_vote_won = None, False
         self._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE,
                                              "term": message.get("term"),
                                              "granted": granted, "voter_term": term})

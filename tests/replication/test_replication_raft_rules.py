@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from types import SimpleNamespace
 
 import pytest
 from pysyncobj import SyncObjConf
@@ -236,6 +237,29 @@ def test_granting_a_pre_vote_restarts_our_own_election_timer(peer):
     peer.receive(peer.c, pre_vote(4, (1, 0)))                  # refused: no new delay
     assert granted(peer) == [True, False]
     assert peer.so._SyncObj__raftElectionDeadline == deadline
+
+
+def test_of_two_peers_pre_voting_together_the_lower_address_goes_on(peer):
+    # the seeded nemesis run: the leader killed, both followers' timers fired together,
+    # both won their pre-votes and split the real vote (term +2 for one election)
+    me = str(peer.so.selfNode.id)
+    # a peer ranked below us and one ranked above (addresses compare as text)
+    below, above = SimpleNamespace(id="0.0.0.0:1"), SimpleNamespace(id="z:1")
+    for other in (below, above):
+        peer.sent.clear()
+        peer.so._rd_pre_vote, peer.so._rd_pre_vote_won = None, False
+        peer.receive(peer.b, append(3, (1, 0), [(2, 3)]))
+        peer.clock.now += MIN_TIMEOUT                      # b's lease is over: b died
+        time_out(peer)                                     # our round for term 4 runs
+        assert peer.so._rd_pre_vote is not None
+        peer.receive(other, pre_vote(4, (2, 3)))            # theirs too, at the same time
+        assert granted(peer) == [True]
+        peer.receive(peer.c, {"type": PRE_VOTE_RESPONSE, "term": 4, "granted": True,
+                              "voter_term": 3})
+        lower = other is below
+        assert peer.so._rd_pre_vote_won is (not lower), (str(other.id), me)
+        if lower:      # gave its round up, and waits a whole timeout before the next
+            assert peer.so._SyncObj__raftElectionDeadline >= peer.clock.now + MIN_TIMEOUT
 
 
 # -- the leader lease -----------------------------------------------------------------------
